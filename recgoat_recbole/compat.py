@@ -1,0 +1,423 @@
+"""Everything RecBole 1.2.1 needs to run on today's stack, in one place.
+
+RecBole 1.2.1 (2023) predates numpy 2, scipy 1.12, setuptools 81 and torch 2.6. Each fix below names the
+upstream cause, touches the smallest surface that removes it, and has a test in ``tests/test_compat.py``
+that fails without it. :func:`apply` is idempotent and runs once on ``import recgoat_recbole``.
+
+Fixes
+-----
+1. ``numpy_aliases`` -- numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``. RecBole's
+   ``Config.compatibility_settings`` reads them to recreate the *older* aliases (``np.float``, ``np.bool``, ...)
+   that its own metrics still use (``recbole/evaluator/metrics.py``), so every ``Config(...)`` raised
+   ``AttributeError``. We replace that method with one that creates the same old aliases from names that
+   exist in numpy 1 and 2 (``np.float64``, ``np.complex128``, ``np.str_``). We do not put the removed
+   numpy-2 names back.
+2. ``scipy_dok_update`` -- scipy 1.12 moved ``dok_matrix`` storage to ``self._dict`` and dropped the private
+   ``_update`` that RecBole's LightGCN, NGCF, NCL, SGL, GCMC, SpectralCF, KGIN and MCCLK call to fill their
+   adjacency. We add ``_update`` back as a bulk ``dict.update`` on that storage (the old semantics: no
+   per-key bounds check).
+3. ``ray_import`` -- ``recbole.quick_start`` imports ``ray.tune``; ray 2.6.3 imports
+   ``pkg_resources``, which setuptools 81 removed, and reads ``np.bool8`` (removed in numpy 2) while defining
+   a class; ``np.bool8`` is set for the duration of that one import and removed again. Rather than pin an
+   old setuptools into the user's environment, when (and only when) ``pkg_resources`` cannot be imported we register a minimal module that
+   provides exactly what ray 2.6.3 uses (``get_distribution``, ``require``, ``DistributionNotFound``,
+   ``packaging`` and ``_vendor.packaging.version``). Any other attribute raises an ``AttributeError`` that
+   says it is this shim.
+4. ``safe_checkpoints`` -- torch 2.6 made ``torch.load(weights_only=True)`` the default, and RecBole's
+   checkpoints hold its ``Config`` object (enums, the model class, a yaml loader class), so the trainer could
+   no longer reload the best model it had just saved, nor could ``load_data_and_model`` read it; worse, RecBole
+   writes pickle protocol 4, which torch's weights-only unpickler cannot parse at all. We keep safe loading on:
+   ``Trainer._save_checkpoint`` writes protocol 2 (otherwise unchanged), and ``Trainer.evaluate``,
+   ``Trainer.resume_checkpoint`` and ``load_data_and_model`` run inside
+   :func:`recbole_checkpoint_globals`, which first lists the globals the file references and allows only
+   RecBole's own config classes and enums, recommender *classes* (subclasses of ``AbstractRecommender``) and
+   numeric numpy scalars (``best_valid_score``).
+   Any other global -- ``os.system``, an unknown class -- raises ``pickle.UnpicklingError`` naming it.
+5. ``external_models`` -- ``run_recbole`` and ``load_data_and_model`` resolve a model with
+   ``recbole.utils.get_model(name)``, which only searches ``recbole.model.*``; ``Config`` only loads
+   ``recbole/properties/model/<name>.yaml``; ``create_dataset`` only looks in ``recbole.data.dataset``.
+   :func:`register_model` puts an external class (and optionally its dataset class and default YAML) in a
+   registry that a wrapped ``get_model`` consults first. The model's YAML is layered exactly where RecBole
+   layers its own model YAMLs (after ``overall.yaml``, before the dataset YAML, below the user's files and
+   dict).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import importlib.metadata
+import os
+import pickle
+import sys
+import types
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+__all__ = [
+    "apply",
+    "register_model",
+    "registered_models",
+    "recbole_checkpoint_globals",
+    "APPLIED",
+    "ORIGINALS",
+]
+
+#: names of the fixes that :func:`apply` has installed, in order
+APPLIED: list[str] = []
+#: the functions each fix replaced, so tests can show the fix is needed
+ORIGINALS: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class _Registration:
+    model_class: type
+    dataset_class: type | None
+    yaml_file: str | None
+
+
+_REGISTRY: dict[str, _Registration] = {}
+
+
+# ---------------------------------------------------------------------------------------------- 1. numpy 2
+_OLD_NUMPY_ALIASES = {
+    "bool": "bool_",
+    "int": "int_",
+    "float": "float64",
+    "complex": "complex128",
+    "object": "object_",
+    "str": "str_",
+    "long": "int_",
+    "unicode": "str_",
+}
+
+
+def _compatibility_settings(self: Any) -> None:
+    """Replacement for ``Config.compatibility_settings`` that works on numpy 1 and 2."""
+    import numpy as np
+
+    for old, new in _OLD_NUMPY_ALIASES.items():
+        setattr(np, old, getattr(np, new))
+
+
+def _fix_numpy_aliases() -> None:
+    from recbole.config import configurator
+
+    ORIGINALS["numpy_aliases"] = configurator.Config.compatibility_settings
+    configurator.Config.compatibility_settings = _compatibility_settings
+
+
+# ------------------------------------------------------------------------------------------ 2. scipy 1.12
+def _dok_update(self: Any, data: dict) -> None:
+    """``dok_matrix._update`` as scipy < 1.12 had it: a bulk dict update of the stored entries."""
+    self._dict.update(data)
+
+
+def _fix_scipy_dok_update() -> None:
+    import scipy.sparse as sp
+
+    if hasattr(sp.dok_matrix, "_update"):
+        return  # scipy < 1.12 still has it
+    ORIGINALS["scipy_dok_update"] = None
+    sp.dok_matrix._update = _dok_update
+
+
+# ---------------------------------------------------------------------------------------- 3. setuptools 81
+class _ShimModule(types.ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(
+            f"pkg_resources.{name}: this is recgoat_recbole's minimal pkg_resources shim (setuptools >= 81 "
+            "removed the real one); it only provides what ray 2.6.3 needs. "
+            "Install 'setuptools<81' for the full module."
+        )
+
+
+def _build_pkg_resources_shim() -> types.ModuleType:
+    import packaging
+    import packaging.version
+
+    shim = _ShimModule("pkg_resources", "recgoat_recbole compatibility shim for ray 2.6.3")
+
+    class DistributionNotFound(Exception):
+        pass
+
+    @dataclass
+    class _Distribution:
+        project_name: str
+        version: str
+
+    def get_distribution(name: str) -> _Distribution:
+        try:
+            return _Distribution(name, importlib.metadata.version(name))
+        except importlib.metadata.PackageNotFoundError as exc:
+            raise DistributionNotFound(name) from exc
+
+    def require(name: str) -> list[_Distribution]:
+        return [get_distribution(name)]
+
+    shim.DistributionNotFound = DistributionNotFound
+    shim.get_distribution = get_distribution
+    shim.require = require
+    shim.packaging = packaging
+    vendor = types.ModuleType("pkg_resources._vendor")
+    vendor.packaging = packaging
+    shim._vendor = vendor
+    shim.__path__ = []  # a package, so 'pkg_resources._vendor...' imports resolve through sys.modules
+    return shim
+
+
+def _fix_ray_import() -> None:
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        import packaging.version
+
+        shim = _build_pkg_resources_shim()
+        sys.modules["pkg_resources"] = shim
+        sys.modules["pkg_resources._vendor"] = shim._vendor
+        sys.modules["pkg_resources._vendor.packaging"] = sys.modules["packaging"]
+        sys.modules["pkg_resources._vendor.packaging.version"] = packaging.version
+        ORIGINALS["ray_import"] = None
+    import numpy as np
+
+    # ray 2.6.3's tune logger reads np.bool8 (removed in numpy 2) at class-definition time: provide it for
+    # the duration of the import only.
+    added = "bool8" not in np.__dict__
+    if added:
+        np.bool8 = np.bool_
+    try:
+        import recbole.quick_start  # noqa: F401  (imports ray.tune)
+    finally:
+        if added:
+            del np.bool8
+
+
+# --------------------------------------------------------------------------------------------- 4. torch 2.6
+_NUMERIC_DTYPES = {"Float64", "Float32", "Float16", "Int64", "Int32", "Int16", "Int8", "UInt8", "Bool"}
+
+
+def _allowed_checkpoint_global(qualified: str) -> Any:
+    """Resolve one global named in a RecBole checkpoint, or raise if it is not one RecBole writes."""
+    from recbole.model.abstract_recommender import AbstractRecommender
+
+    module_name, _, attr = qualified.rpartition(".")
+    fixed = {
+        "recbole.config.configurator.Config",
+        "recbole.utils.enum_type.ModelType",
+        "recbole.utils.enum_type.InputType",
+        "recbole.utils.enum_type.EvaluatorType",
+        "recbole.utils.enum_type.FeatureType",
+        "recbole.utils.enum_type.FeatureSource",
+        "recbole.utils.enum_type.KGDataLoaderState",
+        "yaml.loader.FullLoader",
+        # numpy scalars (RecBole stores best_valid_score as np.float64), as torch's docs advise
+        "numpy._core.multiarray.scalar",
+        "numpy.core.multiarray.scalar",
+        "numpy.dtype",
+    }
+    obj = None
+    qualified_ok = qualified in fixed
+    if qualified_ok or module_name.startswith(("recbole.model.", "recgoat_recbole.")):
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError):
+            obj = None
+    if qualified_ok and obj is not None:
+        return obj
+    if isinstance(obj, type) and (issubclass(obj, AbstractRecommender) or _is_registered(obj)):
+        return obj
+    raise pickle.UnpicklingError(
+        f"refusing to load checkpoint: it references {qualified!r}, which is not a RecBole config, enum or "
+        "recommender class. Load it yourself with torch.load(..., weights_only=False) only if you trust it."
+    )
+
+
+def _is_registered(cls: type) -> bool:
+    return any(r.model_class is cls or r.dataset_class is cls for r in _REGISTRY.values())
+
+
+def _checkpoint_globals(path: Any) -> list[Any]:
+    import torch
+
+    if not isinstance(path, (str, os.PathLike)):
+        return []
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(os.fspath(path))
+    except pickle.UnpicklingError as exc:
+        raise pickle.UnpicklingError(
+            f"cannot load {os.fspath(path)} safely: it was written with a pickle protocol torch's weights-only "
+            "loader does not read (RecBole 1.2.1 without recgoat_recbole writes protocol 4). Re-train with "
+            "recgoat_recbole imported, or load it with torch.load(..., weights_only=False) only if you trust it."
+        ) from exc
+    allowed = [_allowed_checkpoint_global(name) for name in names]
+    if "numpy.dtype" in names:  # BUILD of a dtype names its class only implicitly
+        import numpy as np
+
+        allowed += [getattr(np.dtypes, f"{t}DType") for t in sorted(_NUMERIC_DTYPES)]
+    return allowed
+
+
+@contextlib.contextmanager
+def recbole_checkpoint_globals(path: Any) -> Iterator[None]:
+    """Allow, for the duration of the block, the RecBole globals that the checkpoint ``path`` references.
+
+    ``torch.load`` stays in ``weights_only`` mode; only RecBole's config classes, enums and recommender classes
+    are added to its allowlist, and only if the file names nothing else.
+    """
+    import torch
+
+    allowed = _checkpoint_globals(path) if path is not None and os.path.exists(path) else []
+    with torch.serialization.safe_globals(allowed):
+        yield
+
+
+def _with_checkpoint_globals(fn: Callable, path_of: Callable[..., Any]) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with recbole_checkpoint_globals(path_of(*args, **kwargs)):
+            return fn(*args, **kwargs)
+
+    wrapper.__recgoat_compat__ = True
+    return wrapper
+
+
+def _evaluate_checkpoint(self: Any, eval_data: Any = None, load_best_model: bool = True,
+                         model_file: str | None = None, *args: Any, **kwargs: Any) -> Any:
+    if not load_best_model:
+        return None
+    return model_file or getattr(self, "saved_model_file", None)
+
+
+def _save_checkpoint(self: Any, epoch: int, verbose: bool = True, **kwargs: Any) -> None:
+    """``Trainer._save_checkpoint`` of RecBole 1.2.1, writing pickle protocol 2 instead of 4.
+
+    torch's weights-only unpickler reads protocol 2 only (no FRAME / STACK_GLOBAL / MEMOIZE opcodes).
+    """
+    import torch
+    from recbole.utils import set_color
+
+    if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        return
+    saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+    state = {
+        "config": self.config,
+        "epoch": epoch,
+        "cur_step": self.cur_step,
+        "best_valid_score": self.best_valid_score,
+        "state_dict": self.model.state_dict(),
+        "other_parameter": self.model.other_parameter(),
+        "optimizer": self.optimizer.state_dict(),
+    }
+    torch.save(state, saved_model_file, pickle_protocol=2)
+    if verbose:
+        self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+
+def _fix_safe_checkpoints() -> None:
+    import recbole.quick_start
+    import recbole.quick_start.quick_start as qs
+    from recbole.trainer import trainer as trainer_mod
+
+    ORIGINALS["safe_checkpoints"] = {
+        "evaluate": trainer_mod.Trainer.evaluate,
+        "resume_checkpoint": trainer_mod.Trainer.resume_checkpoint,
+        "load_data_and_model": qs.load_data_and_model,
+        "_save_checkpoint": trainer_mod.Trainer._save_checkpoint,
+    }
+    trainer_mod.Trainer._save_checkpoint = _save_checkpoint
+    trainer_mod.Trainer.evaluate = _with_checkpoint_globals(trainer_mod.Trainer.evaluate, _evaluate_checkpoint)
+    trainer_mod.Trainer.resume_checkpoint = _with_checkpoint_globals(
+        trainer_mod.Trainer.resume_checkpoint, lambda self, resume_file: resume_file
+    )
+    loader = _with_checkpoint_globals(qs.load_data_and_model, lambda model_file: model_file)
+    qs.load_data_and_model = loader
+    recbole.quick_start.load_data_and_model = loader
+
+
+# ------------------------------------------------------------------------------------ 5. external models
+def register_model(model_class: type, dataset_class: type | None = None, yaml_file: str | None = None) -> None:
+    """Make ``model_class`` usable wherever RecBole takes a model name or class.
+
+    Args:
+        model_class: a RecBole recommender (subclass of ``AbstractRecommender``).
+        dataset_class: the ``Dataset`` subclass ``create_dataset`` should build for it (default: RecBole's).
+        yaml_file: the model's default parameters, layered like ``recbole/properties/model/<name>.yaml``.
+    """
+    name = model_class.__name__
+    if yaml_file is not None and not os.path.isfile(yaml_file):
+        raise FileNotFoundError(f"default config for {name} not found: {yaml_file}")
+    _REGISTRY[name] = _Registration(model_class, dataset_class, yaml_file)
+    if dataset_class is not None:
+        import recbole.data.dataset as dataset_module
+
+        # create_dataset() looks up f"{config['model']}Dataset" in this module first.
+        setattr(dataset_module, f"{name}Dataset", dataset_class)
+
+
+def registered_models() -> dict[str, type]:
+    """The external models registered so far, by name."""
+    return {name: r.model_class for name, r in _REGISTRY.items()}
+
+
+def _get_model(model_name: str) -> type:
+    if model_name in _REGISTRY:
+        return _REGISTRY[model_name].model_class
+    try:
+        return ORIGINALS["external_models"]["get_model"](model_name)
+    except (ValueError, AttributeError):
+        raise ValueError(
+            f"unknown model {model_name!r}: it is neither a RecBole 1.2.1 model nor a registered one "
+            f"({', '.join(sorted(_REGISTRY)) or 'none registered'})"
+        ) from None
+
+
+def _load_internal_config_dict(self: Any, model: str, model_class: type, dataset: str) -> None:
+    ORIGINALS["external_models"]["_load_internal_config_dict"](self, model, model_class, dataset)
+    registration = _REGISTRY.get(model)
+    if registration is None or registration.yaml_file is None:
+        return
+    # RecBole's order is overall < model < sample < dataset; re-layer the last two above our model file.
+    from recbole.config import configurator
+
+    base = os.path.join(os.path.dirname(os.path.realpath(configurator.__file__)), "..", "properties", "dataset")
+    model_type = self.internal_config_dict["MODEL_TYPE"]
+    self._update_internal_config_dict(registration.yaml_file)
+    for later in (os.path.join(base, "sample.yaml"), os.path.join(base, f"{dataset}.yaml")):
+        if os.path.isfile(later):
+            self._update_internal_config_dict(later)
+    self.internal_config_dict["MODEL_TYPE"] = model_type
+
+
+def _fix_external_models() -> None:
+    import recbole.config.configurator as configurator
+    import recbole.quick_start.quick_start as qs
+    import recbole.utils
+    import recbole.utils.utils as utils_mod
+
+    ORIGINALS["external_models"] = {
+        "get_model": utils_mod.get_model,
+        "_load_internal_config_dict": configurator.Config._load_internal_config_dict,
+    }
+    for module in (utils_mod, recbole.utils, configurator, qs):
+        module.get_model = _get_model
+    configurator.Config._load_internal_config_dict = _load_internal_config_dict
+
+
+# ---------------------------------------------------------------------------------------------------- apply
+_FIXES: list[tuple[str, Callable[[], None]]] = [
+    ("numpy_aliases", _fix_numpy_aliases),
+    ("ray_import", _fix_ray_import),
+    ("scipy_dok_update", _fix_scipy_dok_update),
+    ("safe_checkpoints", _fix_safe_checkpoints),
+    ("external_models", _fix_external_models),
+]
+
+
+def apply() -> list[str]:
+    """Install every fix once (later calls do nothing); returns the names of the fixes applied."""
+    if not APPLIED:
+        for name, fix in _FIXES:
+            fix()
+            APPLIED.append(name)
+    return list(APPLIED)

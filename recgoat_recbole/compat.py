@@ -365,10 +365,12 @@ def _get_model(model_name: str) -> type:
         return _REGISTRY[model_name].model_class
     try:
         return ORIGINALS["external_models"]["get_model"](model_name)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, ImportError) as exc:
+        # RecBole's search imports recbole.model.exlib_recommender last, which needs lightgbm/xgboost
+        why = f" (while searching: {exc})" if isinstance(exc, ImportError) else ""
         raise ValueError(
             f"unknown model {model_name!r}: it is neither a RecBole 1.2.1 model nor a registered one "
-            f"({', '.join(sorted(_REGISTRY)) or 'none registered'})"
+            f"({', '.join(sorted(_REGISTRY)) or 'none registered'}){why}"
         ) from None
 
 

@@ -1,0 +1,130 @@
+"""RecGOAT vs RecBole's LightGCN: epoch time, full-sort evaluation time and peak memory at equal settings.
+
+    python benchmarks/bench_speed.py --dataset ml-100k --epochs 3 --out docs/speed.md
+
+Both models get the same embedding size, LightGCN layers, batch size, split and seed; RecGOAT additionally
+has the ml-100k text modality (auto: titles/genres/year, offline MiniLM). Each model runs in its own
+subprocess so that peak RSS (CPU) / ``torch.cuda.max_memory_allocated`` (GPU) belong to that model alone.
+Epoch time is the median of ``--epochs`` training epochs after one warm-up epoch; evaluation time is the
+median of three full-sort passes over the validation split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def measure(model_name: str, dataset: str, config_files: list[str], overrides: dict, epochs: int) -> dict:
+    import resource
+
+    import torch
+
+    import recgoat_recbole  # noqa: F401  (compat + registration)
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_seed
+
+    config = Config(model=model_name, dataset=dataset, config_file_list=config_files, config_dict=overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    data = create_dataset(config)
+    train, valid, _ = data_preparation(config, data)
+    cuda = config["device"].type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    model = get_model(config["model"])(config, train._dataset).to(config["device"])
+    build_s = time.perf_counter() - t0
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    times = []
+    for epoch in range(epochs + 1):
+        t0 = time.perf_counter()
+        trainer._train_epoch(train, epoch, show_progress=False)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    evals = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        trainer.evaluate(valid, load_best_model=False, show_progress=False)
+        if cuda:
+            torch.cuda.synchronize()
+        evals.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "model": model_name, "device": str(config["device"]), "build_s": build_s,
+        "epoch_s": statistics.median(times[1:]), "eval_s": statistics.median(evals), "peak_mib": peak,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--config", action="append", default=None,
+                        help="RecBole YAML(s) for RecGOAT (default: recbole_configs/ml-100k.yaml)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--embedding-size", type=int, default=64)
+    parser.add_argument("--n-layers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: RecBole's choice)")
+    parser.add_argument("--out", default=None, help="also write a Markdown table here")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    configs = args.config or [os.path.join(ROOT, "recbole_configs", f"{args.dataset}.yaml")]
+    common = {"embedding_size": args.embedding_size, "n_layers": args.n_layers,
+              "train_batch_size": args.batch_size, "show_progress": False, "seed": 2020}
+    if args.device == "cpu":
+        common["use_gpu"] = False
+    if args.child:
+        name = args.child
+        files = configs if name == "RecGOAT" else [c for c in configs if os.path.isfile(c)]
+        print(json.dumps(measure(name, args.dataset, files, common, args.epochs)))
+        return
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("LightGCN", "RecGOAT"):
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--dataset", args.dataset,
+                   "--epochs", str(args.epochs), "--embedding-size", str(args.embedding_size),
+                   "--n-layers", str(args.n_layers), "--batch-size", str(args.batch_size)]
+            cmd += sum((["--config", os.path.abspath(c)] for c in configs), [])
+            if args.device:
+                cmd += ["--device", args.device]
+            env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            out = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base, ours = rows
+    ratio = {k: ours[k] / base[k] for k in ("epoch_s", "eval_s", "peak_mib")}
+    lines = [
+        f"Dataset {args.dataset}, d={args.embedding_size}, LightGCN layers={args.n_layers}, "
+        f"batch={args.batch_size}, seed 2020, device {base['device']}; command: "
+        f"`python benchmarks/bench_speed.py --dataset {args.dataset} --epochs {args.epochs}`",
+        "",
+        "| model | epoch (s) | full-sort eval (s) | peak memory (MiB) | parameters | build (s) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['epoch_s']:.2f} | {r['eval_s']:.3f} | {r['peak_mib']:.0f} | "
+                     f"{r['params']:,} | {r['build_s']:.2f} |")
+    lines.append(f"| ratio RecGOAT / LightGCN | {ratio['epoch_s']:.2f}x | {ratio['eval_s']:.2f}x | "
+                 f"{ratio['peak_mib']:.2f}x | | |")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+r"""Cross-modal contrastive learning (CMCL): the instance-level alignment of RecGOAT.
+
+For a batch of B items, a modality view :math:`z^m_i` and the unified view :math:`z_i` (both L2-normalised),
+
+.. math::
+    \mathcal L_{\mathrm{CMCL}} = \frac1B\sum_{i=1}^B -\log
+        \frac{\exp(z^m_i\cdot z_i/\tau)}{\sum_{j=1}^B \exp(z^m_i\cdot z_j/\tau)} \;\ge 0,
+
+which is *minimised* (the authors' code minimises ``1 - InfoNCE``, i.e. maximises it: a sign error we do not
+copy). Identical views of B distinct unit vectors that are mutually orthogonal give
+:math:`\log(1 + (B-1)e^{-1/\tau})`; all-identical vectors give :math:`\log B`.
+
+Lemma 3.3 of the paper claims :math:`\mathbb E_i\|z^m_i - z_i\| \le \sqrt{2\tau\mathcal L + 2\tau\log B}`. Its proof
+turns an *upper* bound on :math:`\mathcal L_i` into an upper bound on the distance, which does not follow, and
+the claim is false (``tests/test_alignment_properties.py`` keeps a counterexample). What does hold, by Jensen on
+the log-sum-exp, is :func:`alignment_bound`:
+
+.. math::
+    \mathbb E_i\|z^m_i - z_i\|^2 \le 2\tau(\mathcal L - \log B) + 2\,(1 - \bar z^{m}\cdot \bar z),
+
+with :math:`\bar z^m, \bar z` the batch means: a small loss forces alignment only together with spread-out
+(uniform) embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["info_nce", "CMCLoss", "alignment_bound"]
+
+
+def info_nce(view: torch.Tensor, target: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """Mean InfoNCE of ``view[i]`` against ``target[i]`` with the other rows of ``target`` as negatives.
+
+    Both [B, d]; rows are L2-normalised here. Computed in float32 at least (stable for half inputs).
+    """
+    if view.shape != target.shape or view.ndim != 2:
+        raise ValueError(f"view and target must both be [B, d], got {tuple(view.shape)} and {tuple(target.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    dtype = torch.promote_types(view.dtype, torch.float32)
+    v = F.normalize(view.to(dtype), dim=-1)
+    t = F.normalize(target.to(dtype), dim=-1)
+    logits = v @ t.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(v), device=v.device))
+
+
+class CMCLoss(nn.Module):
+    """:func:`info_nce` as a module, with the temperature τ as its one setting."""
+
+    def __init__(self, temperature: float = 0.2) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, view: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return info_nce(view, target, self.temperature)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+def alignment_bound(view: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    r"""The valid upper bound on :math:`\mathbb E_i\|z^m_i-z_i\|^2` (see the module docstring), for checking."""
+    v = F.normalize(view.double(), dim=-1)
+    t = F.normalize(target.double(), dim=-1)
+    loss = info_nce(v, t, temperature)
+    return 2 * temperature * (loss - math.log(len(v))) + 2 * (1 - v.mean(0) @ t.mean(0))

@@ -1,0 +1,106 @@
+"""The dataset hook: RecGOAT's feature files load once, with the data, aligned to RecBole's ids by token.
+
+``create_dataset(config)`` builds :class:`RecGOATDataset` for ``model: RecGOAT`` (registered in
+:mod:`recgoat_recbole.compat`). After RecBole has loaded, filtered and remapped the atomic files, it reads
+
+- ``item_modalities`` -- ``{name: file}``, any number of item modalities (a list ``[text, image]`` means
+  MMRec's ``text_feat.npy``, ``image_feat.npy``);
+- ``user_profile_feat`` -- one optional file of user-profile vectors;
+
+and exposes ``item_features: dict[str, np.ndarray]`` ([n_items, dim_m], row 0 = padding) and
+``user_features: np.ndarray | None`` ([n_users, dim], row 0 = padding). Relative paths are looked up in the
+dataset folder (``data_path/dataset``) first, then in the working directory. A modality given as
+``auto:col1,col2`` is the text of those columns of the dataset's ``.item`` file, encoded once with
+``text_encoder`` (default: the offline MiniLM) and cached under ``feature_cache_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+from recbole.data.dataset import Dataset
+
+from recgoat_recbole.features.store import FeatureFileError, align_rows, read_features
+from recgoat_recbole.features.text import cached_text_features
+
+__all__ = ["RecGOATDataset", "resolve_feature_path", "modality_files"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_feature_path(path: str, dataset_dir: str) -> str:
+    """An existing file for ``path``: absolute, or under ``dataset_dir``, or under the working directory."""
+    path = os.path.expanduser(os.fspath(path))
+    candidates = [path] if os.path.isabs(path) else [os.path.join(dataset_dir, path), os.path.abspath(path)]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    raise FeatureFileError(f"feature file not found: {path} (looked in {', '.join(candidates)})")
+
+
+def modality_files(config_value: object) -> dict[str, str]:
+    """Normalise the ``item_modalities`` setting to ``{name: file}``."""
+    if config_value is None:
+        return {}
+    if isinstance(config_value, str):
+        config_value = [config_value]
+    if isinstance(config_value, (list, tuple)):
+        return {str(name): f"{name}_feat.npy" for name in config_value}
+    if isinstance(config_value, dict):
+        return {str(k): str(v) for k, v in config_value.items()}
+    raise FeatureFileError(f"item_modalities must be a dict {{name: file}} or a list of names, got {config_value!r}")
+
+
+def _normalise(x: np.ndarray, how: str) -> np.ndarray:
+    if how == "none":
+        return x
+    nonzero = np.abs(x).sum(1) > 0
+    if how == "l2":
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        return np.where(norms > 0, x / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+    if how == "standard":
+        rows = x[nonzero]
+        mean, std = rows.mean(0), rows.std(0) + 1e-6
+        return np.where(nonzero[:, None], (x - mean) / std, 0.0).astype(np.float32)
+    raise FeatureFileError(f"feature_norm must be 'l2', 'standard' or 'none', got {how!r}")
+
+
+class RecGOATDataset(Dataset):
+    """RecBole's general ``Dataset`` plus the LM feature matrices RecGOAT needs (see the module docstring)."""
+
+    item_features: dict[str, np.ndarray]
+    user_features: np.ndarray | None
+
+    def _feature_path(self, spec: str) -> str:
+        """A feature file for ``spec``: a path, or ``auto:col1,col2`` = text of those ``.item`` columns."""
+        if isinstance(spec, str) and spec.startswith("auto:"):
+            columns = [c.strip() for c in spec[len("auto:"):].split(",") if c.strip()]
+            item_file = os.path.join(self.config["data_path"], f"{self.dataset_name}.item")
+            if not columns or not os.path.isfile(item_file):
+                raise FeatureFileError(f"{spec!r} needs item columns and the item file {item_file}")
+            cache = os.path.join(self.config["feature_cache_dir"] or "recgoat_cache", self.dataset_name)
+            return cached_text_features(item_file, columns, cache, self.config["text_encoder"])
+        return resolve_feature_path(spec, self.config["data_path"])
+
+    def _from_scratch(self) -> None:
+        super()._from_scratch()
+        self._load_lm_features()
+
+    def _load_lm_features(self) -> None:
+        config = self.config
+        missing = config["missing_features"] or "error"
+        how = config["feature_norm"] or "l2"
+        self.item_features = {}
+        for name, file in modality_files(config["item_modalities"]).items():
+            data = read_features(self._feature_path(file))
+            aligned = align_rows(data, self.field2id_token[self.iid_field], missing, "item")
+            self.item_features[name] = _normalise(aligned, how)
+            logger.info(f"modality {name!r}: {data.path} -> {aligned.shape} aligned by item token")
+        self.user_features = None
+        if config["user_profile_feat"]:
+            data = read_features(self._feature_path(config["user_profile_feat"]))
+            aligned = align_rows(data, self.field2id_token[self.uid_field], missing, "user")
+            self.user_features = _normalise(aligned, how)
+            logger.info(f"user profiles: {data.path} -> {aligned.shape} aligned by user token")

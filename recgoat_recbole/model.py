@@ -1,0 +1,265 @@
+"""RecGOAT as a RecBole general recommender: thin glue between the graphs, layers and alignment losses.
+
+Representations (SPEC §2, §4)::
+
+    z_id            = LightGCN(user–item graph, rating-weighted)               users and items
+    z_m             = GAT_m(Linear_m(x_m), item–item kNN graph of m)          each item modality m
+    z~_m            = OAT_m(z_m, z_id) = z_m (d·T_m + Δ_m)                     distribution-level alignment
+    z_i             = γ_id z_id_i + Σ_m γ_m z~_m_i                              fusion (fixed / learned / sum / concat)
+    z_u             = z_id_u + γ_p GAT_p(Linear_p(p_u), user–user kNN graph)   optional user profiles
+    score(u, i)     = z_u · z_i
+
+Loss: BPR + λ_reg‖E⁰‖² + λ_c Σ_m InfoNCE(z~_m, z) + λ_ot Σ_m W_ε(z~_m, z), the last two over the batch's
+positive items. Every component can be switched off from the config (ablations).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.model.init import xavier_normal_initialization
+from recbole.model.loss import BPRLoss, EmbLoss
+from recbole.utils import InputType
+from torch import nn
+
+from recgoat_recbole.alignment import CMCLoss, OATMap, WassersteinLoss
+from recgoat_recbole.graphs import bipartite_adjacency, knn_graph, rating_weights
+from recgoat_recbole.layers import GAT, lightgcn_propagate
+
+__all__ = ["RecGOAT", "FUSIONS"]
+
+logger = logging.getLogger(__name__)
+
+FUSIONS = ("fixed", "learned", "sum", "concat")
+
+
+class RecGOAT(GeneralRecommender):
+    r"""RecGOAT (arXiv 2602.00682). Defaults: ``recgoat_recbole/properties/RecGOAT.yaml``; keys: docs/config.md.
+
+    Attributes:
+        item_features: ``dict[str, Tensor]`` -- each modality's LM features [n_items, dim_m] aligned to RecBole
+            item ids by token (row 0 = padding).
+        user_features: ``Tensor | None`` -- user-profile vectors [n_users, dim] or ``None``.
+    """
+
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        self.dim = config["embedding_size"]
+        self.n_layers = config["n_layers"]
+        self.reg_weight = config["reg_weight"]
+        self.id_only = bool(config["id_only"])
+        self.use_gat = bool(config["use_gat"])
+        self.use_oat = bool(config["use_oat"])
+        self.cmcl_weight = float(config["cmcl_weight"]) if config["use_cmcl"] else 0.0
+        self.ot_weight = float(config["ot_weight"]) if config["use_wasserstein"] else 0.0
+        self.fusion = config["fusion"]
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+
+        # ---- ID branch: LightGCN over the (rating-weighted) user–item graph of the training split
+        self.user_embedding = nn.Embedding(self.n_users, self.dim)
+        self.item_embedding = nn.Embedding(self.n_items, self.dim)
+        self.apply(xavier_normal_initialization)
+        inter = dataset.inter_feat
+        users, items = inter[dataset.uid_field], inter[dataset.iid_field]
+        rating_field = config["RATING_FIELD"]
+        weights = None
+        if config["use_rating_weights"] and rating_field in inter.columns:
+            weights = rating_weights(users, inter[rating_field], config["rating_temperature"])
+        adjacency = bipartite_adjacency(users, items, self.n_users, self.n_items, weights).to_sparse_csr()
+        # CSR parts as dense buffers: they follow .to(device) and survive deepcopy (RecBole's get_flops)
+        self.register_buffer("adj_crow", adjacency.crow_indices(), persistent=False)
+        self.register_buffer("adj_col", adjacency.col_indices(), persistent=False)
+        self.register_buffer("adj_val", adjacency.values(), persistent=False)
+        degree = torch.bincount(items.long(), minlength=self.n_items)
+        self.register_buffer("cold_items", degree == 0, persistent=False)
+
+        # ---- modality branches: Linear → GAT over a frozen cosine kNN graph per modality
+        features = {} if self.id_only else dict(getattr(dataset, "item_features", {}) or {})
+        self.modalities = sorted(features)
+        self.item_projections = nn.ModuleDict()
+        self.item_gats = nn.ModuleDict()
+        self.oat_maps = nn.ModuleDict()
+        for name in self.modalities:
+            x = torch.as_tensor(features[name], dtype=torch.float32)
+            self.register_buffer(f"feat_{name}", x, persistent=False)
+            self.register_buffer(
+                f"knn_{name}", knn_graph(x, config["knn_k"], config["knn_chunk_size"], device=self._build_device(config)),
+                persistent=False,
+            )
+            self.item_projections[name] = nn.Linear(x.shape[1], self.dim)
+            if self.use_gat:
+                self.item_gats[name] = GAT(self.dim, config["gat_layers"], config["gat_heads"], config["gat_dropout"])
+            if self.use_oat:
+                self.oat_maps[name] = OATMap(
+                    self.dim, config["oat_epsilon"], config["oat_cost_scale"], config["oat_iters"],
+                    config["oat_scale_plan"], config["oat_residual_init"], config["oat_plan_grad"],
+                )
+
+        # ---- user-profile branch: Linear → GAT over the user–user kNN graph of profile vectors
+        profiles = None if self.id_only else getattr(dataset, "user_features", None)
+        self.use_profiles = profiles is not None and bool(config["use_user_graph"])
+        self.profile_weight = float(config["user_profile_weight"])
+        if self.use_profiles:
+            p = torch.as_tensor(profiles, dtype=torch.float32)
+            self.register_buffer("user_profiles", p, persistent=False)
+            self.register_buffer("knn_users", knn_graph(p, config["user_knn_k"], config["knn_chunk_size"],
+                                                        device=self._build_device(config)), persistent=False)
+            self.profile_projection = nn.Linear(p.shape[1], self.dim)
+            self.profile_gat = GAT(self.dim, config["gat_layers"], config["gat_heads"], config["gat_dropout"])
+
+        # ---- fusion
+        self._init_fusion(config)
+        self.fusion_norm = config["fusion_norm"]
+        self.fusion_dropout = nn.Dropout(config["fusion_dropout"])
+        self.cold_items_from_features = bool(config["cold_items_from_features"]) and bool(self.modalities)
+
+        # ---- losses
+        self.bpr_loss = BPRLoss()
+        self.reg_loss = EmbLoss()
+        self.cmcl = CMCLoss(config["cmcl_temperature"])
+        self.wasserstein = WassersteinLoss(config["ot_epsilon"], config["ot_iters"], config["ot_sample_size"])
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------------------------------- set-up
+    @staticmethod
+    def _build_device(config) -> torch.device:
+        return torch.device(config["device"]) if config["device"] is not None else torch.device("cpu")
+
+    def _init_fusion(self, config) -> None:
+        names = ["id", *self.modalities]
+        given = dict(config["fusion_weights"] or {})
+        unknown = set(given) - set(names)
+        if unknown:
+            raise ValueError(f"fusion_weights names unknown parts {sorted(unknown)}; parts are {names}")
+        if len(names) == 1:
+            weights = [1.0]
+        else:
+            default_id = float(given.get("id", 0.5))
+            rest = (1.0 - default_id) / (len(names) - 1)
+            weights = [default_id] + [float(given.get(m, rest)) for m in self.modalities]
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"fusion_weights must be non-negative with a positive sum, got {dict(zip(names, weights))}")
+        w = torch.tensor(weights) / sum(weights)
+        if self.fusion == "learned":
+            self.fusion_logits = nn.Parameter(torch.log(w.clamp_min(1e-6)))
+        else:
+            self.register_buffer("fusion_fixed", w, persistent=False)
+        if self.fusion == "concat":
+            self.concat_projection = nn.Linear(self.dim * len(names), self.dim)
+
+    # ---------------------------------------------------------------------------------------- forward
+    @property
+    def item_features(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, f"feat_{name}") for name in self.modalities}
+
+    @property
+    def user_features(self) -> torch.Tensor | None:
+        return self.user_profiles if self.use_profiles else None
+
+    @property
+    def adjacency(self) -> torch.Tensor:
+        """The normalised user–item adjacency as a CSR tensor (a view on the buffers, no copy)."""
+        n = self.n_users + self.n_items
+        return torch.sparse_csr_tensor(self.adj_crow, self.adj_col, self.adj_val, (n, n))
+
+    def fusion_weights(self) -> dict[str, float]:
+        """The current weights γ of the ID part and each modality (fixed or learned)."""
+        w = torch.softmax(self.fusion_logits, 0) if self.fusion == "learned" else self.fusion_fixed
+        return dict(zip(["id", *self.modalities], w.tolist()))
+
+    def modality_views(self, item_id: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``z~_m`` for every modality: projected LM features, GAT-propagated, OAT-aligned to ``item_id``."""
+        views = {}
+        for name in self.modalities:
+            h = self.item_projections[name](getattr(self, f"feat_{name}"))
+            if self.use_gat:
+                h = self.item_gats[name](h, getattr(self, f"knn_{name}"))
+            if self.use_oat:
+                h, _ = self.oat_maps[name](h, item_id)
+            views[name] = h
+        return views
+
+    def _fuse(self, item_id: torch.Tensor, views: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not views:
+            return item_id
+        parts = [item_id, *(views[m] for m in self.modalities)]
+        if self.fusion == "concat":
+            fused = self.concat_projection(torch.cat(parts, dim=1))
+        elif self.fusion == "sum":
+            fused = torch.stack(parts).sum(0)
+        else:
+            w = torch.softmax(self.fusion_logits, 0) if self.fusion == "learned" else self.fusion_fixed
+            fused = torch.einsum("p,pnd->nd", w, torch.stack(parts))
+            if self.cold_items_from_features:
+                # items never seen in training: their ID vector is untrained noise; use the modalities alone
+                modal = torch.einsum("p,pnd->nd", w[1:] / w[1:].sum().clamp_min(1e-12), torch.stack(parts[1:]))
+                fused = torch.where(self.cold_items[:, None], modal, fused)
+        if self.fusion_norm == "layernorm":
+            fused = F.layer_norm(fused, (self.dim,))
+        elif self.fusion_norm == "l2":
+            fused = F.normalize(fused, dim=-1)
+        return self.fusion_dropout(fused)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """All users' and items' final representations, and each modality's aligned view (items)."""
+        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
+        z_id = lightgcn_propagate(self.adjacency, ego, self.n_layers)
+        user_id, item_id = torch.split(z_id, [self.n_users, self.n_items])
+        views = self.modality_views(item_id)
+        items = self._fuse(item_id, views)
+        users = user_id
+        if self.use_profiles:
+            p = self.profile_gat(self.profile_projection(self.user_profiles), self.knn_users)
+            users = users + self.profile_weight * p
+        return users, items, views
+
+    # ------------------------------------------------------------------------------------------- losses
+    def calculate_loss(self, interaction) -> tuple[torch.Tensor, ...]:
+        self._cache = None
+        user = interaction[self.USER_ID]
+        pos = interaction[self.ITEM_ID]
+        neg = interaction[self.NEG_ITEM_ID]
+        users, items, views = self.forward()
+        u = users[user]
+        rec = self.bpr_loss((u * items[pos]).sum(-1), (u * items[neg]).sum(-1))
+        reg = self.reg_loss(self.user_embedding(user), self.item_embedding(pos), self.item_embedding(neg))
+        losses = [rec + self.reg_weight * reg]
+        if views and (self.cmcl_weight > 0 or self.ot_weight > 0):
+            batch_items = torch.unique(pos)
+            target = items[batch_items]
+            if self.cmcl_weight > 0:
+                losses.append(self.cmcl_weight * sum(self.cmcl(v[batch_items], target) for v in views.values()))
+            if self.ot_weight > 0:
+                losses.append(self.ot_weight * sum(self.wasserstein(v[batch_items], target) for v in views.values()))
+        return tuple(losses)
+
+    # ------------------------------------------------------------------------------------------ scoring
+    def train(self, mode: bool = True) -> "RecGOAT":
+        if mode:
+            self._cache = None  # parameters are about to change
+        return super().train(mode)
+
+    def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.training:
+            users, items, _ = self.forward()
+            return users, items
+        if self._cache is None:
+            with torch.no_grad():
+                users, items, _ = self.forward()
+            self._cache = (users, items)
+        return self._cache
+
+    def predict(self, interaction) -> torch.Tensor:
+        users, items = self._embeddings()
+        return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        users, items = self._embeddings()
+        return (users[interaction[self.USER_ID]] @ items.T).view(-1)

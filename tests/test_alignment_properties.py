@@ -1,0 +1,259 @@
+"""Property tests (hypothesis) of SPEC §6: InfoNCE, Lemma 3.3, Kantorovich–Rubinstein, Sinkhorn vs exact OT."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import ot
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from recgoat_recbole.alignment import (
+    CMCLoss,
+    OATMap,
+    WassersteinLoss,
+    alignment_bound,
+    dimension_cost,
+    info_nce,
+    pairwise_euclidean,
+    sinkhorn_plan,
+    wasserstein_distance,
+)
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=32)
+
+
+@st.composite
+def paired_batches(draw, min_b=2, max_b=12, max_d=6):
+    """Two [B, d] batches; duplicates and ties are allowed (hypothesis finds them)."""
+    b = draw(st.integers(min_b, max_b))
+    d = draw(st.integers(1, max_d))
+    x = draw(arrays(np.float64, (b, d), elements=finite))
+    y = draw(arrays(np.float64, (b, d), elements=finite))
+    assume((np.linalg.norm(x, axis=1) > 1e-3).all() and (np.linalg.norm(y, axis=1) > 1e-3).all())
+    return torch.tensor(x), torch.tensor(y)
+
+
+temperatures = st.floats(0.01, 10.0, allow_nan=False)
+
+
+# ------------------------------------------------------------------------------------------------ InfoNCE
+@SETTINGS
+@given(paired_batches(), temperatures)
+def test_info_nce_nonnegative_and_bounded_by_log_b_plus_spread(batch, tau):
+    x, y = batch
+    loss = float(info_nce(x, y, tau))
+    assert loss >= -1e-9
+    # each logit lies in [-1/τ, 1/τ]: the loss is at most log B + 2/τ
+    assert loss <= math.log(len(x)) + 2 / tau + 1e-6
+
+
+@SETTINGS
+@given(st.integers(2, 30), st.integers(1, 8), temperatures)
+def test_info_nce_identical_vectors_is_log_b(b, d, tau):
+    v = torch.randn(1, d, dtype=torch.float64).repeat(b, 1)
+    assert float(info_nce(v, v, tau)) == pytest.approx(math.log(b), rel=1e-9)
+
+
+@SETTINGS
+@given(st.integers(2, 16), temperatures)
+def test_info_nce_orthonormal_views(b, tau):
+    e = torch.eye(b, dtype=torch.float64)
+    expected = math.log1p((b - 1) * math.exp(-1 / tau))
+    assert float(info_nce(e, e, tau)) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_cmcl_module_is_minimised_by_alignment():
+    torch.manual_seed(0)
+    z = torch.randn(32, 8)
+    loss_aligned = CMCLoss(0.2)(z, z)
+    loss_random = CMCLoss(0.2)(torch.randn(32, 8), z)
+    assert loss_aligned < loss_random
+    assert torch.isfinite(CMCLoss(0.2)(z.half(), z.bfloat16()))
+
+
+# ----------------------------------------------------------------------------------------------- Lemma 3.3
+def _mean_distance(x, y):
+    return float((F.normalize(x, dim=-1) - F.normalize(y, dim=-1)).norm(dim=1).mean())
+
+
+def _lemma_33_rhs(x, y, tau):
+    return math.sqrt(2 * tau * float(info_nce(x, y, tau)) + 2 * tau * math.log(len(x)))
+
+
+def test_lemma_33_as_stated_has_a_counterexample():
+    """Lemma 3.3 claims E||z^m_i - z_i|| <= sqrt(2τ L + 2τ log B). Counterexample: views orthogonal to their
+    targets but antipodal to the negatives give a tiny loss with distance sqrt(2)."""
+    e1, e2 = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    targets = torch.stack([e1, -e2])  # z_1, z_2
+    views = torch.stack([e2, -e1])  # z^m_1 ⟂ z_1, antipodal to z_2; z^m_2 ⟂ z_2, antipodal to z_1
+    tau = 0.01
+    assert _mean_distance(views, targets) == pytest.approx(math.sqrt(2))
+    assert _mean_distance(views, targets) > _lemma_33_rhs(views, targets, tau)  # the stated bound fails
+
+
+@SETTINGS
+@given(paired_batches(), temperatures)
+def test_valid_alignment_bound_holds(batch, tau):
+    """What does hold (Jensen on the log-sum-exp): E||z^m_i - z_i||^2 <= 2τ(L - log B) + 2(1 - mean(z^m)·mean(z))."""
+    x, y = batch
+    sq = float((F.normalize(x, dim=-1) - F.normalize(y, dim=-1)).pow(2).sum(1).mean())
+    assert sq <= float(alignment_bound(x, y, tau)) + 1e-7
+    # and hence E||.|| <= sqrt(bound) (Cauchy–Schwarz)
+    assert _mean_distance(x, y) <= math.sqrt(max(float(alignment_bound(x, y, tau)), 0.0)) + 1e-6
+
+
+def test_hypothesis_finds_lemma_33_violations():
+    """The stated bound fails on a non-trivial part of the domain, not only on one hand-made example."""
+    from hypothesis import find
+
+    found = find(
+        st.tuples(paired_batches(max_b=4, max_d=3), st.floats(0.01, 0.1)),
+        lambda args: _mean_distance(*args[0]) > _lemma_33_rhs(args[0][0], args[0][1], args[1]) + 1e-6,
+        settings=settings(max_examples=2000, deadline=None, database=None),
+    )
+    (x, y), tau = found
+    assert _mean_distance(x, y) > _lemma_33_rhs(x, y, tau)
+
+
+# ------------------------------------------------------------------------------ Kantorovich–Rubinstein (W1)
+@st.composite
+def point_clouds(draw):
+    n = draw(st.integers(1, 10))
+    m = draw(st.integers(1, 10))
+    d = draw(st.integers(1, 4))
+    x = draw(arrays(np.float64, (n, d), elements=finite))
+    y = draw(arrays(np.float64, (m, d), elements=finite))
+    return x, y
+
+
+def _exact_w1(x, y):
+    cost = ot.dist(x, y, metric="euclidean")
+    return ot.emd2(np.full(len(x), 1 / len(x)), np.full(len(y), 1 / len(y)), cost)
+
+
+@SETTINGS
+@given(point_clouds(), arrays(np.float64, (4,), elements=finite), arrays(np.float64, (4,), elements=finite),
+       st.floats(0.1, 5))
+def test_kantorovich_rubinstein_duality(clouds, w, c, lip):
+    """|E_P g - E_Q g| <= Lip(g) W1(P, Q) for Lipschitz g: a linear map and a distance to a point."""
+    x, y = clouds
+    d = x.shape[1]
+    w, c = w[:d], c[:d]
+    w1 = _exact_w1(x, y)
+    linear = lambda z: z @ w  # noqa: E731   Lip = ||w||
+    dist = lambda z: lip * np.linalg.norm(z - c, axis=1)  # noqa: E731   Lip = lip
+    tol = 1e-7 * (1 + np.abs(x).max() + np.abs(y).max()) * (1 + np.linalg.norm(w) + lip)
+    assert abs(linear(x).mean() - linear(y).mean()) <= np.linalg.norm(w) * w1 + tol
+    assert abs(dist(x).mean() - dist(y).mean()) <= lip * w1 + tol
+
+
+# ------------------------------------------------------------------------------------- entropic OT (Sinkhorn)
+@st.composite
+def cost_matrices(draw):
+    n = draw(st.integers(1, 8))
+    m = draw(st.integers(1, 8))
+    scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
+    c = draw(arrays(np.float64, (n, m), elements=st.floats(0, 1, allow_nan=False)))
+    return c * scale
+
+
+@SETTINGS
+@given(cost_matrices(), st.sampled_from([1e-3, 1e-2, 0.1, 1.0, 10.0]))
+def test_sinkhorn_plan_is_feasible_finite_and_not_below_exact_ot(cost, eps):
+    c = torch.tensor(cost)
+    plan = sinkhorn_plan(c, epsilon=eps)
+    assert torch.isfinite(plan).all() and (plan >= 0).all()
+    n, m = cost.shape
+    torch.testing.assert_close(plan.sum(1), torch.full((n,), 1 / n, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(plan.sum(0), torch.full((m,), 1 / m, dtype=torch.float64), atol=1e-9, rtol=0)
+    exact = ot.emd2(np.full(n, 1 / n), np.full(m, 1 / m), cost)
+    assert float((plan * c).sum()) >= exact - 1e-9 * (1 + cost.max())
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 12), st.integers(2, 12), st.integers(0, 10_000))
+def test_sinkhorn_cost_converges_to_exact_as_epsilon_shrinks(n, m, seed):
+    rng = np.random.default_rng(seed)
+    cost = ot.dist(rng.normal(size=(n, 3)), rng.normal(size=(m, 3)), metric="euclidean")
+    exact = ot.emd2(np.full(n, 1 / n), np.full(m, 1 / m), cost)
+    gaps = []
+    for eps in (1.0, 0.1, 0.01, 0.001):
+        plan = sinkhorn_plan(torch.tensor(cost), epsilon=eps, max_iter=2000)
+        gaps.append(float((plan * torch.tensor(cost)).sum()) - exact)
+    assert all(g >= -1e-9 for g in gaps)
+    assert gaps[-1] <= 0.02 * (1 + exact)  # close to exact at ε = 1e-3
+    assert gaps[-1] <= gaps[0] + 1e-9
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("eps", [1e-3, 0.1])
+def test_wasserstein_loss_stable_in_low_precision_and_small_epsilon(dtype, eps):
+    torch.manual_seed(0)
+    x = (torch.randn(64, 16) * 30).to(dtype).requires_grad_()
+    y = (torch.randn(48, 16) * 30 + 5).to(dtype)
+    loss = wasserstein_distance(x, y, epsilon=eps, normalize=False)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+    exact = _exact_w1(x.detach().double().numpy(), y.double().numpy())
+    assert float(loss) >= exact * (1 - 1e-2)
+
+
+def test_wasserstein_zero_for_identical_clouds_and_gradient_finite():
+    x = torch.randn(20, 5, requires_grad=True)
+    loss = wasserstein_distance(x, x.detach().clone(), epsilon=1e-3)
+    loss.backward()
+    assert float(loss) < 1e-3 and torch.isfinite(x.grad).all()
+    assert float(WassersteinLoss(sample_size=8)(torch.randn(100, 5), torch.randn(100, 5))) > 0
+
+
+# -------------------------------------------------------------------------------------------------- OAT
+@SETTINGS
+@given(st.integers(1, 50), st.integers(1, 8), st.integers(0, 1000))
+def test_dimension_cost_matches_definition(n, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    zm, zid = torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)
+    direct = ((zm[:, :, None] - zid[:, None, :]) ** 2).mean(0)  # the [I, d, d] definition (test only)
+    torch.testing.assert_close(dimension_cost(zm, zid), direct)
+
+
+def test_oat_map_recovers_a_dimension_permutation():
+    torch.manual_seed(0)
+    zid = torch.randn(500, 8)
+    perm = torch.randperm(8)
+    zm = zid[:, perm] * 1.0
+    oat = OATMap(8, epsilon=1e-2, cost_scale=100.0)
+    aligned, plan = oat(zm, zid)
+    torch.testing.assert_close(plan.sum(), torch.tensor(1.0), atol=1e-6, rtol=0)
+    assert (8 * plan).max(1).values.min() > 0.99  # a (near-)permutation matrix
+    torch.testing.assert_close(aligned, zid, atol=1e-3, rtol=1e-3)  # z^m (d·T) undoes the permutation
+    again, _ = oat(zm + 1e-3, zid)  # warm-started second call
+    assert torch.isfinite(again).all()
+
+
+def test_oat_never_nan_for_extreme_inputs():
+    oat = OATMap(4, epsilon=1e-3, cost_scale=1e3)
+    for z in (torch.zeros(10, 4), torch.full((10, 4), 1e4), torch.randn(1, 4)):
+        out, plan = oat(z, torch.randn(len(z), 4))
+        assert torch.isfinite(out).all() and torch.isfinite(plan).all()
+
+
+def test_oat_residual_and_plan_grad_paths():
+    zm = torch.randn(50, 6, requires_grad=True)
+    zid = torch.randn(50, 6)
+    oat = OATMap(6, residual_init="xavier", plan_grad=True, n_iter=20)
+    out, _ = oat(zm, zid)
+    out.sum().backward()
+    assert oat.residual.grad is not None and torch.isfinite(zm.grad).all()
+    with pytest.raises(ValueError):
+        OATMap(6, residual_init="bad")
+
+
+def test_pairwise_euclidean_matches_torch_cdist():
+    x, y = torch.randn(7, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    torch.testing.assert_close(pairwise_euclidean(x, y), torch.cdist(x, y), atol=1e-6, rtol=1e-6)

@@ -1,0 +1,53 @@
+"""Feature files: reading, validation errors, and alignment to RecBole ids by token."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recgoat_recbole.features.store import FeatureFileError, align_rows, read_features, write_features
+
+
+def test_npy_uses_mmrec_row_convention_and_sidecar_overrides(tmp_path):
+    np.save(tmp_path / "f.npy", np.arange(6, dtype=np.float32).reshape(3, 2))
+    f = read_features(tmp_path / "f.npy")
+    assert f.tokens.tolist() == ["0", "1", "2"]
+    (tmp_path / "f.npy.ids").write_text("b\na\nc\n")
+    f = read_features(tmp_path / "f.npy")
+    assert f.tokens.tolist() == ["b", "a", "c"]
+
+
+def test_align_rows_by_token_not_position(tmp_path):
+    path = write_features(tmp_path / "f.npz", ["x", "y", "z"], np.array([[1, 1], [2, 2], [3, 3]]))
+    f = read_features(path)
+    out = align_rows(f, ["[PAD]", "z", "x", "y"])
+    np.testing.assert_array_equal(out, [[0, 0], [3, 3], [1, 1], [2, 2]])
+
+
+def test_missing_rows_error_or_zero_fill(tmp_path, caplog):
+    f = read_features(write_features(tmp_path / "f.npz", ["a"], np.ones((1, 2))))
+    with pytest.raises(FeatureFileError, match="1 of 2 dataset items have no feature row"):
+        align_rows(f, ["[PAD]", "a", "b"])
+    out = align_rows(f, ["[PAD]", "a", "b"], missing="zero")
+    np.testing.assert_array_equal(out[2], [0, 0])
+    assert "filled with zeros" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: None, "not found"),
+        (lambda p: np.save(p / "f.npy", np.ones(3)), "2-d"),
+        (lambda p: np.save(p / "f.npy", np.array([["a", "b"]])), "numeric"),
+        (lambda p: np.save(p / "f.npy", np.array([[1.0, np.nan], [1.0, 2.0]])), "NaN or Inf"),
+        (lambda p: np.savez(p / "f.npz", ids=np.array(["a", "a"]), features=np.ones((2, 2))), "duplicate tokens"),
+        (lambda p: np.savez(p / "f.npz", ids=np.array(["a"]), features=np.ones((2, 2))), "2 feature rows but 1"),
+        (lambda p: np.savez(p / "f.npz", features=np.ones((2, 2))), "lacks"),
+        (lambda p: (p / "f.npy").write_text("not numpy"), "cannot read"),
+    ],
+)
+def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, make, message):
+    make(tmp_path)
+    path = tmp_path / ("f.npz" if (tmp_path / "f.npz").exists() else "f.npy")
+    with pytest.raises(FeatureFileError, match=message) as info:
+        read_features(path)
+    assert str(path) in str(info.value)

@@ -12,6 +12,8 @@ and exposes ``item_features: dict[str, np.ndarray]`` ([n_items, dim_m], row 0 = 
 dataset folder (``data_path/dataset``) first, then in the working directory. A modality given as
 ``auto:col1,col2`` is the text of those columns of the dataset's ``.item`` file, encoded once with
 ``text_encoder`` (default: the offline MiniLM) and cached under ``feature_cache_dir``.
+``user_profile_feat: auto:template[:col1,col2]`` builds the offline template profiles (not an LLM, see
+:mod:`recgoat_recbole.features.profiles`) in :meth:`RecGOATDataset.build` from the *training* split only.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from recgoat_recbole.features.store import FeatureFileError, align_rows, read_fe
 from recgoat_recbole.features.text import cached_text_features
 
 __all__ = ["RecGOATDataset", "resolve_feature_path", "modality_files"]
+
+_TEMPLATE = "auto:template"
+_TEMPLATE_COLUMNS = ["movie_title", "class", "release_year"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +104,30 @@ class RecGOATDataset(Dataset):
             self.item_features[name] = _normalise(aligned, how)
             logger.info(f"modality {name!r}: {data.path} -> {aligned.shape} aligned by item token")
         self.user_features = None
-        if config["user_profile_feat"]:
-            data = read_features(self._feature_path(config["user_profile_feat"]))
-            aligned = align_rows(data, self.field2id_token[self.uid_field], missing, "user")
-            self.user_features = _normalise(aligned, how)
-            logger.info(f"user profiles: {data.path} -> {aligned.shape} aligned by user token")
+        spec = config["user_profile_feat"]
+        if spec and not str(spec).startswith(_TEMPLATE):  # template profiles need the split: see build()
+            self._set_user_features(self, self._feature_path(spec), missing)
+
+    def _set_user_features(self, target: "RecGOATDataset", path: str, missing: str) -> None:
+        data = read_features(path)
+        aligned = align_rows(data, self.field2id_token[self.uid_field], missing, "user")
+        target.user_features = _normalise(aligned, self.config["feature_norm"] or "l2")
+        logger.info(f"user profiles: {data.path} -> {aligned.shape} aligned by user token")
+
+    def build(self) -> list:
+        """RecBole's split; then, for ``user_profile_feat: auto:template[:cols]``, profiles of the *training*
+        split only (users without training items get a zero row), set on every split."""
+        datasets = super().build()
+        spec = self.config["user_profile_feat"]
+        if spec and str(spec).startswith(_TEMPLATE):
+            from recgoat_recbole.features.profiles import cached_template_profiles
+
+            columns = [c for c in str(spec)[len(_TEMPLATE):].lstrip(":").split(",") if c] or _TEMPLATE_COLUMNS
+            item_file = os.path.join(self.config["data_path"], f"{self.dataset_name}.item")
+            if not os.path.isfile(item_file):
+                raise FeatureFileError(f"{spec!r} needs the item file {item_file}")
+            cache = os.path.join(self.config["feature_cache_dir"] or "recgoat_cache", self.dataset_name)
+            path = cached_template_profiles(datasets[0], item_file, columns, cache, self.config["text_encoder"])
+            for split in datasets:  # users with no training item have no profile: zero rows
+                self._set_user_features(split, path, "zero")
+        return datasets

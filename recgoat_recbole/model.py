@@ -5,6 +5,7 @@ Representations (SPEC §2, §4)::
     z_id            = LightGCN(user–item graph, rating-weighted)               users and items
     z_m             = GAT_m(Linear_m(x_m), item–item kNN graph of m)          each item modality m
     z~_m            = OAT_m(z_m, z_id) = z_m (d·T_m + Δ_m)                     distribution-level alignment
+                      (then rescaled to the RMS norm of z_id when match_scale: true)
     z_i             = γ_id z_id_i + Σ_m γ_m z~_m_i                              fusion (fixed / learned / sum / concat)
     z_u             = z_id_u + γ_p GAT_p(Linear_p(p_u), user–user kNN graph)   optional user profiles
     score(u, i)     = z_u · z_i
@@ -28,7 +29,7 @@ from torch import nn
 
 from recgoat_recbole.alignment import CMCLoss, OATMap, WassersteinLoss
 from recgoat_recbole.graphs import bipartite_adjacency, knn_graph, rating_weights
-from recgoat_recbole.layers import GAT, lightgcn_propagate
+from recgoat_recbole.layers import GAT, AttentionGraph, lightgcn_propagate
 
 __all__ = ["RecGOAT", "FUSIONS"]
 
@@ -58,6 +59,7 @@ class RecGOAT(GeneralRecommender):
         self.use_oat = bool(config["use_oat"])
         self.cmcl_weight = float(config["cmcl_weight"]) if config["use_cmcl"] else 0.0
         self.ot_weight = float(config["ot_weight"]) if config["use_wasserstein"] else 0.0
+        self.match_scale = bool(config["match_scale"])
         self.fusion = config["fusion"]
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
@@ -85,16 +87,15 @@ class RecGOAT(GeneralRecommender):
         self.modalities = sorted(features)
         self.item_projections = nn.ModuleDict()
         self.item_gats = nn.ModuleDict()
+        self.item_graphs = nn.ModuleDict()
         self.oat_maps = nn.ModuleDict()
         for name in self.modalities:
             x = torch.as_tensor(features[name], dtype=torch.float32)
             self.register_buffer(f"feat_{name}", x, persistent=False)
-            self.register_buffer(
-                f"knn_{name}", knn_graph(x, config["knn_k"], config["knn_chunk_size"], device=self._build_device(config)),
-                persistent=False,
-            )
             self.item_projections[name] = nn.Linear(x.shape[1], self.dim)
             if self.use_gat:
+                edges = knn_graph(x, config["knn_k"], config["knn_chunk_size"], device=self._build_device(config))
+                self.item_graphs[name] = AttentionGraph(edges, self.n_items, config["gat_heads"])
                 self.item_gats[name] = GAT(self.dim, config["gat_layers"], config["gat_heads"], config["gat_dropout"])
             if self.use_oat:
                 self.oat_maps[name] = OATMap(
@@ -109,8 +110,8 @@ class RecGOAT(GeneralRecommender):
         if self.use_profiles:
             p = torch.as_tensor(profiles, dtype=torch.float32)
             self.register_buffer("user_profiles", p, persistent=False)
-            self.register_buffer("knn_users", knn_graph(p, config["user_knn_k"], config["knn_chunk_size"],
-                                                        device=self._build_device(config)), persistent=False)
+            edges = knn_graph(p, config["user_knn_k"], config["knn_chunk_size"], device=self._build_device(config))
+            self.user_graph = AttentionGraph(edges, self.n_users, config["gat_heads"])
             self.profile_projection = nn.Linear(p.shape[1], self.dim)
             self.profile_gat = GAT(self.dim, config["gat_layers"], config["gat_heads"], config["gat_dropout"])
 
@@ -180,9 +181,14 @@ class RecGOAT(GeneralRecommender):
         for name in self.modalities:
             h = self.item_projections[name](getattr(self, f"feat_{name}"))
             if self.use_gat:
-                h = self.item_gats[name](h, getattr(self, f"knn_{name}"))
+                h = self.item_gats[name](h, self.item_graphs[name])
             if self.use_oat:
                 h, _ = self.oat_maps[name](h, item_id)
+            if self.match_scale:
+                # LM features and ID embeddings live on very different scales; without this, a modality with
+                # fusion weight 0.05 still dominates the fused vector. The factor carries no gradient.
+                target = item_id.detach().pow(2).sum(1).mean().sqrt()
+                h = h * (target / h.detach().pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
             views[name] = h
         return views
 
@@ -216,7 +222,7 @@ class RecGOAT(GeneralRecommender):
         items = self._fuse(item_id, views)
         users = user_id
         if self.use_profiles:
-            p = self.profile_gat(self.profile_projection(self.user_profiles), self.knn_users)
+            p = self.profile_gat(self.profile_projection(self.user_profiles), self.user_graph)
             users = users + self.profile_weight * p
         return users, items, views
 

@@ -74,7 +74,8 @@ def encode_texts(texts: Sequence[str], encoder, batch_size: int = 256, show_prog
     """L2-normalised embeddings [n, dim] (float32) of non-empty ``texts``; empty ones are zero rows."""
     texts = list(texts)
     keep = [i for i, t in enumerate(texts) if t.strip()]
-    dim = encoder.get_sentence_embedding_dimension()
+    dim_of = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+    dim = dim_of()
     out = np.zeros((len(texts), dim), dtype=np.float32)
     if keep:
         emb = encoder.encode([texts[i] for i in keep], batch_size=batch_size, show_progress_bar=show_progress,

@@ -1,0 +1,115 @@
+"""RecGOAT's alignment losses in a plain PyTorch training loop -- no RecBole anywhere in the loop.
+
+Matrix factorisation on MovieLens-100k ratings (read with pandas from the copy inside the recbole wheel),
+with a text view of each item (titles + genres, offline all-MiniLM-L6-v2) aligned to the item ID embeddings
+by the three reusable pieces: OATMap (transport map), CMCLoss (InfoNCE) and WassersteinLoss. Prints
+Recall@10 on a random 10 % hold-out for MF alone and MF + aligned text.
+
+    python examples/plain_pytorch_alignment.py --epochs 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recgoat_recbole.alignment import CMCLoss, OATMap, WassersteinLoss
+
+
+def load_ml100k() -> tuple[pd.DataFrame, pd.DataFrame]:
+    import recbole
+
+    folder = os.path.join(os.path.dirname(recbole.__file__), "dataset_example", "ml-100k")
+    inter = pd.read_csv(os.path.join(folder, "ml-100k.inter"), sep="\t")
+    items = pd.read_csv(os.path.join(folder, "ml-100k.item"), sep="\t", dtype=str, keep_default_na=False)
+    inter.columns = [c.split(":")[0] for c in inter.columns]
+    items.columns = [c.split(":")[0] for c in items.columns]
+    return inter, items
+
+
+class AlignedMF(nn.Module):
+    def __init__(self, n_users: int, n_items: int, text: torch.Tensor | None, dim: int = 64) -> None:
+        super().__init__()
+        self.users = nn.Embedding(n_users, dim)
+        self.items = nn.Embedding(n_items, dim)
+        nn.init.normal_(self.users.weight, std=0.1)
+        nn.init.normal_(self.items.weight, std=0.1)
+        self.text = text
+        if text is not None:
+            self.project = nn.Linear(text.shape[1], dim)
+            self.oat = OATMap(dim)
+
+    def item_vectors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.text is None:
+            return self.items.weight, None
+        aligned, _ = self.oat(self.project(self.text), self.items.weight)
+        return 0.5 * self.items.weight + 0.5 * aligned, aligned
+
+
+def recall_at_10(model: AlignedMF, train: np.ndarray, test: np.ndarray, n_items: int) -> float:
+    with torch.no_grad():
+        items, _ = model.item_vectors()
+        scores = model.users.weight @ items.T
+    scores[train[:, 0], train[:, 1]] = -torch.inf
+    top = scores.topk(10, dim=1).indices.numpy()
+    truth = pd.DataFrame(test, columns=["u", "i"]).groupby("u")["i"].apply(set)
+    hits = [len(set(top[u]) & s) / min(len(s), 10) for u, s in truth.items()]
+    return float(np.mean(hits))
+
+
+def train(model: AlignedMF, train_pairs: np.ndarray, n_items: int, epochs: int, seed: int) -> None:
+    cmcl, wasserstein = CMCLoss(0.2), WassersteinLoss(sample_size=128)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(seed)
+    pairs = torch.as_tensor(train_pairs)
+    for _ in range(epochs):
+        for batch in pairs[torch.randperm(len(pairs), generator=g)].split(2048):
+            u, i = batch[:, 0], batch[:, 1]
+            j = torch.randint(1, n_items, (len(u),), generator=g)
+            items, aligned = model.item_vectors()
+            e_u = model.users(u)
+            loss = -F.logsigmoid((e_u * items[i]).sum(-1) - (e_u * items[j]).sum(-1)).mean()
+            loss = loss + 1e-4 * (e_u.pow(2).sum() + model.items(i).pow(2).sum()) / len(u)
+            if aligned is not None:
+                batch_items = torch.unique(i)
+                loss = loss + 0.03 * cmcl(aligned[batch_items], items[batch_items])
+                loss = loss + 0.01 * wasserstein(aligned[batch_items], items[batch_items])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=2020)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    inter, items = load_ml100k()
+    n_users, n_items = inter["user_id"].max() + 1, int(items["item_id"].astype(int).max()) + 1
+    pairs = inter[["user_id", "item_id"]].to_numpy()
+    rng = np.random.default_rng(args.seed)
+    test_mask = rng.random(len(pairs)) < 0.1
+    train_pairs, test_pairs = pairs[~test_mask], pairs[test_mask]
+
+    from recgoat_recbole.features.text import compose_texts, encode_texts, load_text_encoder
+
+    emb = encode_texts(compose_texts(items, ["movie_title", "class"]), load_text_encoder(), show_progress=False)
+    text = torch.zeros(n_items, emb.shape[1])
+    text[items["item_id"].astype(int).to_numpy()] = torch.as_tensor(emb)
+
+    for label, feats in (("MF", None), ("MF + aligned text (OAT + CMCL + W)", text)):
+        torch.manual_seed(args.seed)
+        model = AlignedMF(n_users, n_items, feats)
+        train(model, train_pairs, n_items, args.epochs, args.seed)
+        print(f"{label:40s} Recall@10 = {recall_at_10(model, train_pairs, test_pairs, n_items):.4f}")
+
+
+if __name__ == "__main__":
+    main()

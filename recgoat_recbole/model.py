@@ -139,8 +139,13 @@ class RecGOAT(GeneralRecommender):
         unknown = set(given) - set(names)
         if unknown:
             raise ValueError(f"fusion_weights names unknown parts {sorted(unknown)}; parts are {names}")
+        gamma = config["fusion_gamma"]
         if len(names) == 1:
             weights = [1.0]
+        elif gamma is not None:  # the paper's sensitivity knob: modalities share γ, the ID part gets 1 - γ
+            if not 0.0 <= float(gamma) <= 1.0:
+                raise ValueError(f"fusion_gamma must be in [0, 1], got {gamma}")
+            weights = [1.0 - float(gamma)] + [float(gamma) / len(self.modalities)] * len(self.modalities)
         else:
             default_id = float(given.get("id", 0.5))
             rest = (1.0 - default_id) / (len(names) - 1)
@@ -184,13 +189,19 @@ class RecGOAT(GeneralRecommender):
                 h = self.item_gats[name](h, self.item_graphs[name])
             if self.use_oat:
                 h, _ = self.oat_maps[name](h, item_id)
-            if self.match_scale:
-                # LM features and ID embeddings live on very different scales; without this, a modality with
-                # fusion weight 0.05 still dominates the fused vector. The factor carries no gradient.
-                target = item_id.detach().pow(2).sum(1).mean().sqrt()
-                h = h * (target / h.detach().pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
-            views[name] = h
+            views[name] = self._scaled_like(h, item_id)
         return views
+
+    def _scaled_like(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """``x`` rescaled to the RMS row norm of ``reference`` when ``match_scale`` (the factor has no gradient).
+
+        LM features and ID embeddings live on very different scales; without this, a modality with fusion
+        weight 0.05 (or a user profile with γ_p = 0.1) still dominates the fused vector.
+        """
+        if not self.match_scale:
+            return x
+        target = reference.detach().pow(2).sum(1).mean().sqrt()
+        return x * (target / x.detach().pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
 
     def _fuse(self, item_id: torch.Tensor, views: dict[str, torch.Tensor]) -> torch.Tensor:
         if not views:
@@ -223,7 +234,7 @@ class RecGOAT(GeneralRecommender):
         users = user_id
         if self.use_profiles:
             p = self.profile_gat(self.profile_projection(self.user_profiles), self.user_graph)
-            users = users + self.profile_weight * p
+            users = users + self.profile_weight * self._scaled_like(p, user_id)
         return users, items, views
 
     # ------------------------------------------------------------------------------------------- losses

@@ -1,0 +1,228 @@
+"""Benchmark runs: every (dataset, model, variant, seed) trains in its own subprocess, with its result saved
+as JSON the moment it finishes, so an interrupted benchmark resumes without repeating finished runs.
+
+A run is ``run_recbole`` with the dataset's YAML, the shared overrides (epochs, early stopping, batch size,
+seed) and the variant's overrides: selection on the validation split, one evaluation on test, full ranking.
+Per run we record the test and best-validation metrics, the number of epochs trained, the mean epoch time,
+the total wall time and the peak memory of the subprocess (RSS; CUDA peak when on a GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Sequence
+
+__all__ = ["RunSpec", "run_all", "summarise", "markdown_table", "write_outputs", "BUILTIN_BASELINES", "ABLATIONS"]
+
+#: RecBole 1.2.1 general recommenders the benchmark compares against by default
+BUILTIN_BASELINES = ("Pop", "ItemKNN", "BPR", "LightGCN", "NGCF", "SGL", "NCL", "SimpleX", "EASE")
+
+#: the paper's ablation table, as RecGOAT config overrides
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "ID-only (LightGCN)": {"id_only": True},
+    "naive fusion: concat": {"fusion": "concat", "use_oat": False, "use_cmcl": False, "use_wasserstein": False},
+    "naive fusion: sum": {"fusion": "sum", "use_oat": False, "use_cmcl": False, "use_wasserstein": False},
+    "CMCL only": {"use_oat": False, "use_wasserstein": False},
+    "OAT only": {"use_cmcl": False},
+    "without user graph": {"use_user_graph": False},
+    "RecGOAT (full)": {},
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    dataset: str
+    model: str
+    seed: int
+    variant: str = ""
+    config_files: tuple[str, ...] = ()
+    overrides: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        label = f"{self.model}-{self.variant}" if self.variant else self.model
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+        return f"{self.dataset}__{safe}__seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        return self.variant or self.model
+
+
+def _worker(spec: dict) -> dict:
+    """Run one spec in this process (called in the subprocess)."""
+    import resource
+
+    import torch
+
+    import recgoat_recbole  # noqa: F401  (compat + registration)
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_logger, init_seed
+
+    overrides = dict(spec["overrides"])
+    overrides["seed"] = spec["seed"]
+    config = Config(model=spec["model"], config_file_list=list(spec["config_files"]) or None,
+                    config_dict=overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)  # RecBole's per-epoch log on stderr (shown live by the parent) and in log/
+    start = time.perf_counter()
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    epoch_times: list[float] = []
+    original = trainer._train_epoch
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = original(*args, **kwargs)
+        epoch_times.append(time.perf_counter() - t0)
+        return out
+
+    trainer._train_epoch = timed
+    best_valid, best_valid_result = trainer.fit(train, valid, saved=True, show_progress=False)
+    test_result = trainer.evaluate(test, load_best_model=True, show_progress=False)
+    if os.path.isfile(trainer.saved_model_file):
+        os.remove(trainer.saved_model_file)  # the metrics are kept; the checkpoint is not needed
+    cuda = config["device"].type == "cuda"
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "test": {k: float(v) for k, v in test_result.items()},
+        "valid": {k: float(v) for k, v in best_valid_result.items()},
+        "epochs": len(epoch_times),
+        "epoch_s": statistics.mean(epoch_times) if epoch_times else 0.0,
+        "total_s": time.perf_counter() - start,
+        "peak_mib": peak,
+        "device": str(config["device"]),
+    }
+
+
+def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: bool = True) -> dict:
+    """Run ``spec`` in a subprocess (working directory ``out_dir/work``) and save its result JSON.
+
+    With ``verbose`` the subprocess's RecBole log (one line per epoch) streams to this process's stderr.
+    """
+    os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
+    work = os.path.join(out_dir, "work")
+    os.makedirs(work, exist_ok=True)
+    payload = json.dumps({**asdict(spec), "config_files": [os.path.abspath(f) for f in spec.config_files]})
+    cmd = [sys.executable, "-m", "recgoat_recbole.bench.runner", payload]
+    proc = subprocess.run(cmd, cwd=work, stdout=subprocess.PIPE, stderr=None if verbose else subprocess.PIPE,
+                          text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or "").strip().splitlines()[-15:])
+        raise RuntimeError(f"run {spec.key} failed (exit {proc.returncode}); see the log above or in "
+                           f"{work}/log\n{tail}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    record = {**asdict(spec), "label": spec.label, "key": spec.key, **result}
+    path = os.path.join(out_dir, "runs", f"{spec.key}.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return record
+
+
+def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = True) -> list[dict]:
+    """Run every spec not already finished in ``out_dir/runs``; returns all records (old and new)."""
+    records = []
+    for n, spec in enumerate(specs, 1):
+        path = os.path.join(out_dir, "runs", f"{spec.key}.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                records.append(json.load(f))
+            log(f"[{n}/{len(specs)}] {spec.key}: done earlier, reused")
+            continue
+        log(f"[{n}/{len(specs)}] {spec.key}: running ...")
+        t0 = time.perf_counter()
+        record = run_one(spec, out_dir, verbose=verbose)
+        records.append(record)
+        log(f"[{n}/{len(specs)}] {spec.key}: NDCG@10 {record['test'].get('ndcg@10', float('nan')):.4f} "
+            f"in {time.perf_counter() - t0:.0f} s ({record['epochs']} epochs)")
+    return records
+
+
+def summarise(records: Iterable[dict], metrics: Sequence[str]) -> list[dict]:
+    """Mean and standard deviation over seeds, per (dataset, label), in first-seen order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["dataset"], r["label"]), []).append(r)
+    rows = []
+    for (dataset, label), runs in groups.items():
+        row: dict[str, Any] = {"dataset": dataset, "model": label, "seeds": len(runs)}
+        for m in metrics:
+            values = [r["test"][m] for r in runs if m in r["test"]]
+            row[m] = statistics.mean(values) if values else float("nan")
+            row[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        for k in ("epoch_s", "total_s", "peak_mib", "epochs"):
+            row[k] = statistics.mean(r[k] for r in runs)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: Sequence[dict], metrics: Sequence[str]) -> str:
+    head = "| dataset | model | " + " | ".join(metrics) + " | epochs | epoch (s) | total (s) | peak MiB | seeds |"
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for r in rows:
+        cells = [f"{r[m]:.4f} ± {r[f'{m}_std']:.4f}" for m in metrics]
+        lines.append(f"| {r['dataset']} | {r['model']} | " + " | ".join(cells) +
+                     f" | {r['epochs']:.0f} | {r['epoch_s']:.2f} | {r['total_s']:.0f} | {r['peak_mib']:.0f} | "
+                     f"{r['seeds']} |")
+    return "\n".join(lines)
+
+
+def write_outputs(records: Sequence[dict], out_dir: str, metrics: Sequence[str], title: str) -> dict[str, str]:
+    """``results.csv`` (one row per run), ``results.md`` (mean ± std) and ``results.png`` (NDCG bar chart)."""
+    import csv
+
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path = os.path.join(out_dir, "results.csv")
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dataset", "model", "seed", *metrics, "epochs", "epoch_s", "total_s", "peak_mib", "device"])
+        for r in records:
+            writer.writerow([r["dataset"], r["label"], r["seed"], *(f"{r['test'].get(m, float('nan')):.6f}"
+                             for m in metrics), r["epochs"], f"{r['epoch_s']:.3f}", f"{r['total_s']:.1f}",
+                             f"{r['peak_mib']:.0f}", r["device"]])
+    rows = summarise(records, metrics)
+    md_path = os.path.join(out_dir, "results.md")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write(f"{title}\n\n{markdown_table(rows, metrics)}\n")
+    png_path = os.path.join(out_dir, "results.png")
+    _plot(rows, metrics[0] if "ndcg@10" not in metrics else "ndcg@10", png_path)
+    return {"csv": csv_path, "markdown": md_path, "png": png_path}
+
+
+def _plot(rows: Sequence[dict], metric: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 + 0.6 * len(rows) / max(len(datasets), 1), 3.8),
+                             squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        sub = [r for r in rows if r["dataset"] == dataset]
+        ax.bar(range(len(sub)), [r[metric] for r in sub], yerr=[r[f"{metric}_std"] for r in sub], capsize=3,
+               color=["#c0392b" if "RecGOAT" in r["model"] else "#7f8c8d" for r in sub])
+        ax.set_xticks(range(len(sub)), [r["model"] for r in sub], rotation=45, ha="right", fontsize=8)
+        ax.set_title(dataset)
+        ax.set_ylabel(metric)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    spec = json.loads(sys.argv[1])
+    sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv
+    print(json.dumps(_worker(spec)))

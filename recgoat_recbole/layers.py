@@ -92,7 +92,8 @@ class AttentionGraph(nn.Module):
     def block_matrix(self, alpha: torch.Tensor) -> torch.Tensor:
         """The (node·head)² CSR matrix holding ``alpha`` [E, H]."""
         size = self.n_nodes * self.heads
-        return torch.sparse_csr_tensor(self.crow, self.col, alpha.reshape(-1)[self.perm], (size, size))
+        return torch.sparse_csr_tensor(self.crow, self.col, alpha.reshape(-1)[self.perm], (size, size),
+                                       check_invariants=False)
 
     def extra_repr(self) -> str:
         return f"nodes={self.n_nodes}, edges={self.n_edges} (with self-loops), heads={self.heads}"

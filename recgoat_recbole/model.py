@@ -173,7 +173,7 @@ class RecGOAT(GeneralRecommender):
     def adjacency(self) -> torch.Tensor:
         """The normalised user–item adjacency as a CSR tensor (a view on the buffers, no copy)."""
         n = self.n_users + self.n_items
-        return torch.sparse_csr_tensor(self.adj_crow, self.adj_col, self.adj_val, (n, n))
+        return torch.sparse_csr_tensor(self.adj_crow, self.adj_col, self.adj_val, (n, n), check_invariants=False)
 
     def fusion_weights(self) -> dict[str, float]:
         """The current weights γ of the ID part and each modality (fixed or learned)."""

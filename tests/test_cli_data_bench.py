@@ -1,0 +1,150 @@
+"""The recgoat CLI, the importers and a smoke run of the benchmark."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from recgoat_recbole.cli import main
+from recgoat_recbole.datasets.importers import ImportError_, import_lightgcn, import_mmrec
+from recgoat_recbole.features.store import read_features
+from tests.conftest import mini_config, requires_shared
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("run", "features", "data", "bench", "demo"):
+        assert f"    {command}" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--config", "missing.yaml"], "config file not found: missing.yaml"),
+    (["run", "--model", "NoSuchModel"], "unknown model 'NoSuchModel'"),
+    (["data", "import", "--format", "mmrec", "nowhere", "out"], "source folder not found"),
+    (["features", "text", "nope.item", "--columns", "a", "-o", "x.npz"], "table not found"),
+])
+def test_user_errors_are_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recgoat: error: ") and message in err and "\n" not in err
+
+
+def test_run_trains_a_builtin_and_recgoat(mini_ml, capsys):
+    cfg = mini_config(mini_ml, epochs=1)
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump(cfg, f)
+    assert main(["run", "--config", "mini.yaml", "--no-save"]) == 0
+    assert main(["run", "--config", "mini.yaml", "--model", "LightGCN", "--no-save", "--set", "epochs=1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("test: recall@10") == 2
+
+
+# --------------------------------------------------------------------------------------------- importers
+def _mmrec_fixture(folder, n_users=12, n_items=9, dup=False):
+    rng = np.random.default_rng(0)
+    os.makedirs(folder)
+    # random pairs over items 3.., so the planted pairs below are the only possible duplicates
+    rows = [(u, int(i), int(rng.integers(0, 3))) for u in range(n_users)
+            for i in rng.choice(np.arange(3, n_items), 4, replace=False)]
+    rows += [(0, 1, 0), (0, 2, 2)]
+    if dup:
+        rows += [(0, 1, 2)]  # the same pair again, in test
+    pd.DataFrame(rows, columns=["userID", "itemID", "x_label"]).to_csv(f"{folder}/toy.inter", sep="\t", index=False)
+    np.save(f"{folder}/image_feat.npy", rng.normal(size=(n_items, 4)).astype(np.float32))
+    np.save(f"{folder}/text_feat.npy", rng.normal(size=(n_items, 6)).astype(np.float32))
+    return folder
+
+
+def test_mmrec_import_keeps_split_and_features(tmp_path):
+    src = _mmrec_fixture(str(tmp_path / "src"), dup=True)
+    report = import_mmrec(src, str(tmp_path / "out"))
+    assert report.duplicates_dropped == 1 and set(report.modalities) == {"image", "text"}
+    raw = pd.read_csv(f"{src}/toy.inter", sep="\t").drop_duplicates(["userID", "itemID"])
+    for label, split in enumerate(("train", "valid", "test")):
+        got = pd.read_csv(tmp_path / "out" / "toy" / f"toy.{split}.inter", sep="\t")
+        expected = raw[raw["x_label"] == label]
+        assert len(got) == len(expected)
+    f = read_features(tmp_path / "out" / "toy" / "image.npz")
+    np.testing.assert_array_equal(f.features, np.load(f"{src}/image_feat.npy"))
+    config = yaml.safe_load(open(report.config))
+    assert config["benchmark_filename"] == ["train", "valid", "test"]
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda p: np.save(f"{p}/image_feat.npy", np.ones((3, 4))), "3 feature rows but item ids go up to"),
+    (lambda p: pd.DataFrame({"userID": [0], "itemID": [1], "x_label": [2]}).to_csv(f"{p}/toy.inter", sep="\t",
+                                                                                  index=False), "train split is empty"),
+    (lambda p: pd.DataFrame({"userID": [-1], "itemID": [1], "x_label": [0]}).to_csv(f"{p}/toy.inter", sep="\t",
+                                                                                   index=False), "non-negative"),
+    (lambda p: pd.DataFrame({"user": [0], "item": [1]}).to_csv(f"{p}/toy.inter", sep="\t", index=False), "needs columns"),
+])
+def test_mmrec_import_bad_input(tmp_path, mutate, message):
+    src = _mmrec_fixture(str(tmp_path / "src"))
+    mutate(src)
+    with pytest.raises(ImportError_, match=message):
+        import_mmrec(src, str(tmp_path / "out"))
+
+
+def test_lightgcn_import_and_training(tmp_path):
+    from recbole.quick_start import run_recbole
+
+    src = tmp_path / "lg"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    lines = {s: [] for s in ("train", "valid", "test")}
+    for u in range(30):
+        items = rng.choice(40, 8, replace=False)
+        lines["train"].append(" ".join(map(str, [u, *items[:6]])))
+        lines["valid"].append(f"{u} {items[6]}")
+        lines["test"].append(f"{u} {items[7]}")
+    for split, rows in lines.items():
+        (src / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    np.save(tmp_path / "img.npy", rng.normal(size=(40, 5)).astype(np.float32))
+    report = import_lightgcn(str(src), str(tmp_path / "out"), "lg", {"image": str(tmp_path / "img.npy")})
+    assert report.interactions == {"train": 180, "valid": 30, "test": 30}
+    result = run_recbole(model="RecGOAT", config_file_list=[report.config],
+                         config_dict={"epochs": 1, "show_progress": False, "embedding_size": 16, "gat_heads": 2},
+                         saved=False)
+    assert 0 <= result["test_result"]["ndcg@10"] <= 1
+    (src / "train.txt").write_text("0 1 x\n")
+    with pytest.raises(ImportError_, match="integers"):
+        import_lightgcn(str(src), str(tmp_path / "out2"))
+
+
+def test_tiktok_import_and_one_epoch():
+    from recbole.quick_start import run_recbole
+
+    src = requires_shared("tiktok")
+    report = import_mmrec(src, "recgoat_data")
+    assert report.interactions == {"train": 59_541, "valid": 3_051, "test": 6_130}
+    assert report.users == 9_308 and report.items == 6_710
+    config = os.path.join(os.path.dirname(__file__), "..", "recbole_configs", "tiktok.yaml")
+    result = run_recbole(model="RecGOAT", config_file_list=[config],
+                         config_dict={"epochs": 1, "show_progress": False}, saved=False)
+    assert result["test_result"]["ndcg@10"] > 0
+
+
+# ------------------------------------------------------------------------------------------ bench smoke
+def test_bench_smoke_writes_tables_and_resumes(mini_ml, capsys):
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump(mini_config(mini_ml, epochs=1), f)
+    argv = ["bench", "--datasets", "ml-mini", "--config", "ml-mini=mini.yaml", "--models", "RecGOAT", "LightGCN",
+            "--seeds", "1", "--epochs", "1", "--out", "bench"]
+    assert main(argv) == 0
+    for name in ("results.csv", "results.md", "results.png"):
+        assert os.path.getsize(os.path.join("bench", name)) > 0
+    rows = pd.read_csv("bench/results.csv")
+    assert sorted(rows["model"]) == ["LightGCN", "RecGOAT"] and (rows["ndcg@10"] >= 0).all()
+    record = json.load(open("bench/runs/ml-mini__RecGOAT__seed1.json"))
+    assert record["epochs"] == 1 and record["peak_mib"] > 0
+    capsys.readouterr()
+    assert main(argv) == 0  # second time: nothing re-trained
+    assert capsys.readouterr().out.count("done earlier, reused") == 2

@@ -40,6 +40,10 @@ Fixes
    registry that a wrapped ``get_model`` consults first. The model's YAML is layered exactly where RecBole
    layers its own model YAMLs (after ``overall.yaml``, before the dataset YAML, below the user's files and
    dict).
+6. ``ddp_cpu`` -- RecBole 1.2.1's ``Config._init_device`` hard-codes the NCCL backend and ``cuda:<rank>``
+   for multi-process runs, and ``AbstractTrainer`` passes ``device_ids`` to ``DistributedDataParallel``, which
+   CPU modules reject. With ``dist_backend`` (default: ``nccl`` with CUDA, ``gloo`` without) ranks run on
+   the CPU over gloo; the single-process and NCCL/CUDA paths are RecBole's own.
 """
 
 from __future__ import annotations
@@ -406,6 +410,65 @@ def _fix_external_models() -> None:
     configurator.Config._load_internal_config_dict = _load_internal_config_dict
 
 
+# ------------------------------------------------------------------------------------------- 6. DDP on CPU
+def _init_device(self: Any) -> None:
+    """``Config._init_device`` that can run RecBole's multi-process DDP without CUDA.
+
+    RecBole 1.2.1 always calls ``init_process_group(backend="nccl")`` and puts rank r on ``cuda:r``. Here:
+    ``dist_backend`` (default ``nccl`` when CUDA is usable, else ``gloo``) picks the backend, and without
+    CUDA every rank runs on the CPU. The single-process path and the NCCL/CUDA path are RecBole's own.
+    """
+    import torch
+
+    config = self.final_config_dict
+    cuda = torch.cuda.is_available() and bool(config.get("use_gpu", True))
+    backend = config.get("dist_backend") or ("nccl" if cuda else "gloo")
+    if "local_rank" not in config or (cuda and backend == "nccl"):
+        ORIGINALS["ddp_cpu"]["_init_device"](self)
+        return
+    gpu_id = config["gpu_id"]
+    config["gpu_id"] = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
+    torch.distributed.init_process_group(
+        backend=backend,
+        rank=config["local_rank"] + config["offset"],
+        world_size=config["world_size"],
+        init_method=f"tcp://{config['ip']}:{config['port']}",
+    )
+    config["device"] = torch.device("cuda", config["local_rank"]) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(config["local_rank"])
+    config["single_spec"] = False
+    if config["local_rank"] != 0:
+        config["state"] = "error"
+        config["show_progress"] = False
+        config["verbose"] = False
+
+
+def _abstract_trainer_init(self: Any, config: Any, model: Any) -> None:
+    """``AbstractTrainer.__init__`` with ``device_ids`` only for CUDA modules (CPU DDP requires None)."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    self.config = config
+    self.model = model
+    if not config["single_spec"]:
+        self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        device_ids = [config["local_rank"]] if config["device"].type == "cuda" else None
+        self.distributed_model = DistributedDataParallel(self.model, device_ids=device_ids)
+
+
+def _fix_ddp_cpu() -> None:
+    import recbole.config.configurator as configurator
+    from recbole.trainer import trainer as trainer_mod
+
+    ORIGINALS["ddp_cpu"] = {
+        "_init_device": configurator.Config._init_device,
+        "AbstractTrainer.__init__": trainer_mod.AbstractTrainer.__init__,
+    }
+    configurator.Config._init_device = _init_device
+    trainer_mod.AbstractTrainer.__init__ = _abstract_trainer_init
+
+
 # ---------------------------------------------------------------------------------------------------- apply
 _FIXES: list[tuple[str, Callable[[], None]]] = [
     ("numpy_aliases", _fix_numpy_aliases),
@@ -413,6 +476,7 @@ _FIXES: list[tuple[str, Callable[[], None]]] = [
     ("scipy_dok_update", _fix_scipy_dok_update),
     ("safe_checkpoints", _fix_safe_checkpoints),
     ("external_models", _fix_external_models),
+    ("ddp_cpu", _fix_ddp_cpu),
 ]
 
 

@@ -23,11 +23,17 @@ def _workdir(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def mini_ml(tmp_path_factory) -> dict:
+    return build_mini_ml(tmp_path_factory.mktemp("data"))
+
+
+def build_mini_ml(root) -> dict:
     """A small real dataset: the first 150 users of the embedded ml-100k, as RecBole atomic files, with the
     items' text encoded by the offline MiniLM (row order shuffled, so alignment must go by token)."""
-    root = tmp_path_factory.mktemp("data")
+    from pathlib import Path
+
+    root = Path(root)
     folder = root / "ml-mini"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     inter = pd.read_csv(os.path.join(ML100K, "ml-100k.inter"), sep="\t")
     users = sorted(inter["user_id:token"].unique())[:150]
     inter = inter[inter["user_id:token"].isin(users)]

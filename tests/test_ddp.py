@@ -1,0 +1,47 @@
+"""RecBole's multi-process DDP on CPU (gloo) with RecGOAT: the compat fix `ddp_cpu`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from recgoat_recbole import compat
+
+SCRIPT = """
+import json, sys
+sys.path.insert(0, {root!r})
+import recgoat_recbole
+from recgoat_recbole import RecGOAT
+from recbole.quick_start import run
+from tests.conftest import mini_config
+
+if __name__ == "__main__":
+    config = mini_config(json.loads(sys.argv[1]), epochs=1, eval_batch_size=4096)
+    result = run(RecGOAT, "ml-mini", config_dict=config, nproc=2, port=sys.argv[2])
+    print("RESULT " + json.dumps(dict(result["test_result"])))
+"""
+
+
+def test_two_process_ddp_on_cpu_with_gloo(mini_ml, tmp_path):
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+    script = tmp_path / "ddp_run.py"
+    script.write_text(SCRIPT.format(root=root))
+    port = str(29500 + os.getpid() % 400)
+    out = subprocess.run([sys.executable, str(script), json.dumps(mini_ml), port], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    assert set(result) == {"recall@10", "ndcg@10"} and 0 < result["ndcg@10"] <= 1
+
+
+def test_original_init_device_demands_nccl_and_cuda():
+    """Without the fix RecBole asserts one GPU per process (and would ask for NCCL)."""
+    class FakeConfig:
+        final_config_dict = {"gpu_id": "", "local_rank": 0, "nproc": 2}
+
+    with pytest.raises(AssertionError):
+        compat.ORIGINALS["ddp_cpu"]["_init_device"](FakeConfig())

@@ -43,7 +43,9 @@ Fixes
 6. ``ddp_cpu`` -- RecBole 1.2.1's ``Config._init_device`` hard-codes the NCCL backend and ``cuda:<rank>``
    for multi-process runs, and ``AbstractTrainer`` passes ``device_ids`` to ``DistributedDataParallel``, which
    CPU modules reject. With ``dist_backend`` (default: ``nccl`` with CUDA, ``gloo`` without) ranks run on
-   the CPU over gloo; the single-process and NCCL/CUDA paths are RecBole's own.
+   the CPU over gloo; the single-process and NCCL/CUDA paths are RecBole's own. Also, only rank 0 writes the
+   best checkpoint while every rank reloads it for testing: a barrier before that reload removes the race
+   (seen as "Expected input to be a checkpoint returned by torch.save" on rank 1).
 """
 
 from __future__ import annotations
@@ -457,6 +459,20 @@ def _abstract_trainer_init(self: Any, config: Any, model: Any) -> None:
         self.distributed_model = DistributedDataParallel(self.model, device_ids=device_ids)
 
 
+def _evaluate_after_barrier(evaluate: Callable) -> Callable:
+    """Only rank 0 writes the best checkpoint; the other ranks must not read it before it is complete."""
+
+    @functools.wraps(evaluate)
+    def wrapper(self: Any, eval_data: Any, load_best_model: bool = True, *args: Any, **kwargs: Any) -> Any:
+        import torch.distributed as dist
+
+        if load_best_model and not self.config["single_spec"] and dist.is_initialized():
+            dist.barrier()
+        return evaluate(self, eval_data, load_best_model, *args, **kwargs)
+
+    return wrapper
+
+
 def _fix_ddp_cpu() -> None:
     import recbole.config.configurator as configurator
     from recbole.trainer import trainer as trainer_mod
@@ -464,9 +480,11 @@ def _fix_ddp_cpu() -> None:
     ORIGINALS["ddp_cpu"] = {
         "_init_device": configurator.Config._init_device,
         "AbstractTrainer.__init__": trainer_mod.AbstractTrainer.__init__,
+        "evaluate": trainer_mod.Trainer.evaluate,
     }
     configurator.Config._init_device = _init_device
     trainer_mod.AbstractTrainer.__init__ = _abstract_trainer_init
+    trainer_mod.Trainer.evaluate = _evaluate_after_barrier(trainer_mod.Trainer.evaluate)
 
 
 # ---------------------------------------------------------------------------------------------------- apply

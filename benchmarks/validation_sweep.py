@@ -44,7 +44,7 @@ def main() -> None:
     common = {"epochs": args.epochs, "stopping_step": 1000, "show_progress": False, "save_dataset": False}
     specs = [RunSpec(args.dataset, model, args.seed, label, config, {**common, **extra})
              for label, (model, extra) in VARIANTS.items()]
-    records = run_all(specs, out, verbose=False)
+    records = run_all(specs, out, verbose=False, show_test=False)
     lines = [f"`python benchmarks/validation_sweep.py --dataset {args.dataset} --epochs {args.epochs}` "
              f"(seed {args.seed}; best validation NDCG@10 within the budget)", "",
              "| variant | valid NDCG@10 | valid Recall@10 | epoch (s) |", "| --- | --- | --- | --- |"]

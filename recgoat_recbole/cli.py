@@ -183,6 +183,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    """The RecBole config options shared by the commands that build a RecBole ``Config``."""
+    p.add_argument("--config", "-c", nargs="+", default=[], metavar="FILE", help="RecBole YAML file(s)")
+    p.add_argument("--dataset", "-d", default=None, help="dataset name (default: the config's)")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys (YAML values)")
+
+
 def _add_budget(p: argparse.ArgumentParser, epochs: int, out: str) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[2020])
     p.add_argument("--epochs", type=int, default=epochs, help="epoch budget per run (early stopping on valid)")
@@ -204,11 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train and evaluate a model from RecBole YAML config(s), like run_recbole",
                          description=cmd_run.__doc__)
-    run.add_argument("--config", "-c", nargs="+", default=[], metavar="FILE", help="RecBole YAML file(s)")
+    _add_config_args(run)
     run.add_argument("--model", "-m", default=None,
                      help="model name (RecGOAT or any RecBole model); default: the config's model, else RecGOAT")
-    run.add_argument("--dataset", "-d", default=None, help="dataset name (default: the config's)")
-    run.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys (YAML values)")
     run.add_argument("--no-save", action="store_true", help="do not write checkpoints to saved/")
     run.set_defaults(func=cmd_run)
 
@@ -238,9 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     image.set_defaults(func=cmd_features_image)
 
     prof = fsub.add_parser("profiles", help="per-user preference profiles from the training split, embedded")
-    prof.add_argument("--config", "-c", nargs="+", default=[], metavar="FILE", help="the RecBole YAML(s) you train with")
-    prof.add_argument("--dataset", "-d", default=None)
-    prof.add_argument("--set", nargs="*", metavar="KEY=VALUE")
+    _add_config_args(prof)
     prof.add_argument("--output", "-o", required=True, help="output .npz keyed by user token")
     prof.add_argument("--backend", choices=["template", "transformers", "http"], default="template",
                       help="template (offline, NOT an LLM), a local transformers LM, or an OpenAI-compatible URL")

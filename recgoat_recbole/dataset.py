@@ -98,12 +98,14 @@ class RecGOATDataset(Dataset):
         missing = config["missing_features"] or "error"
         how = config["feature_norm"] or "l2"
         self.item_features = {}
+        self.user_features = None
+        if config["id_only"]:  # the model ignores every feature file: do not read or build any
+            return
         for name, file in modality_files(config["item_modalities"]).items():
             data = read_features(self._feature_path(file))
             aligned = align_rows(data, self.field2id_token[self.iid_field], missing, "item")
             self.item_features[name] = _normalise(aligned, how)
             logger.info(f"modality {name!r}: {data.path} -> {aligned.shape} aligned by item token")
-        self.user_features = None
         spec = config["user_profile_feat"]
         if spec and not str(spec).startswith(_TEMPLATE):  # template profiles need the split: see build()
             self._set_user_features(self, self._feature_path(spec), missing)
@@ -119,7 +121,7 @@ class RecGOATDataset(Dataset):
         split only (users without training items get a zero row), set on every split."""
         datasets = super().build()
         spec = self.config["user_profile_feat"]
-        if spec and str(spec).startswith(_TEMPLATE):
+        if spec and str(spec).startswith(_TEMPLATE) and not self.config["id_only"]:
             from recgoat_recbole.features.profiles import cached_template_profiles
 
             columns = [c for c in str(spec)[len(_TEMPLATE):].lstrip(":").split(",") if c] or _TEMPLATE_COLUMNS

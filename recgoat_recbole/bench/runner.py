@@ -131,7 +131,8 @@ def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: 
     return record
 
 
-def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = True) -> list[dict]:
+def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = True,
+            show_test: bool = True) -> list[dict]:
     """Run every spec not already finished in ``out_dir/runs``; returns all records (old and new)."""
     records = []
     for n, spec in enumerate(specs, 1):
@@ -145,7 +146,8 @@ def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = T
         t0 = time.perf_counter()
         record = run_one(spec, out_dir, verbose=verbose)
         records.append(record)
-        log(f"[{n}/{len(specs)}] {spec.key}: NDCG@10 {record['test'].get('ndcg@10', float('nan')):.4f} "
+        which = "test" if show_test else "valid"
+        log(f"[{n}/{len(specs)}] {spec.key}: {which} NDCG@10 {record[which].get('ndcg@10', float('nan')):.4f} "
             f"in {time.perf_counter() - t0:.0f} s ({record['epochs']} epochs)")
     return records
 

@@ -153,3 +153,37 @@ def test_generation_resumes_after_interruption(tmp_path):
 def test_prompt_keeps_the_last_items():
     prompt = build_prompt("u1", [(str(i), f"item {i}") for i in range(100)], max_items=10)
     assert "item 99" in prompt and "item 89" not in prompt and "User ID: u1" in prompt
+
+
+@pytest.fixture(scope="module")
+def tiny_causal_lm(tmp_path_factory) -> str:
+    """A randomly initialised 1-layer GPT-2 with a word-level tokenizer, saved locally (no download)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    words = ["[UNK]", "[PAD]", "<answer>", "</answer>", "likes", "drama", "comedy", "user", "items"]
+    tokenizer = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                   eos_token="[PAD]")
+    fast.save_pretrained(folder)
+    config = GPT2Config(vocab_size=len(words), n_positions=4096, n_embd=16, n_layer=1, n_head=2,
+                        bos_token_id=1, eos_token_id=1, pad_token_id=1)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return str(folder)
+
+
+def test_transformers_backend_with_a_local_model(mini_ml, tiny_causal_lm, tmp_path):
+    from recgoat_recbole.features.profiles import TransformersBackend
+
+    backend = TransformersBackend(tiny_causal_lm, max_new_tokens=4)
+    histories, _ = training_histories(Config(model=RecGOAT, config_dict=mini_config(mini_ml)))
+    users = sorted(histories)[:3]
+    prompt_of = lambda u: build_prompt(u, [(i, f"item {i}") for i in histories[u]], max_items=5)  # noqa: E731
+    cache = str(tmp_path / "p.jsonl")
+    done = generate_profiles(users, prompt_of, backend, cache, show_progress=False)
+    assert sorted(done) == users and all(isinstance(v, str) for v in done.values())
+    assert len(open(cache).readlines()) == 3

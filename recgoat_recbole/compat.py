@@ -45,7 +45,8 @@ Fixes
    CPU modules reject. With ``dist_backend`` (default: ``nccl`` with CUDA, ``gloo`` without) ranks run on
    the CPU over gloo; the single-process and NCCL/CUDA paths are RecBole's own. Also, only rank 0 writes the
    best checkpoint while every rank reloads it for testing: a barrier before that reload removes the race
-   (seen as "Expected input to be a checkpoint returned by torch.save" on rank 1).
+   (seen as "Expected input to be a checkpoint returned by torch.save" on rank 1); and ``ensure_dir``
+   checks then creates, so two ranks creating ``./log`` together could fail: it uses ``exist_ok=True``.
 """
 
 from __future__ import annotations
@@ -473,14 +474,29 @@ def _evaluate_after_barrier(evaluate: Callable) -> Callable:
     return wrapper
 
 
+def _ensure_dir(dir_path: str) -> None:
+    """``recbole.utils.ensure_dir`` without its check-then-create race (ranks start together under DDP)."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
 def _fix_ddp_cpu() -> None:
     import recbole.config.configurator as configurator
+    import recbole.data.dataset.dataset as dataset_mod
+    import recbole.data.utils as data_utils
+    import recbole.utils
+    import recbole.utils.logger as logger_mod
+    import recbole.utils.utils as utils_mod
     from recbole.trainer import trainer as trainer_mod
+
+    original_ensure_dir = utils_mod.ensure_dir
+    for module in (utils_mod, recbole.utils, logger_mod, data_utils, dataset_mod, trainer_mod):
+        module.ensure_dir = _ensure_dir
 
     ORIGINALS["ddp_cpu"] = {
         "_init_device": configurator.Config._init_device,
         "AbstractTrainer.__init__": trainer_mod.AbstractTrainer.__init__,
         "evaluate": trainer_mod.Trainer.evaluate,
+        "ensure_dir": original_ensure_dir,
     }
     configurator.Config._init_device = _init_device
     trainer_mod.AbstractTrainer.__init__ = _abstract_trainer_init

@@ -45,3 +45,15 @@ def test_original_init_device_demands_nccl_and_cuda():
 
     with pytest.raises(AssertionError):
         compat.ORIGINALS["ddp_cpu"]["_init_device"](FakeConfig())
+
+
+def test_ensure_dir_tolerates_a_concurrent_creator(tmp_path, monkeypatch):
+    """RecBole's ensure_dir checks then creates: if another rank creates the folder in between, it fails."""
+    from recbole.utils.logger import ensure_dir
+
+    target = tmp_path / "log"
+    target.mkdir()  # "another rank" created it ...
+    monkeypatch.setattr("os.path.exists", lambda path: False)  # ... after this rank's check
+    with pytest.raises(FileExistsError):
+        compat.ORIGINALS["ddp_cpu"]["ensure_dir"](str(target))
+    ensure_dir(str(target))  # the fixed one does not care

@@ -27,12 +27,11 @@ ROOT = os.path.dirname(HERE)
 
 
 def measure(model_name: str, dataset: str, config_files: list[str], overrides: dict, epochs: int) -> dict:
-    import resource
-
     import torch
 
     import recgoat_recbole  # noqa: F401  (compat + registration)
     from recbole.config import Config
+    from recgoat_recbole.bench.runner import peak_memory_mib
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, get_trainer, init_seed
 
@@ -61,7 +60,7 @@ def measure(model_name: str, dataset: str, config_files: list[str], overrides: d
         if cuda:
             torch.cuda.synchronize()
         evals.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_memory_mib(config["device"])
     return {
         "model": model_name, "device": str(config["device"]), "build_s": build_s,
         "epoch_s": statistics.median(times[1:]), "eval_s": statistics.median(evals), "peak_mib": peak,

@@ -90,8 +90,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_features_text(args: argparse.Namespace) -> int:
     from recgoat_recbole.features.text import extract_text_features
 
-    if not os.path.isfile(args.table):
-        raise UserError(f"table not found: {args.table}")
     try:
         path = extract_text_features(args.table, args.output, args.columns, args.id_column, args.model,
                                      args.device, args.batch_size, args.allow_download, not args.quiet)

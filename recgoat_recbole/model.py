@@ -17,7 +17,6 @@ positive items. Every component can be switched off from the config (ablations).
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 import torch.nn.functional as F

@@ -55,12 +55,19 @@ class RunSpec:
         return self.variant or self.model
 
 
-def _worker(spec: dict) -> dict:
-    """Run one spec in this process (called in the subprocess)."""
+def peak_memory_mib(device) -> float:
+    """Peak memory of this process: CUDA's peak allocation on a GPU, else the peak RSS."""
     import resource
 
     import torch
 
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker(spec: dict) -> dict:
+    """Run one spec in this process (called in the subprocess)."""
     import recgoat_recbole  # noqa: F401  (compat + registration)
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -92,9 +99,7 @@ def _worker(spec: dict) -> dict:
     test_result = trainer.evaluate(test, load_best_model=True, show_progress=False)
     if os.path.isfile(trainer.saved_model_file):
         os.remove(trainer.saved_model_file)  # the metrics are kept; the checkpoint is not needed
-    cuda = config["device"].type == "cuda"
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_memory_mib(config["device"])
     return {
         "test": {k: float(v) for k, v in test_result.items()},
         "valid": {k: float(v) for k, v in best_valid_result.items()},

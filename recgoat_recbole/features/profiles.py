@@ -26,11 +26,10 @@ import urllib.request
 from collections import Counter
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from recgoat_recbole.features.store import write_features
+from recgoat_recbole.features.store import file_fingerprint, write_features
 from recgoat_recbole.features.text import encode_texts, load_text_encoder
 
 __all__ = ["PROMPT", "training_histories", "split_histories", "cached_template_profiles", "template_profile", "build_prompt", "extract_answer",
@@ -104,22 +103,33 @@ def cached_template_profiles(train_split, item_table: str, columns: Sequence[str
     digest = hashlib.sha1()
     for user in sorted(histories):
         digest.update(f"{user}:{','.join(histories[user])};".encode())
-    stat = os.stat(item_table)
-    digest.update(f"{os.path.abspath(item_table)}|{stat.st_size}|{int(stat.st_mtime)}|{columns}|{encoder}".encode())
+    digest.update(f"{file_fingerprint(item_table)}|{columns}|{encoder}".encode())
     out = os.path.join(cache_dir, f"profiles-template-{digest.hexdigest()[:12]}.npz")
     if os.path.isfile(out):
         logger.info(f"user profiles: reusing {out}")
         return out
     items = read_table(item_table)
     profiles = template_profiles_for(histories, items, items.columns[0], columns)
-    users = sorted(profiles)
-    vectors = encode_texts([profiles[u] for u in users], load_text_encoder(encoder), show_progress=False)
-    os.makedirs(cache_dir, exist_ok=True)
-    with open(out + ".profiles.jsonl", "w", encoding="utf-8") as f:  # the texts, for reading
-        for user in users:
+    _write_profile_texts(out + ".profiles.jsonl", profiles)
+    logger.info(f"user profiles: {len(profiles)} template profiles from the training split -> {out}")
+    return _embed_profiles(profiles, out, encoder, show_progress=False)
+
+
+def _write_profile_texts(path: str, profiles: dict[str, str]) -> None:
+    """The profile texts as JSONL (``{"user", "profile"}`` per line), the format :func:`_read_cache` reads."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for user in sorted(profiles):
             f.write(json.dumps({"user": user, "profile": profiles[user]}) + "\n")
-    logger.info(f"user profiles: {len(users)} template profiles from the training split -> {out}")
-    return write_features(out, users, vectors)
+
+
+def _embed_profiles(profiles: dict[str, str], output: str, encoder: str | None, show_progress: bool,
+                    allow_download: bool = False) -> str:
+    """Embed the profile texts with the text encoder and write them keyed by user token; returns the path."""
+    users = sorted(profiles)
+    vectors = encode_texts([profiles[u] for u in users], load_text_encoder(encoder, allow_download=allow_download),
+                           show_progress=show_progress)
+    return write_features(output, users, vectors)
 
 
 # ------------------------------------------------------------------------------------------------ template
@@ -281,9 +291,7 @@ def extract_profile_features(
     cache = output + ".profiles.jsonl"
     if backend == "template":
         profiles = template_profiles_for(histories, items, id_column, columns)
-        with open(cache, "w", encoding="utf-8") as f:
-            for user, text in profiles.items():
-                f.write(json.dumps({"user": user, "profile": text}) + "\n")
+        _write_profile_texts(cache, profiles)
     else:
         texts = dict(zip(items[id_column].astype(str), compose_texts(items, list(columns))))
         if backend == "transformers":
@@ -298,7 +306,4 @@ def extract_profile_features(
             raise ValueError(f"backend must be template, transformers or http, got {backend!r}")
         prompt_of = lambda u: build_prompt(u, [(i, texts.get(i, "")) for i in histories[u]], max_items)  # noqa: E731
         profiles = generate_profiles(sorted(histories), prompt_of, llm, cache, show_progress)
-    users = sorted(histories)
-    vectors = encode_texts([profiles[u] for u in users], load_text_encoder(encoder, allow_download=allow_download),
-                           show_progress=show_progress)
-    return write_features(output, users, vectors)
+    return _embed_profiles({u: profiles[u] for u in histories}, output, encoder, show_progress, allow_download)

@@ -20,7 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["FeatureFile", "FeatureFileError", "read_features", "write_features", "align_rows"]
+__all__ = ["FeatureFile", "FeatureFileError", "read_features", "write_features", "align_rows",
+           "file_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,3 +130,9 @@ def align_rows(file: FeatureFile, id_tokens: Sequence[str], missing: str = "erro
     out = np.zeros((len(ids), file.features.shape[1]), dtype=np.float32)
     out[start:][~absent] = file.features[rows[~absent]]
     return out
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """``absolute path|size|mtime`` of a file: part of a cache key, so a changed input is not reused."""
+    stat = os.stat(path)
+    return f"{os.path.abspath(path)}|{stat.st_size}|{int(stat.st_mtime)}"

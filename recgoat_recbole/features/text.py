@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from recgoat_recbole.features.store import write_features
+from recgoat_recbole.features.store import file_fingerprint, write_features
 
 __all__ = ["DEFAULT_TEXT_ENCODER", "load_text_encoder", "read_table", "compose_texts", "encode_texts",
            "extract_text_features"]
@@ -125,9 +125,7 @@ def cached_text_features(
     """
     import hashlib
 
-    stat = os.stat(table)
-    key = "|".join([os.path.abspath(table), str(stat.st_size), str(int(stat.st_mtime)), ",".join(columns),
-                    str(model)])
+    key = "|".join([file_fingerprint(table), ",".join(columns), str(model)])
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     out = os.path.join(os.fspath(cache_dir), f"text-{digest}.npz")
     if os.path.isfile(out):

@@ -45,7 +45,9 @@ Fixes
    CPU modules reject. With ``dist_backend`` (default: ``nccl`` with CUDA, ``gloo`` without) ranks run on
    the CPU over gloo; the single-process and NCCL/CUDA paths are RecBole's own. Also, only rank 0 writes the
    best checkpoint while every rank reloads it for testing: a barrier before that reload removes the race
-   (seen as "Expected input to be a checkpoint returned by torch.save" on rank 1); and ``ensure_dir``
+   (seen as "Expected input to be a checkpoint returned by torch.save" on rank 1), and each rank names
+   the file from its own clock (``<model>-<local time>.pth``), so when the ranks start in different seconds
+   rank 1 looks for a file nobody wrote: the reload uses rank 0's name, broadcast. ``ensure_dir``
    checks then creates, so two ranks creating ``./log`` together could fail: it uses ``exist_ok=True``.
 """
 
@@ -464,12 +466,17 @@ def _evaluate_after_barrier(evaluate: Callable) -> Callable:
     """Only rank 0 writes the best checkpoint; the other ranks must not read it before it is complete."""
 
     @functools.wraps(evaluate)
-    def wrapper(self: Any, eval_data: Any, load_best_model: bool = True, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Any, eval_data: Any, load_best_model: bool = True, model_file: str | None = None,
+                *args: Any, **kwargs: Any) -> Any:
         import torch.distributed as dist
 
         if load_best_model and not self.config["single_spec"] and dist.is_initialized():
             dist.barrier()
-        return evaluate(self, eval_data, load_best_model, *args, **kwargs)
+            if model_file is None:  # every rank reloads the file rank 0 wrote, not its own timestamped name
+                name = [self.saved_model_file]
+                dist.broadcast_object_list(name, src=0)
+                self.saved_model_file = name[0]
+        return evaluate(self, eval_data, load_best_model, model_file, *args, **kwargs)
 
     return wrapper
 

@@ -17,6 +17,10 @@ import recgoat_recbole
 from recgoat_recbole import RecGOAT
 from recbole.quick_start import run
 from tests.conftest import mini_config
+import os, recbole.trainer.trainer as _trainer
+# Each spawned rank re-imports this module: give every rank its own clock, as when the ranks start in
+# different seconds, so a rank that reloads "its own" checkpoint name finds nothing.
+_trainer.get_local_time = lambda: "pid" + str(os.getpid())
 
 if __name__ == "__main__":
     config = mini_config(json.loads(sys.argv[1]), epochs=1, eval_batch_size=4096)

@@ -30,8 +30,9 @@ Fixes
    ``Trainer._save_checkpoint`` writes protocol 2 (otherwise unchanged), and ``Trainer.evaluate``,
    ``Trainer.resume_checkpoint`` and ``load_data_and_model`` run inside
    :func:`recbole_checkpoint_globals`, which first lists the globals the file references and allows only
-   RecBole's own config classes and enums, recommender *classes* (subclasses of ``AbstractRecommender``) and
-   numeric numpy scalars (``best_valid_score``).
+   RecBole's own config classes and enums, recommender *classes* (subclasses of ``AbstractRecommender``),
+   numeric numpy scalars (``best_valid_score``), and numpy arrays / scipy sparse matrices (csr, csc, coo, lil,
+   dok), which ItemKNN, EASE and Pop keep in ``other_parameter``.
    Any other global -- ``os.system``, an unknown class -- raises ``pickle.UnpicklingError`` naming it.
 5. ``external_models`` -- ``run_recbole`` and ``load_data_and_model`` resolve a model with
    ``recbole.utils.get_model(name)``, which only searches ``recbole.model.*``; ``Config`` only loads
@@ -203,7 +204,9 @@ def _fix_ray_import() -> None:
 
 
 # --------------------------------------------------------------------------------------------- 4. torch 2.6
-_NUMERIC_DTYPES = {"Float64", "Float32", "Float16", "Int64", "Int32", "Int16", "Int8", "UInt8", "Bool"}
+_NUMERIC_DTYPES = {"Float64", "Float32", "Float16", "Int64", "Int32", "Int16", "Int8", "UInt8", "Bool",
+                   "Object"}  # Object: lil_matrix keeps its rows as object arrays of lists
+_SPARSE_CLASSES = {f"{fmt}_{kind}" for fmt in ("csr", "csc", "coo", "lil", "dok") for kind in ("matrix", "array")}
 
 
 def _allowed_checkpoint_global(qualified: str) -> Any:
@@ -224,9 +227,17 @@ def _allowed_checkpoint_global(qualified: str) -> Any:
         "numpy._core.multiarray.scalar",
         "numpy.core.multiarray.scalar",
         "numpy.dtype",
+        # numpy arrays and scipy sparse matrices: RecBole's non-parametric models keep them in
+        # other_parameter (ItemKNN: w, pred_mat; EASE: interaction_matrix, item_similarity; Pop: counts)
+        "numpy._core.multiarray._reconstruct",
+        "numpy.core.multiarray._reconstruct",
+        "numpy.ndarray",
+        "numpy.matrix",  # EASE's item_similarity
+        "copyreg._reconstructor",  # how dok_matrix (a dict subclass) pickles; its classes are checked here too
+        "builtins.dict",
     }
     obj = None
-    qualified_ok = qualified in fixed
+    qualified_ok = qualified in fixed or (module_name.startswith("scipy.sparse.") and attr in _SPARSE_CLASSES)
     if qualified_ok or module_name.startswith(("recbole.model.", "recgoat_recbole.")):
         try:
             obj = getattr(importlib.import_module(module_name), attr)

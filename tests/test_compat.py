@@ -109,6 +109,33 @@ def test_trainer_reloads_and_load_data_and_model_reads_recgoat_checkpoint(mini_m
         torch.testing.assert_close(value, state[key])
 
 
+@pytest.mark.parametrize("model", ["ItemKNN", "EASE", "Pop"])
+def test_nonparametric_builtins_reload_their_numpy_and_scipy_state(mini_ml, model):
+    """ItemKNN / EASE / Pop keep scipy sparse matrices and numpy arrays in the checkpoint's other_parameter."""
+    result, path = _train_once(mini_ml, model)
+    assert 0 < result["test_result"]["ndcg@10"] <= 1
+    with compat.recbole_checkpoint_globals(path):
+        loaded = torch.load(path)["other_parameter"]
+    reference = torch.load(path, weights_only=False)["other_parameter"]
+    assert loaded.keys() == reference.keys()
+    for key, value in reference.items():
+        if hasattr(value, "toarray"):
+            assert type(loaded[key]) is type(value)
+            np.testing.assert_array_equal(loaded[key].toarray(), value.toarray())
+        else:
+            np.testing.assert_array_equal(np.asarray(loaded[key]), np.asarray(value))
+
+
+def test_scipy_globals_outside_the_sparse_matrix_classes_are_refused(tmp_path):
+    import scipy.sparse.linalg
+
+    path = tmp_path / "odd.pth"
+    torch.save({"other_parameter": {"f": scipy.sparse.linalg.spsolve}}, path, pickle_protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="spsolve"):
+        with compat.recbole_checkpoint_globals(str(path)):
+            pass
+
+
 def test_checkpoint_with_foreign_global_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"config": os.system, "state_dict": {}}, path)

@@ -1,6 +1,7 @@
 """The validation-only sweep behind RecGOAT's defaults (no test metric is read to choose anything).
 
-    python benchmarks/validation_sweep.py --dataset ml-100k --epochs 15 --out bench_runs/sweep-ml-100k
+    python benchmarks/validation_sweep.py --dataset ml-100k --epochs 15
+    python benchmarks/validation_sweep.py --dataset tiktok --variants diagnose --epochs 10 --learning-rate 0.005
 
 Each variant is RecGOAT (or LightGCN) with a few config overrides, trained for ``--epochs`` epochs on the
 dataset's YAML (seed 2020) through the benchmark runner; the table reports the best *validation* NDCG@10.
@@ -18,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from recgoat_recbole.bench import find_config  # noqa: E402
 from recgoat_recbole.bench.runner import RunSpec, run_all  # noqa: E402
 
+#: the sweep behind the defaults (ml-100k, text + template profiles)
 VARIANTS = {
     "LightGCN (RecBole)": ("LightGCN", {}),
     "ID-only, rating weights t=1": ("RecGOAT", {"id_only": True, "rating_temperature": 1.0}),
@@ -31,21 +33,63 @@ VARIANTS = {
     "text + profiles (defaults)": ("RecGOAT", {}),
 }
 
+#: where the modality branch hurts on TikTok (image + audio, 340 cold test items): which part is it?
+DIAGNOSE = {
+    "LightGCN (RecBole)": ("LightGCN", {}),
+    "ID-only": ("RecGOAT", {"id_only": True}),
+    "γ 0.1": ("RecGOAT", {"fusion_gamma": 0.1}),
+    "γ 0.1, no GAT": ("RecGOAT", {"fusion_gamma": 0.1, "use_gat": False}),
+    "γ 0.1, no cold-item fallback": ("RecGOAT", {"fusion_gamma": 0.1, "cold_items_from_features": False}),
+    "γ 0.1, no alignment terms": ("RecGOAT", {"fusion_gamma": 0.1, "use_oat": False, "use_cmcl": False,
+                                             "use_wasserstein": False}),
+    "γ 0.1, alignment on the views only": ("RecGOAT", {"fusion_gamma": 0.1, "align_detach_target": True}),
+    "γ 0.1, CMCL only": ("RecGOAT", {"fusion_gamma": 0.1, "use_oat": False, "use_wasserstein": False}),
+    "γ 0.1, OAT (map + W) only": ("RecGOAT", {"fusion_gamma": 0.1, "use_cmcl": False}),
+    "γ 0, alignment on the views only": ("RecGOAT", {"fusion_gamma": 0.0, "align_detach_target": True}),
+    "γ 0.1, no alignment terms, λ_reg 1e-5": ("RecGOAT", {"fusion_gamma": 0.1, "use_oat": False, "use_cmcl": False,
+                                                         "use_wasserstein": False, "reg_weight": 1e-5}),
+}
+
+#: ml-100k with γ = 0 (the best γ on validation): where does the gain over LightGCN come from?
+DIAGNOSE_ML = {
+    "γ 0": ("RecGOAT", {"fusion_gamma": 0.0}),
+    "γ 0, alignment on the views only": ("RecGOAT", {"fusion_gamma": 0.0, "align_detach_target": True}),
+    "γ 0, no alignment terms": ("RecGOAT", {"fusion_gamma": 0.0, "use_oat": False, "use_cmcl": False,
+                                           "use_wasserstein": False}),
+    "γ 0, no user graph": ("RecGOAT", {"fusion_gamma": 0.0, "use_user_graph": False}),
+    "γ 0, γ_p 0.2": ("RecGOAT", {"fusion_gamma": 0.0, "user_profile_weight": 0.2}),
+}
+
+#: TikTok: can a weaker (or softer) CMCL pull help, as it does on ml-100k, instead of hurting?
+CMCL_TIKTOK = {
+    "γ 0, λ_c 0.002": ("RecGOAT", {"fusion_gamma": 0.0, "cmcl_weight": 0.002}),
+    "γ 0, λ_c 0.008": ("RecGOAT", {"fusion_gamma": 0.0, "cmcl_weight": 0.008}),
+    "γ 0, λ_c 0.032, τ 1": ("RecGOAT", {"fusion_gamma": 0.0, "cmcl_temperature": 1.0}),
+}
+
+SETS = {"defaults": VARIANTS, "diagnose": DIAGNOSE, "diagnose-ml": DIAGNOSE_ML, "cmcl-tiktok": CMCL_TIKTOK}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--variants", choices=sorted(SETS), default="defaults")
+    parser.add_argument("--learning-rate", type=float, default=None, help="same for every variant")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    out = args.out or f"bench_runs/sweep-{args.dataset}"
+    out = args.out or f"bench_runs/sweep-{args.dataset}-{args.variants}"
     config = (find_config(args.dataset),)
     common = {"epochs": args.epochs, "stopping_step": 1000, "show_progress": False, "save_dataset": False}
+    if args.learning_rate is not None:
+        common["learning_rate"] = args.learning_rate
     specs = [RunSpec(args.dataset, model, args.seed, label, config, {**common, **extra})
-             for label, (model, extra) in VARIANTS.items()]
+             for label, (model, extra) in SETS[args.variants].items()]
     records = run_all(specs, out, verbose=False, show_test=False)
-    lines = [f"`python benchmarks/validation_sweep.py --dataset {args.dataset} --epochs {args.epochs}` "
+    lr = f" --learning-rate {args.learning_rate:g}" if args.learning_rate is not None else ""
+    lines = [f"`python benchmarks/validation_sweep.py --dataset {args.dataset} --variants {args.variants} "
+             f"--epochs {args.epochs}{lr}` "
              f"(seed {args.seed}; best validation NDCG@10 within the budget)", "",
              "| variant | valid NDCG@10 | valid Recall@10 | epoch (s) |", "| --- | --- | --- | --- |"]
     for r in records:

@@ -127,13 +127,12 @@ def cmd_data_import(args: argparse.Namespace) -> int:
 
     try:
         if args.format == "mmrec":
-            report = import_mmrec(args.src, args.dst, args.name)
+            import_mmrec(args.src, args.dst, args.name)  # logs its report
         else:
             features = dict(f.split("=", 1) for f in args.feature or [])
-            report = import_lightgcn(args.src, args.dst, args.name, features)
+            import_lightgcn(args.src, args.dst, args.name, features)
     except ImportError_ as exc:
         raise UserError(str(exc)) from None
-    print(report)
     return 0
 
 
@@ -159,8 +158,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _resolve_model(model)
     specs = build_specs(args.datasets, args.models, args.seeds, _bench_common(args), configs, args.ablations,
                         args.gamma or ())
-    title = (f"`recgoat bench --datasets {' '.join(args.datasets)} --models {' '.join(args.models)} --seeds "
-             f"{' '.join(map(str, args.seeds))} --epochs {args.epochs}`" + (" --ablations" if args.ablations else ""))
+    flags = [f"--datasets {' '.join(args.datasets)}", f"--models {' '.join(args.models)}",
+             f"--seeds {' '.join(map(str, args.seeds))}", f"--epochs {args.epochs}"]
+    if args.learning_rate is not None:
+        flags.append(f"--learning-rate {args.learning_rate:g}")
+    if args.ablations:
+        flags.append("--ablations")
+    if args.gamma:
+        flags.append(f"--gamma {' '.join(f'{g:g}' for g in args.gamma)}")
+    if args.set:
+        flags.append(f"--set {' '.join(args.set)}")
+    title = f"`recgoat bench {' '.join(flags)}`"
     paths = run_benchmark(specs, args.out, title)
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
@@ -175,8 +183,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.fresh and os.path.isdir(os.path.join(args.out, "runs")):
         shutil.rmtree(os.path.join(args.out, "runs"))  # re-train; cached features in work/ stay
     specs = build_specs(["ml-100k"], ["RecGOAT", "LightGCN"], args.seeds, _bench_common(args))
-    paths = run_benchmark(specs, args.out, f"`recgoat demo --epochs {args.epochs}` (ml-100k, RecBole's RS 8:1:1 "
-                                           f"split, seeds {' '.join(map(str, args.seeds))})")
+    paths = run_benchmark(specs, args.out, f"`recgoat demo --epochs {args.epochs} --learning-rate "
+                                           f"{args.learning_rate:g}` (ml-100k, RecBole's RS 8:1:1 split, seeds "
+                                           f"{' '.join(map(str, args.seeds))})")
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
 
@@ -188,11 +197,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys (YAML values)")
 
 
-def _add_budget(p: argparse.ArgumentParser, epochs: int, out: str) -> None:
+def _add_budget(p: argparse.ArgumentParser, epochs: int, out: str, learning_rate: float | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[2020])
     p.add_argument("--epochs", type=int, default=epochs, help="epoch budget per run (early stopping on valid)")
     p.add_argument("--stopping-step", type=int, default=10)
-    p.add_argument("--learning-rate", type=float, default=None, help="same for every model (default: each its own)")
+    p.add_argument("--learning-rate", type=float, default=learning_rate,
+                   help=f"same for every model (default: {learning_rate if learning_rate else 'each its own'})")
     p.add_argument("--device", default=None, help="cpu to force the CPU")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys for every run")
     p.add_argument("--out", default=out, help="output folder (runs/, results.csv/.md/.png); reruns resume")
@@ -279,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="MovieLens-100k end to end: features, profiles, RecGOAT vs LightGCN",
                           description=cmd_demo.__doc__)
-    _add_budget(demo, epochs=60, out="bench_runs/demo")
+    # lr 0.005 for both: chosen on ml-100k validation for LightGCN (docs/results.md, "Tuning")
+    _add_budget(demo, epochs=30, out="bench_runs/demo", learning_rate=0.005)
     demo.add_argument("--fresh", action="store_true", help="re-train (features stay cached)")
     demo.set_defaults(func=cmd_demo)
     return parser

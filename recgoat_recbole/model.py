@@ -11,7 +11,7 @@ Representations (SPEC §2, §4)::
     score(u, i)     = z_u · z_i
 
 Loss: BPR + λ_reg‖E⁰‖² + λ_c Σ_m InfoNCE(z~_m, z) + λ_ot Σ_m W_ε(z~_m, z), the last two over the batch's
-positive items. Every component can be switched off from the config (ablations).
+positive items (with ``align_detach_target`` the unified z is a fixed target: only the views move). Every component can be switched off from the config (ablations).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class RecGOAT(GeneralRecommender):
         self.cmcl_weight = float(config["cmcl_weight"]) if config["use_cmcl"] else 0.0
         self.ot_weight = float(config["ot_weight"]) if config["use_wasserstein"] else 0.0
         self.match_scale = bool(config["match_scale"])
+        self.align_detach_target = bool(config["align_detach_target"])
         self.fusion = config["fusion"]
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
@@ -215,7 +216,9 @@ class RecGOAT(GeneralRecommender):
             fused = torch.einsum("p,pnd->nd", w, torch.stack(parts))
             if self.cold_items_from_features:
                 # items never seen in training: their ID vector is untrained noise; use the modalities alone
-                modal = torch.einsum("p,pnd->nd", w[1:] / w[1:].sum().clamp_min(1e-12), torch.stack(parts[1:]))
+                # (with every modality weight 0, i.e. γ = 0, cold items still use the modalities, equally)
+                w_modal = w[1:] if float(w[1:].sum()) > 0 else torch.ones_like(w[1:])
+                modal = torch.einsum("p,pnd->nd", w_modal / w_modal.sum(), torch.stack(parts[1:]))
                 fused = torch.where(self.cold_items[:, None], modal, fused)
         if self.fusion_norm == "layernorm":
             fused = F.layer_norm(fused, (self.dim,))
@@ -250,6 +253,8 @@ class RecGOAT(GeneralRecommender):
         if views and (self.cmcl_weight > 0 or self.ot_weight > 0):
             batch_items = torch.unique(pos)
             target = items[batch_items]
+            if self.align_detach_target:  # move the LM views towards the unified space, not the reverse
+                target = target.detach()
             if self.cmcl_weight > 0:
                 losses.append(self.cmcl_weight * sum(self.cmcl(v[batch_items], target) for v in views.values()))
             if self.ot_weight > 0:

@@ -148,3 +148,16 @@ def test_bench_smoke_writes_tables_and_resumes(mini_ml, capsys):
     capsys.readouterr()
     assert main(argv) == 0  # second time: nothing re-trained
     assert capsys.readouterr().out.count("done earlier, reused") == 2
+
+
+def test_bench_resolves_relative_data_paths_against_the_callers_directory(tmp_path):
+    """Runs execute in OUT/work: a YAML's `data_path: recgoat_data` must still mean ./recgoat_data."""
+    from recgoat_recbole.bench.runner import RunSpec, _absolute_paths
+
+    yaml_file = tmp_path / "d.yaml"
+    yaml_file.write_text("dataset: d\ndata_path: recgoat_data\n")
+    spec = RunSpec("d", "LightGCN", 1, "", (str(yaml_file),), {"feature_cache_dir": "cache"})
+    paths = _absolute_paths(spec)
+    assert paths == {"data_path": os.path.abspath("recgoat_data"), "feature_cache_dir": os.path.abspath("cache")}
+    absolute = RunSpec("d", "LightGCN", 1, "", (str(yaml_file),), {"data_path": "/data", "feature_cache_dir": "/c"})
+    assert _absolute_paths(absolute) == {}

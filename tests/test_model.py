@@ -69,6 +69,36 @@ def test_each_loss_term_reaches_the_parameters_it_should(mini_ml):
     assert len(model.calculate_loss(batch)) == 1
 
 
+@pytest.mark.parametrize("detach", [False, True])
+def test_align_detach_target_keeps_alignment_off_the_id_embeddings(mini_ml, detach):
+    _, _, train, _, model = _build(mini_ml, align_detach_target=detach)
+    model.train()
+    batch = next(iter(train))
+    _, cmcl, ot = model.calculate_loss(batch)
+    for term in (cmcl, ot):
+        g = _grads(model, term)
+        assert g["oat_maps.text.residual"] > 0  # the views always move
+        assert (g["item_embedding.weight"] == 0) == detach
+        assert (g["user_embedding.weight"] == 0) == detach  # via LightGCN propagation into item vectors
+
+
+def test_gamma_zero_scores_warm_items_by_id_and_cold_items_by_features(mini_ml):
+    _, _, _, _, model = _build(mini_ml, fusion_gamma=0.0)
+    model.eval()
+    with torch.no_grad():
+        ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight])
+        from recgoat_recbole.layers import lightgcn_propagate
+
+        _, item_id = torch.split(lightgcn_propagate(model.adjacency, ego, model.n_layers), [model.n_users, model.n_items])
+        _, items, views = model.forward()
+    cold = model.cold_items
+    assert cold.any() and (~cold).any()
+    torch.testing.assert_close(items[~cold], item_id[~cold])
+    expected = torch.stack([views[m] for m in model.modalities]).mean(0)
+    torch.testing.assert_close(items[cold], expected[cold])
+    assert items[cold].norm(dim=1).min() > 0
+
+
 def test_predict_and_full_sort_predict_agree_and_cache_is_invalidated(mini_ml):
     _, dataset, train, _, model = _build(mini_ml)
     model.eval()

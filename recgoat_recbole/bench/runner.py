@@ -111,6 +111,26 @@ def _worker(spec: dict) -> dict:
     }
 
 
+#: config keys holding folders that a user writes relative to where they run ``recgoat bench``
+PATH_KEYS = ("data_path", "feature_cache_dir")
+
+
+def _absolute_paths(spec: RunSpec) -> dict[str, str]:
+    """Relative ``data_path`` / ``feature_cache_dir`` from the spec's YAML files or overrides, made absolute.
+
+    Runs execute in ``out_dir/work``; without this, ``data_path: recgoat_data`` would be looked up there.
+    """
+    import yaml
+
+    found: dict[str, Any] = {}
+    for path in spec.config_files:
+        with open(path, encoding="utf-8") as f:
+            found.update({k: v for k, v in (yaml.safe_load(f) or {}).items() if k in PATH_KEYS})
+    found.update({k: v for k, v in spec.overrides.items() if k in PATH_KEYS})
+    found.setdefault("feature_cache_dir", "recgoat_cache")  # RecGOAT's default; ignored by other models
+    return {k: os.path.abspath(v) for k, v in found.items() if isinstance(v, str) and not os.path.isabs(v)}
+
+
 def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: bool = True) -> dict:
     """Run ``spec`` in a subprocess (working directory ``out_dir/work``) and save its result JSON.
 
@@ -119,7 +139,9 @@ def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: 
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
     work = os.path.join(out_dir, "work")
     os.makedirs(work, exist_ok=True)
-    payload = json.dumps({**asdict(spec), "config_files": [os.path.abspath(f) for f in spec.config_files]})
+    fields = {**asdict(spec), "config_files": [os.path.abspath(f) for f in spec.config_files]}
+    fields["overrides"] = {**spec.overrides, **_absolute_paths(spec)}
+    payload = json.dumps(fields)
     cmd = [sys.executable, "-m", "recgoat_recbole.bench.runner", payload]
     proc = subprocess.run(cmd, cwd=work, stdout=subprocess.PIPE, stderr=None if verbose else subprocess.PIPE,
                           text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))

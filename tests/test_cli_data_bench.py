@@ -161,3 +161,35 @@ def test_bench_resolves_relative_data_paths_against_the_callers_directory(tmp_pa
     assert paths == {"data_path": os.path.abspath("recgoat_data"), "feature_cache_dir": os.path.abspath("cache")}
     absolute = RunSpec("d", "LightGCN", 1, "", (str(yaml_file),), {"data_path": "/data", "feature_cache_dir": "/c"})
     assert _absolute_paths(absolute) == {}
+
+
+def test_ablation_specs_set_every_alignment_switch(tmp_path):
+    """A dataset YAML that turns alignment off (tiktok.yaml) must not leak into the ablation rows."""
+    from recgoat_recbole.bench import build_specs
+
+    yaml_file = tmp_path / "d.yaml"
+    yaml_file.write_text("dataset: d\nuse_cmcl: false\nuse_oat: false\nuse_wasserstein: false\n")
+    specs = build_specs(["d"], ["LightGCN"], [1], {"epochs": 1}, {"d": str(yaml_file)}, ablations=True,
+                        gammas=[0.3])
+    by_label = {s.label: s.overrides for s in specs}
+    switches = ("use_cmcl", "use_oat", "use_wasserstein")
+    for label, overrides in by_label.items():
+        if label.startswith("ablation:") and "ID-only" not in label:
+            assert all(k in overrides for k in switches), label
+    assert by_label["ablation: CMCL only"]["use_cmcl"] and not by_label["ablation: CMCL only"]["use_oat"]
+    assert all(by_label["ablation: RecGOAT (full)"][k] for k in switches)
+    assert by_label["gamma=0.3"]["fusion_gamma"] == 0.3 and by_label["gamma=0.3"]["epochs"] == 1
+
+
+def test_ncl_clusters_are_fitted_to_a_small_dataset():
+    """faiss refuses more k-means clusters than points: NCL's default 1000 fails on ml-100k's 944 users."""
+    from types import SimpleNamespace
+
+    from recgoat_recbole.bench.runner import _fit_to_dataset
+
+    small, large = SimpleNamespace(user_num=944, item_num=1683), SimpleNamespace(user_num=9308, item_num=6710)
+    config = {"model": "NCL", "num_clusters": 1000}
+    assert _fit_to_dataset(config, small) == {"num_clusters": 94} and config["num_clusters"] == 94
+    config = {"model": "NCL", "num_clusters": 1000}
+    assert _fit_to_dataset(config, large) == {} and config["num_clusters"] == 1000
+    assert _fit_to_dataset({"model": "LightGCN"}, small) == {}

@@ -1,6 +1,6 @@
 """RecGOAT under RecBole's multi-process DDP against a single process: same config, seeds and epoch budget.
 
-    python benchmarks/ddp_vs_single.py --dataset ml-100k --epochs 30 --seeds 2020 2021 2022 --nproc 1 2
+    python benchmarks/ddp_vs_single.py --dataset ml-100k --epochs 30 --learning-rate 0.005 --seeds 2020 2021 --nproc 1 2
 
 Each run is ``recbole.quick_start.run(RecGOAT, dataset, config_file_list=[recbole_configs/<dataset>.yaml],
 nproc=N)`` in its own process and working directory (gloo on CPU through the compat fix ``ddp_cpu``; NCCL
@@ -35,14 +35,17 @@ if __name__ == "__main__":
 """
 
 
-def run_once(dataset: str, config: str, nproc: int, seed: int, epochs: int, port: int) -> dict:
+def run_once(dataset: str, config: str, nproc: int, seed: int, epochs: int, port: int,
+             learning_rate: float | None = None, stopping_step: int = 10) -> dict:
     with tempfile.TemporaryDirectory(prefix="recgoat-ddp-") as work:
         script = os.path.join(work, "child.py")
         with open(script, "w", encoding="utf-8") as f:
             f.write(CHILD)
         cfg = {"dataset": dataset, "config": config, "nproc": nproc, "port": str(port), "seed": seed,
-               "epochs": epochs, "stopping_step": epochs, "show_progress": False,
+               "epochs": epochs, "stopping_step": stopping_step, "show_progress": False,
                "feature_cache_dir": os.path.join(ROOT, "recgoat_cache")}
+        if learning_rate is not None:
+            cfg["learning_rate"] = learning_rate
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, script, json.dumps(cfg)], cwd=work, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
@@ -59,13 +62,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--stopping-step", type=int, default=10, help="as in recgoat bench")
     parser.add_argument("--json", default=None, help="also write every run to this JSON file")
     args = parser.parse_args()
     config = args.config or os.path.join(ROOT, "recbole_configs", f"{args.dataset}.yaml")
     runs = []
     for seed in args.seeds:
         for nproc in args.nproc:
-            r = run_once(args.dataset, config, nproc, seed, args.epochs, 29600 + len(runs))
+            r = run_once(args.dataset, config, nproc, seed, args.epochs, 29600 + len(runs), args.learning_rate,
+                         args.stopping_step)
             runs.append(r)
             print(f"nproc={nproc} seed={seed}: test NDCG@10 {r['test']['ndcg@10']:.4f} in {r['seconds']:.0f} s",
                   flush=True)

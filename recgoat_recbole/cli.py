@@ -169,7 +169,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.set:
         flags.append(f"--set {' '.join(args.set)}")
     title = f"`recgoat bench {' '.join(flags)}`"
-    paths = run_benchmark(specs, args.out, title)
+    if args.report_only:
+        title += " (tables from the finished runs: `--report-only`)"
+    paths = run_benchmark(specs, args.out, title, train=not args.report_only)
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
 
@@ -283,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--models", nargs="+", default=["RecGOAT", *BUILTIN_BASELINES])
     bench.add_argument("--config", nargs="*", metavar="DATASET=FILE", help="YAML per dataset (default: recbole_configs/)")
     bench.add_argument("--ablations", action="store_true", help="also run the paper's ablation table")
+    bench.add_argument("--report-only", action="store_true",
+                       help="train nothing: rebuild the tables from the runs already finished in --out")
     bench.add_argument("--gamma", type=float, nargs="*", help="γ sensitivity sweep: modality weight values")
     _add_budget(bench, epochs=300, out="bench_runs")
     bench.set_defaults(func=cmd_bench)

@@ -148,6 +148,12 @@ def test_bench_smoke_writes_tables_and_resumes(mini_ml, capsys):
     capsys.readouterr()
     assert main(argv) == 0  # second time: nothing re-trained
     assert capsys.readouterr().out.count("done earlier, reused") == 2
+    # --report-only trains nothing: BPR has no run, so it is listed and left out of the tables
+    assert main(argv[:7] + ["BPR"] + argv[7:] + ["--report-only"]) == 0
+    out = capsys.readouterr().out
+    assert "ml-mini__BPR__seed1: not run yet" in out and "--report-only" in open("bench/results.md").read()
+    assert sorted(pd.read_csv("bench/results.csv")["model"]) == ["LightGCN", "RecGOAT"]
+    assert main(argv[:-1] + ["empty", "--report-only"]) == 2
 
 
 def test_bench_resolves_relative_data_paths_against_the_callers_directory(tmp_path):

@@ -56,8 +56,11 @@ def build_specs(datasets: Sequence[str], models: Sequence[str], seeds: Sequence[
     return specs
 
 
-def run_benchmark(specs: Sequence[RunSpec], out_dir: str, title: str, log=print) -> dict[str, str]:
-    records = run_all(specs, out_dir, log)
+def run_benchmark(specs: Sequence[RunSpec], out_dir: str, title: str, log=print, train: bool = True) -> dict[str, str]:
+    """Run (or, with ``train=False``, only collect) ``specs`` and write results.csv / .md / .png to ``out_dir``."""
+    records = run_all(specs, out_dir, log, train=train)
+    if not records:
+        raise FileNotFoundError(f"no finished runs in {out_dir}/runs for these settings")
     paths = write_outputs(records, out_dir, METRICS, title)
     log(markdown_table(summarise(records, METRICS), METRICS))
     return paths

@@ -182,8 +182,11 @@ def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: 
 
 
 def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = True,
-            show_test: bool = True) -> list[dict]:
-    """Run every spec not already finished in ``out_dir/runs``; returns all records (old and new)."""
+            show_test: bool = True, train: bool = True) -> list[dict]:
+    """Run every spec not already finished in ``out_dir/runs``; returns all records (old and new).
+
+    With ``train=False`` nothing is trained: the records are the finished runs, and the others are listed.
+    """
     records = []
     for n, spec in enumerate(specs, 1):
         path = os.path.join(out_dir, "runs", f"{spec.key}.json")
@@ -191,6 +194,9 @@ def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = T
             with open(path, encoding="utf-8") as f:
                 records.append(json.load(f))
             log(f"[{n}/{len(specs)}] {spec.key}: done earlier, reused")
+            continue
+        if not train:
+            log(f"[{n}/{len(specs)}] {spec.key}: not run yet, left out of the tables")
             continue
         log(f"[{n}/{len(specs)}] {spec.key}: running ...")
         t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from recgoat_recbole import RecGOAT, compat
 
 def test_all_fixes_applied_once():
     assert compat.apply() == ["numpy_aliases", "ray_import", "scipy_dok_update", "safe_checkpoints",
-                              "external_models", "ddp_cpu"]
+                              "external_models", "ddp_cpu", "pop_counts"]
     assert compat.apply() == compat.APPLIED  # idempotent
 
 
@@ -134,6 +134,24 @@ def test_scipy_globals_outside_the_sparse_matrix_classes_are_refused(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="spsolve"):
         with compat.recbole_checkpoint_globals(str(path)):
             pass
+
+
+def test_pop_counts_every_interaction_even_repeated_in_a_batch():
+    from recbole.model.general_recommender.pop import Pop
+
+    class FakePop:
+        ITEM_ID = "item_id"
+        device = torch.device("cpu")
+
+        def __init__(self):
+            self.item_cnt = torch.zeros(5, 1, dtype=torch.long)
+
+    batch = {"item_id": torch.tensor([1, 1, 1, 2, 4, 4])}
+    fixed, original = FakePop(), FakePop()
+    Pop.calculate_loss(fixed, batch)
+    compat.ORIGINALS["pop_counts"]["calculate_loss"](original, batch)
+    assert fixed.item_cnt.flatten().tolist() == [0, 3, 1, 0, 2] and fixed.max_cnt.item() == 3
+    assert original.item_cnt.flatten().tolist() == [0, 1, 1, 0, 1]  # RecBole's: once per batch
 
 
 def test_checkpoint_with_foreign_global_is_refused(tmp_path):

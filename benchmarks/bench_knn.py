@@ -6,8 +6,9 @@
 Each (size, chunk) runs in its own process so that its peak RSS is its own. The features are clustered
 Gaussians (200 centres, like item embeddings that form topics), float32, seed 0. Reported: wall time of
 ``recgoat_recbole.graphs.knn_graph`` (cosine, top-k per row, symmetrised), the process's peak RSS during the
-call (the kernel's VmHWM, reset just before it), the RSS just before the call (features + torch), the difference (what the graph build itself needed), and that
-difference against the O(chunk * n) similarity block the docstring promises.
+call (the kernel's VmHWM, reset just before it), the RSS just before the call (features + torch), the
+difference (what the graph build itself needed), and that difference against the O(chunk * n) similarity
+block the docstring promises.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--chunks", type=int, nargs="+", default=[2048])
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    parser.add_argument("--_child", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--_child", nargs=2, type=int, metavar=("ITEMS", "CHUNK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
         print(json.dumps(_one(args._child[0], args.dim, args.k, args._child[1])))
@@ -73,7 +74,7 @@ def main() -> None:
     for n in args.sizes:
         for chunk in args.chunks:
             out = subprocess.run([sys.executable, os.path.abspath(__file__), "--dim", str(args.dim), "--k",
-                                  str(args.k), "--_child", str(n), str(chunk), "0"], check=True,
+                                  str(args.k), "--_child", str(n), str(chunk)], check=True,
                                  capture_output=True, text=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(r)

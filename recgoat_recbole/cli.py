@@ -183,7 +183,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from recgoat_recbole.bench import build_specs, run_benchmark
 
     if args.fresh and os.path.isdir(os.path.join(args.out, "runs")):
-        shutil.rmtree(os.path.join(args.out, "runs"))  # re-train; cached features in work/ stay
+        shutil.rmtree(os.path.join(args.out, "runs"))  # re-train; the feature cache (./recgoat_cache) stays
     specs = build_specs(["ml-100k"], ["RecGOAT", "LightGCN"], args.seeds, _bench_common(args))
     paths = run_benchmark(specs, args.out, f"`recgoat demo --epochs {args.epochs} --learning-rate "
                                            f"{args.learning_rate:g}` (ml-100k, RecBole's RS 8:1:1 split, seeds "

@@ -11,7 +11,8 @@ Representations (SPEC §2, §4)::
     score(u, i)     = z_u · z_i
 
 Loss: BPR + λ_reg‖E⁰‖² + λ_c Σ_m InfoNCE(z~_m, z) + λ_ot Σ_m W_ε(z~_m, z), the last two over the batch's
-positive items (with ``align_detach_target`` the unified z is a fixed target: only the views move). Every component can be switched off from the config (ablations).
+positive items (with ``align_detach_target`` the unified z is a fixed target: only the views move).
+Every component can be switched off from the config (ablations).
 """
 
 from __future__ import annotations

@@ -151,13 +151,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Train RecGOAT and RecBole's built-ins on the same split with the same budget; tables, CSV and a plot."""
     from recgoat_recbole.bench import build_specs, run_benchmark
 
-    configs = dict(c.split("=", 1) for c in args.config or [])
-    for path in configs.values():
-        _check_files([path])
+    configs = _dataset_configs(args)
     for model in args.models:
         _resolve_model(model)
+    tuned = _load_tuned(args.tuned) if args.tuned else None
     specs = build_specs(args.datasets, args.models, args.seeds, _bench_common(args), configs, args.ablations,
-                        args.gamma or ())
+                        args.gamma or (), tuned)
     flags = [f"--datasets {' '.join(args.datasets)}", f"--models {' '.join(args.models)}",
              f"--seeds {' '.join(map(str, args.seeds))}", f"--epochs {args.epochs}"]
     if args.learning_rate is not None:
@@ -168,11 +167,72 @@ def cmd_bench(args: argparse.Namespace) -> int:
         flags.append(f"--gamma {' '.join(f'{g:g}' for g in args.gamma)}")
     if args.set:
         flags.append(f"--set {' '.join(args.set)}")
+    if args.tuned:
+        flags.append(f"--tuned {args.tuned}")
     title = f"`recgoat bench {' '.join(flags)}`"
     if args.report_only:
         title += " (tables from the finished runs: `--report-only`)"
-    paths = run_benchmark(specs, args.out, title, train=not args.report_only)
+    reuse = [os.path.dirname(os.path.abspath(args.tuned))] if args.tuned else []
+    paths = run_benchmark(specs, args.out, title, train=not args.report_only, jobs=args.jobs, reuse_from=reuse)
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    return 0
+
+
+def _dataset_configs(args: argparse.Namespace) -> dict[str, str]:
+    """``--config DATASET=FILE`` pairs, checked; other datasets use recbole_configs/<dataset>.yaml."""
+    configs = {}
+    for pair in args.config or []:
+        if "=" not in pair:
+            raise UserError(f"--config expects DATASET=FILE, got {pair!r}")
+        dataset, path = pair.split("=", 1)
+        configs[dataset] = _check_files([path])[0]
+    return configs
+
+
+def _load_tuned(path: str) -> dict[str, dict[str, dict[str, Any]]]:
+    import yaml
+
+    _check_files([path])
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict) or not all(isinstance(m, dict) and all(isinstance(p, dict) for p in m.values())
+                                             for m in data.values()):
+        raise UserError(f"{path}: expected {{dataset: {{model: {{key: value}}}}}}, as `recgoat tune` writes")
+    return data
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Grid search on the validation split, the same nine-point budget per model; writes OUT/best.yaml."""
+    from recgoat_recbole.bench import find_config
+    from recgoat_recbole.bench.tuning import choose, grid_specs, load_grids, run_grid, tuning_table, write_choice
+
+    configs = _dataset_configs(args)
+    for dataset in args.datasets:
+        if dataset not in configs:
+            configs[dataset] = find_config(dataset)
+    try:
+        grids = load_grids(args.grid)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    models = args.models or [m for m in ("RecGOAT", *BUILTIN_BASELINES) if m in grids]
+    for model in models:
+        _resolve_model(model)
+    grid = grid_specs(args.datasets, models, args.seeds, _bench_common(args), configs, grids)
+    records = run_grid(grid, args.out, jobs=args.jobs, train=not args.report_only)
+    if not records:
+        raise FileNotFoundError(f"no finished grid runs in {args.out}/runs for these settings")
+    choice = choose(records, grid)
+    flags = (f"--datasets {' '.join(args.datasets)} --models {' '.join(models)} --seeds "
+             f"{' '.join(map(str, args.seeds))} --epochs {args.epochs}"
+             + (f" --learning-rate {args.learning_rate:g}" if args.learning_rate is not None else "")
+             + (f" --grid {args.grid}" if args.grid else "") + (f" --set {' '.join(args.set)}" if args.set else ""))
+    best = os.path.join(args.out, "best.yaml")
+    write_choice(choice, best, f"chosen on validation NDCG@10 by: recgoat tune {flags}")
+    table = tuning_table(records, grid, choice)
+    with open(os.path.join(args.out, "tuning.md"), "w", encoding="utf-8") as f:
+        f.write(f"`recgoat tune {flags}` (validation only; the chosen point in bold)\n\n{table}\n")
+    print(table)
+    print(f"best: {best}\ntable: {os.path.join(args.out, 'tuning.md')}")
     return 0
 
 
@@ -288,8 +348,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--report-only", action="store_true",
                        help="train nothing: rebuild the tables from the runs already finished in --out")
     bench.add_argument("--gamma", type=float, nargs="*", help="γ sensitivity sweep: modality weight values")
+    bench.add_argument("--tuned", default=None, metavar="BEST.yaml",
+                       help="per dataset and model settings from `recgoat tune` (those rows are labelled tuned)")
+    bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     _add_budget(bench, epochs=300, out="bench_runs")
     bench.set_defaults(func=cmd_bench)
+
+    tune = sub.add_parser("tune", help="grid search on validation, the same budget per model (writes best.yaml)",
+                          description=cmd_tune.__doc__)
+    tune.add_argument("--datasets", nargs="+", default=["ml-100k"])
+    tune.add_argument("--models", nargs="+", default=None,
+                      help="default: RecGOAT and every built-in with a grid (all but Pop)")
+    tune.add_argument("--config", nargs="*", metavar="DATASET=FILE", help="YAML per dataset (default: recbole_configs/)")
+    tune.add_argument("--grid", default=None, metavar="FILE.yaml",
+                      help="{Model: {key: [values]}}, replacing the built-in grid of the models it names")
+    tune.add_argument("--report-only", action="store_true", help="train nothing: choose from the finished runs")
+    tune.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
+    _add_budget(tune, epochs=300, out="bench_runs/tune")
+    tune.set_defaults(func=cmd_tune)
 
     demo = sub.add_parser("demo", help="MovieLens-100k end to end: features, profiles, RecGOAT vs LightGCN",
                           description=cmd_demo.__doc__)

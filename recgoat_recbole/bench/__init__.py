@@ -39,14 +39,19 @@ def find_config(dataset: str) -> str:
 
 def build_specs(datasets: Sequence[str], models: Sequence[str], seeds: Sequence[int], common: dict[str, Any],
                 configs: dict[str, str] | None = None, ablations: bool = False,
-                gammas: Sequence[float] = ()) -> list[RunSpec]:
-    """One spec per dataset x (model | ablation | γ) x seed."""
+                gammas: Sequence[float] = (), tuned: dict[str, dict[str, dict]] | None = None) -> list[RunSpec]:
+    """One spec per dataset x (model | ablation | γ) x seed. ``tuned`` (``{dataset: {model: settings}}``, as
+    ``recgoat tune`` writes) adds those settings to the models it names, tagged ``tuned``."""
     specs = []
     for dataset in datasets:
         files = ((configs or {}).get(dataset) or find_config(dataset),)
+        chosen = (tuned or {}).get(dataset, {})
         for seed in seeds:
             for model in models:
-                specs.append(RunSpec(dataset, model, seed, "", files, dict(common)))
+                if model in chosen:
+                    specs.append(RunSpec(dataset, model, seed, "", files, {**common, **chosen[model]}, "tuned"))
+                else:
+                    specs.append(RunSpec(dataset, model, seed, "", files, dict(common)))
             if ablations:
                 for name, extra in ABLATIONS.items():
                     specs.append(RunSpec(dataset, "RecGOAT", seed, f"ablation: {name}", files, {**common, **extra}))
@@ -56,9 +61,12 @@ def build_specs(datasets: Sequence[str], models: Sequence[str], seeds: Sequence[
     return specs
 
 
-def run_benchmark(specs: Sequence[RunSpec], out_dir: str, title: str, log=print, train: bool = True) -> dict[str, str]:
-    """Run (or, with ``train=False``, only collect) ``specs`` and write results.csv / .md / .png to ``out_dir``."""
-    records = run_all(specs, out_dir, log, train=train)
+def run_benchmark(specs: Sequence[RunSpec], out_dir: str, title: str, log=print, train: bool = True,
+                  jobs: int = 1, reuse_from: Sequence[str] = ()) -> dict[str, str]:
+    """Run (or, with ``train=False``, only collect) ``specs`` and write results.csv / .md / .png to ``out_dir``.
+
+    ``jobs`` runs train at once; identical finished runs in ``reuse_from`` folders are copied, not trained."""
+    records = run_all(specs, out_dir, log, train=train, jobs=jobs, reuse_from=reuse_from)
     if not records:
         raise FileNotFoundError(f"no finished runs in {out_dir}/runs for these settings")
     paths = write_outputs(records, out_dir, METRICS, title)

@@ -48,16 +48,20 @@ class RunSpec:
     variant: str = ""
     config_files: tuple[str, ...] = ()
     overrides: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    #: marks runs whose overrides come from elsewhere (``tuned``): part of the key and shown in the label
+    tag: str = ""
 
     @property
     def key(self) -> str:
         label = f"{self.model}-{self.variant}" if self.variant else self.model
+        if self.tag:
+            label += f"-{self.tag}"
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
         return f"{self.dataset}__{safe}__seed{self.seed}"
 
     @property
     def label(self) -> str:
-        return self.variant or self.model
+        return (self.variant or self.model) + (f" ({self.tag})" if self.tag else "")
 
 
 def peak_memory_mib(device) -> float:
@@ -174,7 +178,12 @@ def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: 
                            f"{work}/log\n{tail}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     record = {**asdict(spec), "label": spec.label, "key": spec.key, **result}
-    path = os.path.join(out_dir, "runs", f"{spec.key}.json")
+    return _save(record, os.path.join(out_dir, "runs", f"{spec.key}.json"))
+
+
+def _save(record: dict, path: str) -> dict:
+    """Write ``record`` to ``path`` atomically (a run is either finished on disk or absent)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)
     os.replace(path + ".tmp", path)
@@ -182,30 +191,54 @@ def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: 
 
 
 def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = True,
-            show_test: bool = True, train: bool = True) -> list[dict]:
-    """Run every spec not already finished in ``out_dir/runs``; returns all records (old and new).
+            show_test: bool = True, train: bool = True, jobs: int = 1,
+            reuse_from: Sequence[str] = ()) -> list[dict]:
+    """Run every spec not already finished in ``out_dir/runs``; returns all records (old and new), in spec order.
 
     With ``train=False`` nothing is trained: the records are the finished runs, and the others are listed.
+    ``jobs`` runs that many subprocesses at once. A spec whose identical run (same dataset, model, seed, config
+    files and overrides) is finished in one of the ``reuse_from`` folders is copied from there, not trained.
     """
-    records = []
+    from concurrent.futures import ThreadPoolExecutor
+
+    from recgoat_recbole.bench.tuning import find_identical
+
+    found: dict[int, dict] = {}
+    todo: list[tuple[int, RunSpec]] = []
     for n, spec in enumerate(specs, 1):
         path = os.path.join(out_dir, "runs", f"{spec.key}.json")
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
-                records.append(json.load(f))
+                found[n] = json.load(f)
             log(f"[{n}/{len(specs)}] {spec.key}: done earlier, reused")
+            continue
+        twin = next((r for r in (find_identical(spec, d) for d in reuse_from) if r is not None), None)
+        if twin is not None:
+            found[n] = _save({**twin, **asdict(spec), "label": spec.label, "key": spec.key,
+                              "reused_from": twin["key"]}, path)
+            log(f"[{n}/{len(specs)}] {spec.key}: the identical run {twin['key']} is finished, reused")
             continue
         if not train:
             log(f"[{n}/{len(specs)}] {spec.key}: not run yet, left out of the tables")
             continue
+        todo.append((n, spec))
+    which = "test" if show_test else "valid"
+
+    def one(item: tuple[int, RunSpec]) -> tuple[int, dict]:
+        n, spec = item
         log(f"[{n}/{len(specs)}] {spec.key}: running ...")
         t0 = time.perf_counter()
-        record = run_one(spec, out_dir, verbose=verbose)
-        records.append(record)
-        which = "test" if show_test else "valid"
+        record = run_one(spec, out_dir, verbose=verbose and jobs == 1)
         log(f"[{n}/{len(specs)}] {spec.key}: {which} NDCG@10 {record[which].get('ndcg@10', float('nan')):.4f} "
             f"in {time.perf_counter() - t0:.0f} s ({record['epochs']} epochs)")
-    return records
+        return n, record
+
+    if jobs <= 1:
+        found.update(one(item) for item in todo)
+    else:  # each run is its own subprocess: threads only wait on them
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            found.update(pool.map(one, todo))
+    return [found[n] for n in sorted(found)]
 
 
 def summarise(records: Iterable[dict], metrics: Sequence[str]) -> list[dict]:

@@ -1,0 +1,167 @@
+"""Grid search on the validation split, with the same budget for every model (``recgoat tune``).
+
+Every point of a model's grid is one run (:mod:`recgoat_recbole.bench.runner`) with one seed. The search reads
+validation NDCG@10 only: RecBole also evaluates the test split at the end of each run, and that number stays in
+the run's JSON, unprinted and unused. The best point per (dataset, model) goes to ``best.yaml``. From there
+``recgoat bench --tuned best.yaml`` trains every seed with those settings. A finished grid run with the same
+config is reused there, not trained again.
+
+The default grids have nine points for every model with knobs: two knobs with three values each, or one knob
+with nine values. Each grid contains RecBole's default for the knobs it varies, or the dataset YAML's value
+in RecGOAT's case. Pop has no knob.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+from recgoat_recbole.bench.runner import RunSpec, run_all
+
+__all__ = ["GRIDS", "grid_points", "grid_specs", "choose", "load_grids", "write_choice", "tuning_table",
+           "find_identical", "run_grid", "GridRun"]
+
+#: knob -> values per model: RecBole 1.2.1's config keys, 9 points each (the default of every knob included)
+GRIDS: dict[str, dict[str, list[Any]]] = {
+    "ItemKNN": {"k": [50, 100, 200], "shrink": [0.0, 10.0, 100.0]},
+    "EASE": {"reg_weight": [25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0]},
+    "BPR": {"learning_rate": [0.001, 0.005, 0.01], "weight_decay": [0.0, 1e-5, 1e-4]},
+    "LightGCN": {"n_layers": [1, 2, 3], "reg_weight": [1e-5, 1e-4, 1e-3]},
+    "NGCF": {"message_dropout": [0.0, 0.1, 0.3], "reg_weight": [1e-5, 1e-4, 1e-3]},
+    "SGL": {"ssl_tau": [0.1, 0.2, 0.5], "ssl_weight": [0.02, 0.05, 0.1]},
+    "NCL": {"ssl_temp": [0.05, 0.1, 0.2], "ssl_reg": [1e-7, 1e-6, 1e-5]},
+    "SimpleX": {"margin": [0.5, 0.7, 0.9], "negative_weight": [1, 10, 50]},
+    # CMCL is the term that carries RecGOAT's gain on ml-100k (docs/results.md, "Ablations")
+    "RecGOAT": {"cmcl_weight": [0.016, 0.032, 0.064], "cmcl_temperature": [0.1, 0.2, 0.5]},
+}
+
+
+def load_grids(path: str | None) -> dict[str, dict[str, list[Any]]]:
+    """:data:`GRIDS`, with the models in the YAML file at ``path`` (``{Model: {knob: [values]}}``) replaced."""
+    grids = {m: dict(g) for m, g in GRIDS.items()}
+    if path is None:
+        return grids
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected {{Model: {{knob: [values]}}}}")
+    for model, grid in data.items():
+        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+            raise ValueError(f"{path}: the grid of {model} must map each knob to a non-empty list of values")
+        grids[str(model)] = {str(k): list(v) for k, v in grid.items()}
+    return grids
+
+
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, in order (an empty grid has one point: the defaults)."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def _label(point: Mapping[str, Any]) -> str:
+    return "tune: " + (", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+                       or "defaults")
+
+
+#: a grid run: its spec and the grid point (the knobs it sets) that the spec's overrides contain
+GridRun = tuple[RunSpec, dict[str, Any]]
+
+
+def grid_specs(datasets: Sequence[str], models: Sequence[str], seeds: Sequence[int], common: dict[str, Any],
+               configs: Mapping[str, str], grids: Mapping[str, Mapping[str, Sequence[Any]]]) -> list[GridRun]:
+    """One run per dataset x model x grid point x seed; a model without a grid runs with its defaults."""
+    runs = []
+    for dataset in datasets:
+        files = (configs[dataset],)
+        for model in models:
+            for point in grid_points(grids.get(model, {})):
+                for seed in seeds:
+                    runs.append((RunSpec(dataset, model, seed, _label(point), files, {**common, **point}), point))
+    return runs
+
+
+def _scores(records: Sequence[dict], grid: Sequence[GridRun], metric: str) -> dict[tuple[str, str, str], list]:
+    """(dataset, model, point label) -> [point, validation scores of its finished seeds], in grid order."""
+    by_key = {r["key"]: r for r in records}
+    scores: dict[tuple[str, str, str], list] = {}
+    for spec, point in grid:
+        entry = scores.setdefault((spec.dataset, spec.model, spec.variant), [point, []])
+        if spec.key in by_key:
+            entry[1].append(by_key[spec.key]["valid"][metric])
+    return scores
+
+
+def choose(records: Sequence[dict], grid: Sequence[GridRun], metric: str = "ndcg@10") -> dict[str, dict[str, dict]]:
+    """``{dataset: {model: point}}``: the grid point with the best mean *validation* ``metric`` over its seeds
+    (the first in grid order on ties). Only points with every seed finished compete."""
+    seeds = {(s.dataset, s.model, s.variant): 0 for s, _ in grid}
+    for spec, _ in grid:
+        seeds[(spec.dataset, spec.model, spec.variant)] += 1
+    best: dict[tuple[str, str], tuple[float, dict]] = {}
+    for (dataset, model, label), (point, values) in _scores(records, grid, metric).items():
+        if not values or len(values) < seeds[(dataset, model, label)]:
+            continue
+        score = sum(values) / len(values)
+        if (dataset, model) not in best or score > best[(dataset, model)][0]:
+            best[(dataset, model)] = (score, point)
+    out: dict[str, dict[str, dict]] = {}
+    for (dataset, model), (_, point) in best.items():
+        out.setdefault(dataset, {})[model] = point
+    return out
+
+
+def write_choice(choice: Mapping[str, Mapping[str, dict]], path: str, header: str) -> None:
+    """Merge ``choice`` into the YAML file at ``path``, so that separate ``recgoat tune`` calls add up."""
+    import yaml
+
+    current: dict = {}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            current = yaml.safe_load(f) or {}
+    for dataset, models in choice.items():
+        current.setdefault(dataset, {}).update({m: dict(p) for m, p in models.items()})
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write("".join(f"# {line}\n" for line in header.splitlines()))
+        yaml.safe_dump(current, f, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def tuning_table(records: Sequence[dict], grid: Sequence[GridRun], choice: Mapping[str, Mapping[str, dict]],
+                 metric: str = "ndcg@10") -> str:
+    """Markdown: every grid point's mean *validation* ``metric`` over its finished seeds, the chosen one in bold."""
+    lines = [f"| dataset | model | setting | valid {metric} | seeds |", "| --- | --- | --- | --- | --- |"]
+    for (dataset, model, label), (point, values) in _scores(records, grid, metric).items():
+        if not values:
+            continue
+        cell = f"{sum(values) / len(values):.4f}"
+        if choice.get(dataset, {}).get(model) == point:
+            cell = f"**{cell}**"
+        lines.append(f"| {dataset} | {model} | {label.removeprefix('tune: ')} | {cell} | {len(values)} |")
+    return "\n".join(lines)
+
+
+def find_identical(spec: RunSpec, folder: str) -> dict | None:
+    """A finished run in ``folder/runs`` with the same dataset, model, seed, config files and overrides."""
+    runs = os.path.join(folder, "runs")
+    if not os.path.isdir(runs):
+        return None
+    files = [os.path.abspath(f) for f in spec.config_files]
+    for name in sorted(os.listdir(runs)):
+        if not name.endswith(".json") or not name.startswith(f"{spec.dataset}__{spec.model}"):
+            continue
+        with open(os.path.join(runs, name), encoding="utf-8") as f:
+            record = json.load(f)
+        if (record["dataset"], record["model"], record["seed"]) != (spec.dataset, spec.model, spec.seed):
+            continue
+        if [os.path.abspath(p) for p in record["config_files"]] == files and record["overrides"] == spec.overrides:
+            return record
+    return None
+
+
+def run_grid(grid: Sequence[GridRun], out_dir: str, log=print, jobs: int = 1, train: bool = True) -> list[dict]:
+    """Run the grid (resuming), printing validation metrics only."""
+    return run_all([spec for spec, _ in grid], out_dir, log, show_test=False, train=train, jobs=jobs)

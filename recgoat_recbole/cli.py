@@ -385,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
-    except (UserError, FileNotFoundError, FeatureFileError) as exc:
+    except (UserError, FileNotFoundError, FileExistsError, FeatureFileError) as exc:
         print(f"recgoat: error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -154,6 +154,14 @@ def test_bench_smoke_writes_tables_and_resumes(mini_ml, capsys):
     assert "ml-mini__BPR__seed1: not run yet" in out and "--report-only" in open("bench/results.md").read()
     assert sorted(pd.read_csv("bench/results.csv")["model"]) == ["LightGCN", "RecGOAT"]
     assert main(argv[:-1] + ["empty", "--report-only"]) == 2
+    # a finished run is reused only with the same settings: other overrides or an edited YAML stop the bench
+    capsys.readouterr()
+    assert main(argv[:-3] + ["2", "--out", "bench", "--report-only"]) == 2
+    assert "overrides differ: epochs 1 -> 2" in capsys.readouterr().err
+    with open("mini.yaml", "a") as f:
+        f.write("knn_k: 5\n")
+    assert main(argv + ["--report-only"]) == 2
+    assert "the YAML files changed since" in capsys.readouterr().err
 
 
 def test_bench_resolves_relative_data_paths_against_the_callers_directory(tmp_path):

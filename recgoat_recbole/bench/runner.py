@@ -177,8 +177,38 @@ def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: 
         raise RuntimeError(f"run {spec.key} failed (exit {proc.returncode}); see the log above or in "
                            f"{work}/log\n{tail}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    record = {**asdict(spec), "label": spec.label, "key": spec.key, **result}
+    record = {**asdict(spec), "label": spec.label, "key": spec.key, **result,
+              "config_sha": config_digest(fields["config_files"])}
     return _save(record, os.path.join(out_dir, "runs", f"{spec.key}.json"))
+
+
+def config_digest(files: Sequence[str]) -> str:
+    """SHA-256 over the contents of the YAML files, in order: a run records the exact config it trained with."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def settings_differ(record: dict, spec: RunSpec) -> str:
+    """Why a finished run's settings differ from ``spec`` ('' when they match). Runs recorded before the
+    config digest existed are checked on their overrides and file names only."""
+    if record.get("overrides", spec.overrides) != spec.overrides:
+        changed = sorted(k for k in {*record["overrides"], *spec.overrides}
+                         if record["overrides"].get(k) != spec.overrides.get(k))
+        return "overrides differ: " + ", ".join(f"{k} {record['overrides'].get(k)!r} -> {spec.overrides.get(k)!r}"
+                                                for k in changed)
+    files = [os.path.abspath(p) for p in spec.config_files]
+    if [os.path.abspath(p) for p in record.get("config_files", files)] != files:
+        return f"config files differ: {record['config_files']} -> {files}"
+    if "config_sha" in record and all(os.path.isfile(p) for p in files) and \
+            record["config_sha"] != config_digest(files):
+        return "the YAML files changed since"
+    return ""
 
 
 def _save(record: dict, path: str) -> dict:
@@ -210,6 +240,10 @@ def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = T
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 found[n] = json.load(f)
+            problem = settings_differ(found[n], spec)
+            if problem:
+                raise FileExistsError(f"{path} was trained with other settings ({problem}): use another --out, "
+                                      "or delete that file to train it again")
             log(f"[{n}/{len(specs)}] {spec.key}: done earlier, reused")
             continue
         twin = next((r for r in (find_identical(spec, d) for d in reuse_from) if r is not None), None)

@@ -146,10 +146,11 @@ def tuning_table(records: Sequence[dict], grid: Sequence[GridRun], choice: Mappi
 
 def find_identical(spec: RunSpec, folder: str) -> dict | None:
     """A finished run in ``folder/runs`` with the same dataset, model, seed, config files and overrides."""
+    from recgoat_recbole.bench.runner import settings_differ
+
     runs = os.path.join(folder, "runs")
     if not os.path.isdir(runs):
         return None
-    files = [os.path.abspath(f) for f in spec.config_files]
     for name in sorted(os.listdir(runs)):
         if not name.endswith(".json") or not name.startswith(f"{spec.dataset}__{spec.model}"):
             continue
@@ -157,7 +158,7 @@ def find_identical(spec: RunSpec, folder: str) -> dict | None:
             record = json.load(f)
         if (record["dataset"], record["model"], record["seed"]) != (spec.dataset, spec.model, spec.seed):
             continue
-        if [os.path.abspath(p) for p in record["config_files"]] == files and record["overrides"] == spec.overrides:
+        if "overrides" in record and "config_files" in record and not settings_differ(record, spec):
             return record
     return None
 

@@ -165,7 +165,7 @@ def test_bench_smoke_writes_tables_and_resumes(mini_ml, capsys):
 
 
 def test_bench_resolves_relative_data_paths_against_the_callers_directory(tmp_path):
-    """Runs execute in OUT/work: a YAML's `data_path: recgoat_data` must still mean ./recgoat_data."""
+    """Runs execute in OUT/work/<run>: a YAML's `data_path: recgoat_data` must still mean ./recgoat_data."""
     from recgoat_recbole.bench.runner import RunSpec, _absolute_paths
 
     yaml_file = tmp_path / "d.yaml"

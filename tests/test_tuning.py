@@ -120,6 +120,9 @@ def test_tune_then_bench_tuned_end_to_end(mini_ml, capsys):
                           if r["model"] == model and r["overrides"][knob] == v) for v in values}
         assert best["ml-mini"][model] == {knob: max(values, key=lambda v: (scores[v], -values.index(v)))}
     assert "**" in open("tune/tuning.md").read()
+    # parallel runs of one model may start in the same second, and RecBole names checkpoints by the second:
+    # each run needs its own working directory (saved/, log/), or they delete each other's best model
+    assert sorted(os.listdir("tune/work")) == sorted(records)
 
     bench = ["bench", "--datasets", "ml-mini", "--config", "ml-mini=mini.yaml", "--models", "LightGCN", "EASE",
              "--seeds", "1", "2", "--epochs", "1", "--tuned", "tune/best.yaml", "--out", "bench"]
@@ -130,3 +133,13 @@ def test_tune_then_bench_tuned_end_to_end(mini_ml, capsys):
     assert sorted(set(rows["model"])) == ["EASE (tuned)", "LightGCN (tuned)"] and len(rows) == 4
     assert "--tuned tune/best.yaml" in open("bench/results.md").read()
     assert main(bench[:-4] + ["--tuned", "mini.yaml", "--out", "bench"]) == 2  # not a best.yaml
+
+
+def test_a_failed_run_does_not_stop_the_others(mini_ml):
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump(mini_config(mini_ml, epochs=1), f)
+    broken = RunSpec("ml-mini", "Pop", 1, "", ("mini.yaml",), {"epochs": 1, "eval_args": {"split": "nonsense"}})
+    fine = RunSpec("ml-mini", "Pop", 2, "", ("mini.yaml",), {"epochs": 1})
+    with pytest.raises(RuntimeError, match=r"1 of 2 runs failed: ml-mini__Pop__seed1;"):
+        run_all([broken, fine], "bench", verbose=False, jobs=2)
+    assert os.listdir("bench/runs") == [f"{fine.key}.json"]

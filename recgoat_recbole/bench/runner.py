@@ -145,7 +145,7 @@ PATH_KEYS = ("data_path", "feature_cache_dir")
 def _absolute_paths(spec: RunSpec) -> dict[str, str]:
     """Relative ``data_path`` / ``feature_cache_dir`` from the spec's YAML files or overrides, made absolute.
 
-    Runs execute in ``out_dir/work``; without this, ``data_path: recgoat_data`` would be looked up there.
+    Runs execute in ``out_dir/work/<key>``; without this, ``data_path: recgoat_data`` would be looked up there.
     """
     import yaml
 
@@ -159,12 +159,16 @@ def _absolute_paths(spec: RunSpec) -> dict[str, str]:
 
 
 def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: bool = True) -> dict:
-    """Run ``spec`` in a subprocess (working directory ``out_dir/work``) and save its result JSON.
+    """Run ``spec`` in a subprocess (working directory ``out_dir/work/<key>``) and save its result JSON.
+
+    Each run has its own working directory because RecBole names a checkpoint ``saved/<model>-<time to the
+    second>.pth``: two runs of one model started in the same second (``--jobs``) would share, overwrite and
+    delete each other's best model.
 
     With ``verbose`` the subprocess's RecBole log (one line per epoch) streams to this process's stderr.
     """
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
-    work = os.path.join(out_dir, "work")
+    work = os.path.join(out_dir, "work", spec.key)
     os.makedirs(work, exist_ok=True)
     fields = {**asdict(spec), "config_files": [os.path.abspath(f) for f in spec.config_files]}
     fields["overrides"] = {**spec.overrides, **_absolute_paths(spec)}
@@ -257,21 +261,31 @@ def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = T
             continue
         todo.append((n, spec))
     which = "test" if show_test else "valid"
+    failed: list[str] = []
 
-    def one(item: tuple[int, RunSpec]) -> tuple[int, dict]:
+    def one(item: tuple[int, RunSpec]) -> tuple[int, dict | None]:
         n, spec = item
         log(f"[{n}/{len(specs)}] {spec.key}: running ...")
         t0 = time.perf_counter()
-        record = run_one(spec, out_dir, verbose=verbose and jobs == 1)
+        try:
+            record = run_one(spec, out_dir, verbose=verbose and jobs == 1)
+        except RuntimeError as exc:  # the other runs go on; the failures are raised together at the end
+            log(f"[{n}/{len(specs)}] {exc}")
+            failed.append(spec.key)
+            return n, None
         log(f"[{n}/{len(specs)}] {spec.key}: {which} NDCG@10 {record[which].get('ndcg@10', float('nan')):.4f} "
             f"in {time.perf_counter() - t0:.0f} s ({record['epochs']} epochs)")
         return n, record
 
     if jobs <= 1:
-        found.update(one(item) for item in todo)
+        results = [one(item) for item in todo]
     else:  # each run is its own subprocess: threads only wait on them
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            found.update(pool.map(one, todo))
+            results = list(pool.map(one, todo))
+    found.update((n, record) for n, record in results if record is not None)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(specs)} runs failed: {', '.join(failed)}; the others are "
+                           f"saved in {out_dir}/runs, and a rerun trains only what is missing")
     return [found[n] for n in sorted(found)]
 
 

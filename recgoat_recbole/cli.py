@@ -173,6 +173,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.report_only:
         title += " (tables from the finished runs: `--report-only`)"
     reuse = [os.path.dirname(os.path.abspath(args.tuned))] if args.tuned else []
+    reuse += args.reuse or []
     paths = run_benchmark(specs, args.out, title, train=not args.report_only, jobs=args.jobs, reuse_from=reuse)
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
@@ -351,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--tuned", default=None, metavar="BEST.yaml",
                        help="per dataset and model settings from `recgoat tune` (those rows are labelled tuned)")
     bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
+    bench.add_argument("--reuse", nargs="*", metavar="DIR",
+                       help="earlier --out folders: a finished run there with identical settings is copied, not trained")
     _add_budget(bench, epochs=300, out="bench_runs")
     bench.set_defaults(func=cmd_bench)
 

@@ -133,6 +133,10 @@ def test_tune_then_bench_tuned_end_to_end(mini_ml, capsys):
     assert sorted(set(rows["model"])) == ["EASE (tuned)", "LightGCN (tuned)"] and len(rows) == 4
     assert "--tuned tune/best.yaml" in open("bench/results.md").read()
     assert main(bench[:-4] + ["--tuned", "mini.yaml", "--out", "bench"]) == 2  # not a best.yaml
+    capsys.readouterr()
+    assert main(bench[:-2] + ["--reuse", "bench", "--out", "bench2"]) == 0  # every run copied, none trained
+    out = capsys.readouterr().out
+    assert out.count("is finished, reused") == 4 and ": running ..." not in out
 
 
 def test_a_failed_run_does_not_stop_the_others(mini_ml):

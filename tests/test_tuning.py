@@ -79,7 +79,7 @@ def test_write_choice_merges_separate_calls(tmp_path):
     write_choice({"d": {"EASE": {"reg_weight": 10.0}}}, path, "first call")
     write_choice({"d": {"SGL": {"ssl_tau": 0.2}}, "e": {"EASE": {"reg_weight": 5.0}}}, path, "second call")
     text = open(path).read()
-    assert text.startswith("# second call\n")
+    assert text.startswith("# first call\n# second call\n")
     assert yaml.safe_load(text) == {"d": {"EASE": {"reg_weight": 10.0}, "SGL": {"ssl_tau": 0.2}},
                                     "e": {"EASE": {"reg_weight": 5.0}}}
 

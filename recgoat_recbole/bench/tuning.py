@@ -116,17 +116,24 @@ def choose(records: Sequence[dict], grid: Sequence[GridRun], metric: str = "ndcg
 
 
 def write_choice(choice: Mapping[str, Mapping[str, dict]], path: str, header: str) -> None:
-    """Merge ``choice`` into the YAML file at ``path``, so that separate ``recgoat tune`` calls add up."""
+    """Merge ``choice`` into the YAML file at ``path``, so that separate ``recgoat tune`` calls add up; the
+    file's comment lines name every call (``header``) that contributed."""
     import yaml
 
     current: dict = {}
+    comments: list[str] = []
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
-            current = yaml.safe_load(f) or {}
+            text = f.read()
+        current = yaml.safe_load(text) or {}
+        comments = [line for line in text.splitlines() if line.startswith("# ")]
+    for line in header.splitlines():  # every call that contributed, oldest first
+        if f"# {line}" not in comments:
+            comments.append(f"# {line}")
     for dataset, models in choice.items():
         current.setdefault(dataset, {}).update({m: dict(p) for m, p in models.items()})
     with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write("".join(f"# {line}\n" for line in header.splitlines()))
+        f.write("".join(f"{line}\n" for line in comments))
         yaml.safe_dump(current, f, sort_keys=True)
     os.replace(path + ".tmp", path)
 

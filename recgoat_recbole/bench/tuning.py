@@ -1,14 +1,14 @@
 """Grid search on the validation split, with the same budget for every model (``recgoat tune``).
 
-Every point of a model's grid is one run (:mod:`recgoat_recbole.bench.runner`) with one seed. The search reads
+Every point of a model's grid is one run (:mod:`recgoat_recbole.bench.runner`) per seed. The search reads
 validation NDCG@10 only: RecBole also evaluates the test split at the end of each run, and that number stays in
 the run's JSON, unprinted and unused. The best point per (dataset, model) goes to ``best.yaml``. From there
 ``recgoat bench --tuned best.yaml`` trains every seed with those settings. A finished grid run with the same
 config is reused there, not trained again.
 
 The default grids have nine points for every model with knobs: two knobs with three values each, or one knob
-with nine values. Each grid contains RecBole's default for the knobs it varies, or the dataset YAML's value
-in RecGOAT's case. Pop has no knob.
+with nine values. Each grid contains the default of every knob it varies (RecBole's model YAML, or
+RecGOAT.yaml). Pop has no knob.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
-__all__ = ["RunSpec", "run_all", "summarise", "markdown_table", "write_outputs", "BUILTIN_BASELINES", "ABLATIONS"]
+__all__ = ["RunSpec", "run_all", "find_identical", "settings_differ", "summarise", "markdown_table", "write_outputs",
+           "BUILTIN_BASELINES", "ABLATIONS"]
 
 #: RecBole 1.2.1 general recommenders the benchmark compares against by default
 BUILTIN_BASELINES = ("Pop", "ItemKNN", "BPR", "LightGCN", "NGCF", "SGL", "NCL", "SimpleX", "EASE")
@@ -215,6 +216,23 @@ def settings_differ(record: dict, spec: RunSpec) -> str:
     return ""
 
 
+def find_identical(spec: RunSpec, folder: str) -> dict | None:
+    """A finished run in ``folder/runs`` with the same dataset, model, seed, config files and overrides."""
+    runs = os.path.join(folder, "runs")
+    if not os.path.isdir(runs):
+        return None
+    for name in sorted(os.listdir(runs)):
+        if not name.endswith(".json") or not name.startswith(f"{spec.dataset}__{spec.model}"):
+            continue
+        with open(os.path.join(runs, name), encoding="utf-8") as f:
+            record = json.load(f)
+        if (record["dataset"], record["model"], record["seed"]) != (spec.dataset, spec.model, spec.seed):
+            continue
+        if "overrides" in record and "config_files" in record and not settings_differ(record, spec):
+            return record
+    return None
+
+
 def _save(record: dict, path: str) -> dict:
     """Write ``record`` to ``path`` atomically (a run is either finished on disk or absent)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -234,8 +252,6 @@ def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = T
     files and overrides) is finished in one of the ``reuse_from`` folders is copied from there, not trained.
     """
     from concurrent.futures import ThreadPoolExecutor
-
-    from recgoat_recbole.bench.tuning import find_identical
 
     found: dict[int, dict] = {}
     todo: list[tuple[int, RunSpec]] = []

@@ -14,14 +14,13 @@ RecGOAT.yaml). Pop has no knob.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from typing import Any, Mapping, Sequence
 
 from recgoat_recbole.bench.runner import RunSpec, run_all
 
 __all__ = ["GRIDS", "grid_points", "grid_specs", "choose", "load_grids", "write_choice", "tuning_table",
-           "find_identical", "run_grid", "GridRun"]
+           "run_grid", "GridRun"]
 
 #: knob -> values per model: RecBole 1.2.1's config keys, 9 points each (the default of every knob included)
 GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -86,11 +85,13 @@ def grid_specs(datasets: Sequence[str], models: Sequence[str], seeds: Sequence[i
 
 
 def _scores(records: Sequence[dict], grid: Sequence[GridRun], metric: str) -> dict[tuple[str, str, str], list]:
-    """(dataset, model, point label) -> [point, validation scores of its finished seeds], in grid order."""
+    """(dataset, model, point label) -> [point, validation scores of its finished seeds, its runs in the grid],
+    in grid order."""
     by_key = {r["key"]: r for r in records}
     scores: dict[tuple[str, str, str], list] = {}
     for spec, point in grid:
-        entry = scores.setdefault((spec.dataset, spec.model, spec.variant), [point, []])
+        entry = scores.setdefault((spec.dataset, spec.model, spec.variant), [point, [], 0])
+        entry[2] += 1
         if spec.key in by_key:
             entry[1].append(by_key[spec.key]["valid"][metric])
     return scores
@@ -99,12 +100,9 @@ def _scores(records: Sequence[dict], grid: Sequence[GridRun], metric: str) -> di
 def choose(records: Sequence[dict], grid: Sequence[GridRun], metric: str = "ndcg@10") -> dict[str, dict[str, dict]]:
     """``{dataset: {model: point}}``: the grid point with the best mean *validation* ``metric`` over its seeds
     (the first in grid order on ties). Only points with every seed finished compete."""
-    seeds = {(s.dataset, s.model, s.variant): 0 for s, _ in grid}
-    for spec, _ in grid:
-        seeds[(spec.dataset, spec.model, spec.variant)] += 1
     best: dict[tuple[str, str], tuple[float, dict]] = {}
-    for (dataset, model, label), (point, values) in _scores(records, grid, metric).items():
-        if not values or len(values) < seeds[(dataset, model, label)]:
+    for (dataset, model, _), (point, values, runs) in _scores(records, grid, metric).items():
+        if not values or len(values) < runs:
             continue
         score = sum(values) / len(values)
         if (dataset, model) not in best or score > best[(dataset, model)][0]:
@@ -142,7 +140,7 @@ def tuning_table(records: Sequence[dict], grid: Sequence[GridRun], choice: Mappi
                  metric: str = "ndcg@10") -> str:
     """Markdown: every grid point's mean *validation* ``metric`` over its finished seeds, the chosen one in bold."""
     lines = [f"| dataset | model | setting | valid {metric} | seeds |", "| --- | --- | --- | --- | --- |"]
-    for (dataset, model, label), (point, values) in _scores(records, grid, metric).items():
+    for (dataset, model, label), (point, values, _) in _scores(records, grid, metric).items():
         if not values:
             continue
         cell = f"{sum(values) / len(values):.4f}"
@@ -150,25 +148,6 @@ def tuning_table(records: Sequence[dict], grid: Sequence[GridRun], choice: Mappi
             cell = f"**{cell}**"
         lines.append(f"| {dataset} | {model} | {label.removeprefix('tune: ')} | {cell} | {len(values)} |")
     return "\n".join(lines)
-
-
-def find_identical(spec: RunSpec, folder: str) -> dict | None:
-    """A finished run in ``folder/runs`` with the same dataset, model, seed, config files and overrides."""
-    from recgoat_recbole.bench.runner import settings_differ
-
-    runs = os.path.join(folder, "runs")
-    if not os.path.isdir(runs):
-        return None
-    for name in sorted(os.listdir(runs)):
-        if not name.endswith(".json") or not name.startswith(f"{spec.dataset}__{spec.model}"):
-            continue
-        with open(os.path.join(runs, name), encoding="utf-8") as f:
-            record = json.load(f)
-        if (record["dataset"], record["model"], record["seed"]) != (spec.dataset, spec.model, spec.seed):
-            continue
-        if "overrides" in record and "config_files" in record and not settings_differ(record, spec):
-            return record
-    return None
 
 
 def run_grid(grid: Sequence[GridRun], out_dir: str, log=print, jobs: int = 1, train: bool = True) -> list[dict]:

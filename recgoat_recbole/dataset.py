@@ -12,8 +12,10 @@ and exposes ``item_features: dict[str, np.ndarray]`` ([n_items, dim_m], row 0 = 
 dataset folder (``data_path/dataset``) first, then in the working directory. A modality given as
 ``auto:col1,col2`` is the text of those columns of the dataset's ``.item`` file, encoded once with
 ``text_encoder`` (default: the offline MiniLM) and cached under ``feature_cache_dir``.
+User profiles are attached in one place, :meth:`RecGOATDataset.build`, after the split:
 ``user_profile_feat: auto:template[:col1,col2]`` builds the offline template profiles (not an LLM, see
-:mod:`recgoat_recbole.features.profiles`) in :meth:`RecGOATDataset.build` from the *training* split only.
+:mod:`recgoat_recbole.features.profiles`) from the *training* split only, and a profile file that records
+another training split's fingerprint is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import numpy as np
 from recbole.data.dataset import Dataset
 
-from recgoat_recbole.features.store import FeatureFileError, align_rows, read_features
+from recgoat_recbole.features.store import FeatureFile, FeatureFileError, align_rows, normalise_rows, read_features
 from recgoat_recbole.features.text import cached_text_features
 
 __all__ = ["RecGOATDataset", "resolve_feature_path", "modality_files"]
@@ -56,20 +58,6 @@ def modality_files(config_value: object) -> dict[str, str]:
     if isinstance(config_value, dict):
         return {str(k): str(v) for k, v in config_value.items()}
     raise FeatureFileError(f"item_modalities must be a dict {{name: file}} or a list of names, got {config_value!r}")
-
-
-def _normalise(x: np.ndarray, how: str) -> np.ndarray:
-    if how == "none":
-        return x
-    nonzero = np.abs(x).sum(1) > 0
-    if how == "l2":
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        return np.where(norms > 0, x / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
-    if how == "standard":
-        rows = x[nonzero]
-        mean, std = rows.mean(0), rows.std(0) + 1e-6
-        return np.where(nonzero[:, None], (x - mean) / std, 0.0).astype(np.float32)
-    raise FeatureFileError(f"feature_norm must be 'l2', 'standard' or 'none', got {how!r}")
 
 
 class RecGOATDataset(Dataset):
@@ -104,24 +92,32 @@ class RecGOATDataset(Dataset):
         for name, file in modality_files(config["item_modalities"]).items():
             data = read_features(self._feature_path(file))
             aligned = align_rows(data, self.field2id_token[self.iid_field], missing, "item")
-            self.item_features[name] = _normalise(aligned, how)
+            self.item_features[name] = normalise_rows(aligned, how, data.path)
             logger.info(f"modality {name!r}: {data.path} -> {aligned.shape} aligned by item token")
-        spec = config["user_profile_feat"]
-        if spec and not str(spec).startswith(_TEMPLATE):  # template profiles need the split: see build()
-            self._set_user_features(self, self._feature_path(spec), missing)
 
-    def _set_user_features(self, target: "RecGOATDataset", path: str, missing: str) -> None:
-        data = read_features(path)
+    def _set_user_features(self, targets: list, data: FeatureFile, missing: str) -> None:
         aligned = align_rows(data, self.field2id_token[self.uid_field], missing, "user")
-        target.user_features = _normalise(aligned, self.config["feature_norm"] or "l2")
+        features = normalise_rows(aligned, self.config["feature_norm"] or "l2", data.path)
+        for target in targets:
+            target.user_features = features
         logger.info(f"user profiles: {data.path} -> {aligned.shape} aligned by user token")
 
     def build(self) -> list:
-        """RecBole's split; then, for ``user_profile_feat: auto:template[:cols]``, profiles of the *training*
-        split only (users without training items get a zero row), set on every split."""
+        """RecBole's split; then the user profiles (``user_profile_feat``), the one place they are attached,
+        set on every split. Profiles must come from the *training* split only: ``auto:template[:cols]`` builds
+        them from it (users without training items get a zero row); a profile file that records the
+        fingerprint of another training split (another seed, ratio or filtering: this run's validation or
+        test items could be in it) is refused."""
         datasets = super().build()
         spec = self.config["user_profile_feat"]
-        if spec and str(spec).startswith(_TEMPLATE) and not self.config["id_only"]:
+        for split in datasets:
+            split.user_features = None
+        if not spec or self.config["id_only"]:
+            return datasets
+        from recgoat_recbole.features.profiles import split_fingerprint
+
+        fingerprint = split_fingerprint(datasets[0])
+        if str(spec).startswith(_TEMPLATE):
             from recgoat_recbole.features.profiles import cached_template_profiles
 
             columns = [c for c in str(spec)[len(_TEMPLATE):].lstrip(":").split(",") if c] or _TEMPLATE_COLUMNS
@@ -130,6 +126,17 @@ class RecGOATDataset(Dataset):
                 raise FeatureFileError(f"{spec!r} needs the item file {item_file}")
             cache = os.path.join(self.config["feature_cache_dir"] or "recgoat_cache", self.dataset_name)
             path = cached_template_profiles(datasets[0], item_file, columns, cache, self.config["text_encoder"])
-            for split in datasets:  # users with no training item have no profile: zero rows
-                self._set_user_features(split, path, "zero")
+            self._set_user_features(datasets, read_features(path), "zero")
+            return datasets
+        data = read_features(self._feature_path(spec))
+        if data.split is None:
+            logger.warning(f"{data.path} does not record which training split its profiles came from: make sure "
+                           "no validation or test interaction went into them (`recgoat features profiles` records it)")
+        elif data.split != fingerprint:
+            raise FeatureFileError(
+                f"{data.path}: these user profiles were built from another training split (fingerprint "
+                f"{data.split[:12]}, this run's is {fingerprint[:12]}), so this run's validation or test items "
+                "may be in them; rebuild them with `recgoat features profiles` and this run's config"
+            )
+        self._set_user_features(datasets, data, self.config["missing_features"] or "error")
         return datasets

@@ -39,7 +39,7 @@ def _splits(config):
 
 def test_profiles_use_the_training_split_only(mini_ml):
     config = Config(model=RecGOAT, config_dict=mini_config(mini_ml))
-    histories, _ = training_histories(config)
+    histories, _, _ = training_histories(config)
     train, valid, test = _splits(Config(model=RecGOAT, config_dict=mini_config(mini_ml)))
     profile_pairs = {(u, i) for u, items in histories.items() for i in items}
     assert profile_pairs == train  # exactly the training interactions ...
@@ -117,7 +117,7 @@ def test_http_backend_on_loopback_end_to_end(mini_ml, fake_llm_url, tmp_path):
     out = extract_profile_features(config, str(tmp_path / "profiles.npz"), columns=["movie_title", "class"],
                                    backend="http", url=fake_llm_url, show_progress=False)
     f = read_features(out)
-    histories, _ = training_histories(Config(model=RecGOAT, config_dict=mini_config(mini_ml)))
+    histories, _, _ = training_histories(Config(model=RecGOAT, config_dict=mini_config(mini_ml)))
     assert sorted(f.tokens.tolist()) == sorted(histories)
     assert len(_FakeLLM.calls) == len(histories)
     # the prompt carries the user's training items and the paper's two-step instructions
@@ -180,7 +180,7 @@ def test_transformers_backend_with_a_local_model(mini_ml, tiny_causal_lm, tmp_pa
     from recgoat_recbole.features.profiles import TransformersBackend
 
     backend = TransformersBackend(tiny_causal_lm, max_new_tokens=4)
-    histories, _ = training_histories(Config(model=RecGOAT, config_dict=mini_config(mini_ml)))
+    histories, _, _ = training_histories(Config(model=RecGOAT, config_dict=mini_config(mini_ml)))
     users = sorted(histories)[:3]
     prompt_of = lambda u: build_prompt(u, [(i, f"item {i}") for i in histories[u]], max_items=5)  # noqa: E731
     cache = str(tmp_path / "p.jsonl")

@@ -37,6 +37,7 @@ def info_nce(view: torch.Tensor, target: torch.Tensor, temperature: float = 0.2)
     """Mean InfoNCE of ``view[i]`` against ``target[i]`` with the other rows of ``target`` as negatives.
 
     Both [B, d]; rows are L2-normalised here. Computed in float32 at least (stable for half inputs).
+    An empty batch (B = 0) gives a zero loss still connected to the inputs, so ``backward()`` works.
     """
     if view.shape != target.shape or view.ndim != 2:
         raise ValueError(f"view and target must both be [B, d], got {tuple(view.shape)} and {tuple(target.shape)}")
@@ -46,6 +47,8 @@ def info_nce(view: torch.Tensor, target: torch.Tensor, temperature: float = 0.2)
     v = F.normalize(view.to(dtype), dim=-1)
     t = F.normalize(target.to(dtype), dim=-1)
     logits = v @ t.T / temperature
+    if len(v) == 0:  # cross_entropy's mean over no rows is 0/0 = NaN
+        return logits.sum()
     return F.cross_entropy(logits, torch.arange(len(v), device=v.device))
 
 

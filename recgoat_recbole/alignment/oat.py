@@ -21,7 +21,7 @@ the pure transport map. Successive calls warm-start Sinkhorn from the previous c
 tolerance; in eval mode the map starts from the last training potentials and keeps no state, so evaluation
 is a pure function of the trained parameters. The plan is computed without autograd by default
 (``plan_grad=False``): gradients reach :math:`Z^m` through the map and Δ; ``plan_grad=True`` differentiates the plan by unrolled log-domain
-iterations instead.
+iterations instead (in float64, rounded onto the marginals: a valid plan with finite gradients at any ε > 0).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-from recgoat_recbole.alignment.sinkhorn import sinkhorn_plan
+from recgoat_recbole.alignment.sinkhorn import check_epsilon, floor_epsilon, round_to_marginals, sinkhorn_plan
 
 __all__ = ["dimension_cost", "OATMap"]
 
@@ -46,14 +46,25 @@ def dimension_cost(z_m: torch.Tensor, z_id: torch.Tensor) -> torch.Tensor:
 
 
 def _unrolled_plan(cost: torch.Tensor, epsilon: float, n_iter: int) -> torch.Tensor:
-    """Differentiable log-domain Sinkhorn with uniform marginals (used when ``plan_grad=True``)."""
-    n, m = cost.shape
-    f = cost.new_zeros(n)
-    g = cost.new_zeros(m)
+    """Differentiable log-domain Sinkhorn with uniform marginals (used when ``plan_grad=True``).
+
+    Computed in float64 on ``K = C/ε`` with potentials in units of ε, so no step multiplies a rounding error
+    by 1/ε; ε below ``1e-12·max|C|`` is raised to that (the same plan to float64 precision, and a bounded
+    gradient). The plan is read off the last potentials as a softmax over each column (what
+    ``exp(f + g - K)`` is after the last ``g`` update), then rounded onto the exact marginals as
+    :func:`sinkhorn_plan` does: a valid plan summing to 1, with finite gradients, for any ε > 0.
+    """
+    c = cost.double()
+    n, m = c.shape
+    eps = floor_epsilon(epsilon, c)
+    k = c / eps
+    f = c.new_zeros(n)
+    g = c.new_zeros(m)
     for _ in range(n_iter):
-        f = epsilon * (-math.log(n) - torch.logsumexp((g[None, :] - cost) / epsilon, dim=1))
-        g = epsilon * (-math.log(m) - torch.logsumexp((f[:, None] - cost) / epsilon, dim=0))
-    return torch.exp((f[:, None] + g[None, :] - cost) / epsilon)
+        f = -math.log(n) - torch.logsumexp(g[None, :] - k, dim=1)
+        g = -math.log(m) - torch.logsumexp(f[:, None] - k, dim=0)
+    plan = torch.softmax(f[:, None] - k, dim=0) / m
+    return round_to_marginals(plan, c.new_full((n,), 1.0 / n), c.new_full((m,), 1.0 / m))
 
 
 class OATMap(nn.Module):
@@ -73,6 +84,7 @@ class OATMap(nn.Module):
         super().__init__()
         if residual_init not in ("zeros", "xavier"):
             raise ValueError(f"residual_init must be 'zeros' or 'xavier', got {residual_init!r}")
+        epsilon = check_epsilon(epsilon, "OATMap epsilon")
         self.dim, self.epsilon, self.cost_scale, self.n_iter = dim, epsilon, cost_scale, n_iter
         self.scale_plan, self.plan_grad, self.tol = scale_plan, plan_grad, tol
         self.residual = nn.Parameter(torch.zeros(dim, dim))
@@ -84,7 +96,7 @@ class OATMap(nn.Module):
         """The d×d transport plan between the dimensions of ``z_m`` and ``z_id`` (entries sum to 1)."""
         cost = self.cost_scale * dimension_cost(z_m.float(), z_id.float())
         if self.plan_grad:
-            return _unrolled_plan(cost, self.epsilon, self.n_iter)
+            return _unrolled_plan(cost, self.epsilon, self.n_iter).to(z_m.dtype)
         if not self.training:
             # evaluation: start from the last training potentials and keep no state, so that repeated
             # evaluations of the same parameters give the same plan

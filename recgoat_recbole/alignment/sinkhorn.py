@@ -30,17 +30,42 @@ import torch
 __all__ = ["sinkhorn_plan", "round_to_marginals"]
 
 
+def check_epsilon(epsilon: float, name: str = "epsilon") -> float:
+    """``epsilon`` as a float; ``ValueError`` naming ``name`` unless it is a positive finite number."""
+    try:
+        value = float(epsilon)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive finite number, got {epsilon!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive finite number, got {epsilon!r}")
+    return value
+
+
+EPS_FLOOR = 1e-12  # relative to max|C|: below it the entropic plan is the ε→0 plan to float64 precision
+
+
+def floor_epsilon(epsilon: float, cost: torch.Tensor) -> float:
+    """``epsilon`` raised to ``EPS_FLOOR·max|C|`` where smaller: the same plan to float64 precision, while
+    ``C/ε`` and the gradients stay finite and ε-scaling needs at most ~20 stages."""
+    return max(epsilon, EPS_FLOOR * float(cost.detach().abs().max()))
+
+
 def round_to_marginals(plan: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Project an approximately feasible plan onto ``U(a, b)`` (Altschuler et al. 2017, Algorithm 2)."""
+    """Project an approximately feasible plan onto ``U(a, b)`` (Altschuler et al. 2017, Algorithm 2).
+
+    Differentiable with finite gradients (no division by a vanishing row/column sum or error total).
+    """
     row = plan.sum(1)
-    plan = plan * torch.clamp(a / row.clamp_min(torch.finfo(plan.dtype).tiny), max=1.0)[:, None]
+    over = row > a  # scale down only rows above their marginal: min(a / row, 1), without a / 0 in the graph
+    plan = plan * torch.where(over, a / torch.where(over, row, torch.ones_like(row)), torch.ones_like(row))[:, None]
     col = plan.sum(0)
-    plan = plan * torch.clamp(b / col.clamp_min(torch.finfo(plan.dtype).tiny), max=1.0)[None, :]
+    over = col > b
+    plan = plan * torch.where(over, b / torch.where(over, col, torch.ones_like(col)), torch.ones_like(col))[None, :]
     # both errors are >= 0 in exact arithmetic; clamp the rounding noise so the plan stays non-negative
     err_a = (a - plan.sum(1)).clamp_min(0)
     err_b = (b - plan.sum(0)).clamp_min(0)
     total = err_a.sum()
-    if total > 0:
+    if total > torch.finfo(plan.dtype).tiny ** 0.5:  # smaller errors are below rounding; total**2 must not underflow
         plan = plan + torch.outer(err_a, err_b) / total
     return plan
 
@@ -63,7 +88,8 @@ def sinkhorn_plan(
 
     Args:
         cost: the cost matrix; any float dtype (computed in ``dtype``, returned in it too).
-        epsilon: entropic regularisation (absolute, in the cost's units); must be > 0.
+        epsilon: entropic regularisation (absolute, in the cost's units); must be > 0 (else ``ValueError``);
+            values below ``1e-12·max|cost|`` act as that (see :func:`floor_epsilon`).
         max_iter: Sinkhorn iterations at the target ε (each ε-scaling stage also gets at most this many).
         tol: stop a stage once the L1 error of the row marginal is below ``tol``.
         scaling_steps: ε-scaling stages before the target; default: enough to go from the cost's range to
@@ -73,14 +99,15 @@ def sinkhorn_plan(
             then skipped unless ``scaling_steps`` is given.
         return_potentials: also return the final ``(f, g)``.
     """
-    if epsilon <= 0 or not math.isfinite(epsilon):
-        raise ValueError(f"epsilon must be a positive finite number, got {epsilon}")
-    if cost.ndim != 2:
-        raise ValueError(f"cost must be a matrix, got shape {tuple(cost.shape)}")
+    epsilon = check_epsilon(epsilon)
+    if cost.ndim != 2 or 0 in cost.shape:
+        raise ValueError(f"cost must be a non-empty [n, m] matrix (no transport plan otherwise), got shape "
+                         f"{tuple(cost.shape)}")
     if not torch.isfinite(cost).all():
         raise ValueError("cost contains NaN or Inf")
     c = cost.detach().to(dtype)
     n, m = c.shape
+    epsilon = floor_epsilon(epsilon, c)
     a = torch.full((n,), 1.0 / n, dtype=dtype, device=c.device) if a is None else a.detach().to(dtype)
     b = torch.full((m,), 1.0 / m, dtype=dtype, device=c.device) if b is None else b.detach().to(dtype)
     log_a, log_b = torch.log(a), torch.log(b)

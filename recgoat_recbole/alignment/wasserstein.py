@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recgoat_recbole.alignment.sinkhorn import sinkhorn_plan
+from recgoat_recbole.alignment.sinkhorn import check_epsilon, sinkhorn_plan
 
 __all__ = ["pairwise_euclidean", "wasserstein_distance", "WassersteinLoss"]
 
@@ -43,11 +43,18 @@ def wasserstein_distance(
     Half-precision inputs are upcast to float32 for the cost and to float64 inside Sinkhorn; the result has
     dtype float32 (or float64 for float64 inputs). ``scaling_steps``: see :func:`sinkhorn_plan` (0 turns
     ε-scaling off: right for a training loss at moderate ε, where speed matters more than the last digit).
+    Two empty clouds (an empty batch) give 0, connected to the inputs; one empty cloud is a ``ValueError``.
     """
+    check_epsilon(epsilon)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must be [n, d] and [m, d], got {tuple(x.shape)} and {tuple(y.shape)}")
     dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
     x, y = x.to(dtype), y.to(dtype)
+    if len(x) == 0 or len(y) == 0:
+        if len(x) or len(y):
+            raise ValueError(f"W1 between an empty and a non-empty cloud is undefined, got shapes "
+                             f"{tuple(x.shape)} and {tuple(y.shape)}")
+        return x.sum() + y.sum()  # nothing to align: 0, with a grad_fn reaching x and y
     if normalize:
         x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
     cost = pairwise_euclidean(x, y)
@@ -67,6 +74,7 @@ class WassersteinLoss(nn.Module):
     def __init__(self, epsilon: float = 0.1, max_iter: int = 30, sample_size: int | None = 128,
                  normalize: bool = True, scaling_steps: int | None = 0) -> None:
         super().__init__()
+        epsilon = check_epsilon(epsilon, "WassersteinLoss epsilon")
         self.epsilon, self.max_iter, self.sample_size, self.normalize = epsilon, max_iter, sample_size, normalize
         self.scaling_steps = scaling_steps
 

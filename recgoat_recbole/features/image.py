@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from recgoat_recbole.features.store import write_features
+from recgoat_recbole.features.store import FeatureFileError, write_features
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "load_vision_encoder", "encode_images", "extract_image_features"]
 
@@ -40,7 +40,7 @@ def list_images(source: str) -> tuple[list[str], list[str]]:
     sep = "\t" if source.endswith((".tsv", ".txt")) else ","
     frame = pd.read_csv(source, sep=sep, dtype=str, header=None, keep_default_na=False)
     if frame.shape[1] < 2:
-        raise ValueError(f"{source}: expected two columns (item token, image path)")
+        raise FeatureFileError(f"{source}: expected two columns (item token, image path)")
     if frame.iloc[0, 1].lower() in ("path", "image", "image_path", "file"):
         frame = frame.iloc[1:]
     base = os.path.dirname(os.path.abspath(source))
@@ -106,7 +106,7 @@ def encode_images(paths: Sequence[str], processor, net, batch_size: int = 32,
             chunks.append((rows, emb))
             mask[rows] = True
     if dim is None:
-        raise ValueError("no image could be read")
+        raise FeatureFileError("no image could be read (every file failed to decode)")
     features = np.zeros((len(paths), dim), dtype=np.float32)
     for rows, emb in chunks:
         features[rows] = emb
@@ -118,7 +118,7 @@ def extract_image_features(source: str, output: str, model: str, device: str | N
     """Encode every image of ``source`` and write ``output`` (.npz: ids, features, mask); returns the path."""
     tokens, paths = list_images(source)
     if not tokens:
-        raise ValueError(f"{source}: no images found")
+        raise FeatureFileError(f"{source}: no images found (expected image files named by item token, or a CSV/TSV of token,path)")
     processor, net = load_vision_encoder(model, device, allow_download)
     features, mask = encode_images(paths, processor, net, batch_size, show_progress)
     if (~mask).any():

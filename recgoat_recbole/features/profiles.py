@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from recgoat_recbole.features.store import file_fingerprint, write_features
 from recgoat_recbole.features.text import encode_texts, load_text_encoder
 
-__all__ = ["PROMPT", "training_histories", "split_histories", "cached_template_profiles", "template_profile", "build_prompt", "extract_answer",
+__all__ = ["PROMPT", "training_histories", "split_histories", "split_fingerprint", "cached_template_profiles", "template_profile", "build_prompt", "extract_answer",
            "TransformersBackend", "HTTPBackend", "generate_profiles", "extract_profile_features",
            "template_profiles_for"]
 
@@ -64,8 +64,9 @@ _STOP = set("the a an of and in on to for with at by from is it its as or be thi
 
 
 # ------------------------------------------------------------------------------------- training split only
-def training_histories(config) -> tuple[dict[str, list[str]], object]:
-    """``{user token: [item tokens of the training split]}`` for a RecBole ``Config``, and the dataset.
+def training_histories(config) -> tuple[dict[str, list[str]], object, str]:
+    """``{user token: [item tokens of the training split]}`` for a RecBole ``Config``, the dataset, and the
+    training split's :func:`split_fingerprint`.
 
     Mirrors ``run_recbole``: ``init_seed`` then ``create_dataset`` then ``dataset.build()`` (the call
     ``data_preparation`` makes), so the split is the one training will use.
@@ -74,8 +75,14 @@ def training_histories(config) -> tuple[dict[str, list[str]], object]:
     from recbole.utils import init_seed
 
     init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    return split_histories(dataset.build()[0]), dataset
+    existing = config["user_profile_feat"]
+    config["user_profile_feat"] = None  # the profiles being (re)built are not an input of the split
+    try:
+        dataset = create_dataset(config)
+        train = dataset.build()[0]
+    finally:
+        config["user_profile_feat"] = existing
+    return split_histories(train), dataset, split_fingerprint(train)
 
 
 def split_histories(split) -> dict[str, list[str]]:
@@ -88,31 +95,51 @@ def split_histories(split) -> dict[str, list[str]]:
     return histories
 
 
+def split_fingerprint(split) -> str:
+    """sha256 of a split's (user, item) token pairs: which interactions profiles were built from.
+
+    A profile file records the fingerprint of the training split it came from; the dataset hook refuses a
+    profile file whose fingerprint is not the training split of the run (another seed, ratio or filtering
+    could have put this run's validation or test items into the profiles).
+    """
+    import hashlib
+
+    histories = split_histories(split)
+    digest = hashlib.sha256()
+    for user in sorted(histories):
+        digest.update(f"{user}:{','.join(sorted(histories[user]))};".encode())
+    return digest.hexdigest()
+
+
 def cached_template_profiles(train_split, item_table: str, columns: Sequence[str], cache_dir: str,
                              encoder: str | None = None) -> str:
     """Template profiles of ``train_split``'s users, embedded and cached; returns the feature file's path.
 
-    The cache key is a hash of the training interactions, the item table and the columns, so a different
-    split (seed, ratios, filtering) never reuses another split's profiles.
+    The cache key is the training split's fingerprint, the item table's contents and the columns, so a
+    different split (seed, ratios, filtering) never reuses another split's profiles. A damaged cache file is
+    rebuilt with a warning.
     """
     import hashlib
 
+    from recgoat_recbole.features.store import FeatureFileError, read_features
     from recgoat_recbole.features.text import read_table
 
     histories = split_histories(train_split)
-    digest = hashlib.sha1()
-    for user in sorted(histories):
-        digest.update(f"{user}:{','.join(histories[user])};".encode())
-    digest.update(f"{file_fingerprint(item_table)}|{columns}|{encoder}".encode())
+    fingerprint = split_fingerprint(train_split)
+    digest = hashlib.sha1(f"{fingerprint}|{file_fingerprint(item_table)}|{columns}|{encoder}".encode())
     out = os.path.join(cache_dir, f"profiles-template-{digest.hexdigest()[:12]}.npz")
     if os.path.isfile(out):
-        logger.info(f"user profiles: reusing {out}")
-        return out
+        try:
+            read_features(out)
+            logger.info(f"user profiles: reusing {out}")
+            return out
+        except FeatureFileError as exc:
+            logger.warning(f"user profiles: damaged cache ({exc}); rebuilding it")
     items = read_table(item_table)
     profiles = template_profiles_for(histories, items, items.columns[0], columns)
     _write_profile_texts(out + ".profiles.jsonl", profiles)
     logger.info(f"user profiles: {len(profiles)} template profiles from the training split -> {out}")
-    return _embed_profiles(profiles, out, encoder, show_progress=False)
+    return _embed_profiles(profiles, out, encoder, show_progress=False, split=fingerprint)
 
 
 def _write_profile_texts(path: str, profiles: dict[str, str]) -> None:
@@ -124,12 +151,13 @@ def _write_profile_texts(path: str, profiles: dict[str, str]) -> None:
 
 
 def _embed_profiles(profiles: dict[str, str], output: str, encoder: str | None, show_progress: bool,
-                    allow_download: bool = False) -> str:
-    """Embed the profile texts with the text encoder and write them keyed by user token; returns the path."""
+                    allow_download: bool = False, split: str | None = None) -> str:
+    """Embed the profile texts with the text encoder and write them keyed by user token, with the training
+    split's fingerprint ``split``; returns the path."""
     users = sorted(profiles)
     vectors = encode_texts([profiles[u] for u in users], load_text_encoder(encoder, allow_download=allow_download),
                            show_progress=show_progress)
-    return write_features(output, users, vectors)
+    return write_features(output, users, vectors, split=split)
 
 
 # ------------------------------------------------------------------------------------------------ template
@@ -284,7 +312,7 @@ def extract_profile_features(
     """
     from recgoat_recbole.features.text import compose_texts, read_table
 
-    histories, dataset = training_histories(config)
+    histories, dataset, fingerprint = training_histories(config)
     item_table = item_table or os.path.join(config["data_path"], f"{config['dataset']}.item")
     items = read_table(item_table)
     id_column = id_column or items.columns[0]
@@ -306,4 +334,5 @@ def extract_profile_features(
             raise ValueError(f"backend must be template, transformers or http, got {backend!r}")
         prompt_of = lambda u: build_prompt(u, [(i, texts.get(i, "")) for i in histories[u]], max_items)  # noqa: E731
         profiles = generate_profiles(sorted(histories), prompt_of, llm, cache, show_progress)
-    return _embed_profiles({u: profiles[u] for u in histories}, output, encoder, show_progress, allow_download)
+    return _embed_profiles({u: profiles[u] for u in histories}, output, encoder, show_progress, allow_download,
+                           split=fingerprint)

@@ -120,16 +120,23 @@ def cached_text_features(
 ) -> str:
     """The path of ``table``'s text features in ``cache_dir``, computed on the first call only.
 
-    The cache key covers the table's path, size and modification time, the columns and the encoder, so a
-    changed input is re-encoded and an unchanged one is reused.
+    The cache key covers the table's path and contents (sha256), the columns and the encoder, so a changed
+    input is re-encoded and an unchanged one is reused. A damaged cache file (truncated, empty) is rebuilt
+    with a warning; the file is written atomically, so concurrent runs never read a torn one.
     """
     import hashlib
+
+    from recgoat_recbole.features.store import FeatureFileError, read_features
 
     key = "|".join([file_fingerprint(table), ",".join(columns), str(model)])
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     out = os.path.join(os.fspath(cache_dir), f"text-{digest}.npz")
     if os.path.isfile(out):
-        logger.info(f"text features: reusing {out}")
-        return out
+        try:
+            read_features(out)
+            logger.info(f"text features: reusing {out}")
+            return out
+        except FeatureFileError as exc:
+            logger.warning(f"text features: damaged cache ({exc}); encoding again")
     logger.info(f"text features: encoding {os.fspath(table)} columns {list(columns)} -> {out}")
     return extract_text_features(table, out, columns, model=model, show_progress=show_progress)

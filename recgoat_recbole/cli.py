@@ -12,7 +12,11 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
+import yaml
+
 from recgoat_recbole.bench.runner import BUILTIN_BASELINES
+from recgoat_recbole.config_check import ConfigError
+from recgoat_recbole.dataset_cache import CacheError
 from recgoat_recbole.features.store import FeatureFileError
 
 __all__ = ["main", "build_parser", "UserError"]
@@ -114,23 +118,41 @@ def cmd_features_profiles(args: argparse.Namespace) -> int:
 
     from recgoat_recbole.features.profiles import extract_profile_features
 
+    if args.backend == "transformers" and not args.model:
+        raise UserError("--backend transformers needs --model (a local model name or path)")
+    if args.backend == "http" and not args.url:
+        raise UserError("--backend http needs --url (an OpenAI-compatible endpoint)")
     config = Config(model=model, dataset=args.dataset, config_file_list=files or None,
                     config_dict=_overrides(args.set))
-    print(extract_profile_features(config, args.output, args.item_table, args.columns, args.id_column,
-                                   args.backend, args.model, args.url, args.encoder, args.max_items,
-                                   not args.quiet, args.allow_download))
+    try:
+        path = extract_profile_features(config, args.output, args.item_table, args.columns, args.id_column,
+                                        args.backend, args.model, args.url, args.encoder, args.max_items,
+                                        not args.quiet, args.allow_download)
+    except KeyError as exc:  # a column that the item table lacks
+        raise UserError(str(exc.args[0])) from None
+    print(path)
     return 0
 
 
 def cmd_data_import(args: argparse.Namespace) -> int:
     from recgoat_recbole.datasets.importers import ImportError_, import_lightgcn, import_mmrec
 
+    if args.feature and args.format != "lightgcn":
+        raise UserError("--feature is for --format lightgcn; the mmrec format reads <modality>_feat.npy "
+                        "from the source folder")
+    features: dict[str, str] = {}
+    for pair in args.feature or []:
+        modality, sep, path = pair.partition("=")
+        if not sep or not modality.strip() or not path.strip():
+            raise UserError(f"--feature expects NAME=FILE.npy, got {pair!r}")
+        if modality in features:
+            raise UserError(f"--feature {modality} is given twice")
+        features[modality] = path
     try:
         if args.format == "mmrec":
-            import_mmrec(args.src, args.dst, args.name)  # logs its report
+            import_mmrec(args.src, args.dst, args.name, force=args.force)  # logs its report
         else:
-            features = dict(f.split("=", 1) for f in args.feature or [])
-            import_lightgcn(args.src, args.dst, args.name, features)
+            import_lightgcn(args.src, args.dst, args.name, features, force=args.force)
     except ImportError_ as exc:
         raise UserError(str(exc)) from None
     return 0
@@ -338,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--format", choices=["mmrec", "lightgcn"], required=True)
     imp.add_argument("--name", default=None, help="dataset name (default: from the source)")
     imp.add_argument("--feature", nargs="*", metavar="NAME=FILE.npy", help="lightgcn: item feature files")
+    imp.add_argument("--force", action="store_true",
+                     help="overwrite DST/NAME/NAME.yaml even if it was edited since the last import")
     imp.set_defaults(func=cmd_data_import)
 
     bench = sub.add_parser("bench", help="benchmark RecGOAT against RecBole built-ins (tables, CSV, plot)",
@@ -388,8 +412,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
-    except (UserError, FileNotFoundError, FileExistsError, FeatureFileError) as exc:
+    except (UserError, FileNotFoundError, FileExistsError, FeatureFileError, ConfigError, CacheError) as exc:
         print(f"recgoat: error: {exc}", file=sys.stderr)
+        return 2
+    except yaml.YAMLError as exc:  # a config file that is not valid YAML
+        print(f"recgoat: error: invalid YAML: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     finally:
         sys.argv = saved_argv

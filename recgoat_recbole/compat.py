@@ -120,6 +120,9 @@ def _fix_numpy_aliases() -> None:
 
     ORIGINALS["numpy_aliases"] = configurator.Config.compatibility_settings
     configurator.Config.compatibility_settings = _compatibility_settings
+    # also now: a Config rebuilt from a checkpoint (load_data_and_model) never runs compatibility_settings,
+    # and RecBole's metrics read np.float
+    _compatibility_settings(None)
 
 
 # ------------------------------------------------------------------------------------------ 2. scipy 1.12
@@ -214,19 +217,18 @@ _SPARSE_CLASSES = {f"{fmt}_{kind}" for fmt in ("csr", "csc", "coo", "lil", "dok"
 
 
 def _allowed_checkpoint_global(qualified: str) -> Any:
-    """Resolve one global named in a RecBole checkpoint, or raise if it is not one RecBole writes."""
-    from recbole.model.abstract_recommender import AbstractRecommender
+    """Resolve one global named in a RecBole checkpoint to something that only builds data, or raise.
 
+    The config, RecBole's enums, recommender classes and the yaml loader map to inert stand-ins
+    (:mod:`recgoat_recbole.checkpoint`); numpy and scipy containers to themselves. Nothing here runs code.
+    """
+    from recgoat_recbole.checkpoint import checkpoint_allowlist_entry
+
+    entry = checkpoint_allowlist_entry(qualified)
+    if entry is not None:
+        return entry
     module_name, _, attr = qualified.rpartition(".")
     fixed = {
-        "recbole.config.configurator.Config",
-        "recbole.utils.enum_type.ModelType",
-        "recbole.utils.enum_type.InputType",
-        "recbole.utils.enum_type.EvaluatorType",
-        "recbole.utils.enum_type.FeatureType",
-        "recbole.utils.enum_type.FeatureSource",
-        "recbole.utils.enum_type.KGDataLoaderState",
-        "yaml.loader.FullLoader",
         # numpy scalars (RecBole stores best_valid_score as np.float64), as torch's docs advise
         "numpy._core.multiarray.scalar",
         "numpy.core.multiarray.scalar",
@@ -240,25 +242,21 @@ def _allowed_checkpoint_global(qualified: str) -> Any:
         "copyreg._reconstructor",  # how dok_matrix (a dict subclass) pickles; its classes are checked here too
         "builtins.dict",
     }
-    obj = None
-    qualified_ok = qualified in fixed or (module_name.startswith("scipy.sparse.") and attr in _SPARSE_CLASSES)
-    if qualified_ok or module_name.startswith(("recbole.model.", "recgoat_recbole.")):
+    if qualified in fixed or (module_name.startswith("scipy.sparse.") and attr in _SPARSE_CLASSES):
         try:
-            obj = getattr(importlib.import_module(module_name), attr)
+            return getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError):
-            obj = None
-    if qualified_ok and obj is not None:
-        return obj
-    if isinstance(obj, type) and (issubclass(obj, AbstractRecommender) or _is_registered(obj)):
-        return obj
+            pass
+    registered = _REGISTRY.get(attr)
+    if registered is not None and registered.model_class.__module__ == module_name:
+        from recgoat_recbole.checkpoint import GlobalRef
+
+        return (GlobalRef(qualified), qualified)  # an old checkpoint's registered model class, by name
     raise pickle.UnpicklingError(
-        f"refusing to load checkpoint: it references {qualified!r}, which is not a RecBole config, enum or "
-        "recommender class. Load it yourself with torch.load(..., weights_only=False) only if you trust it."
+        f"refusing to load checkpoint: it references {qualified!r}, which is not a RecBole config, enum, "
+        "recommender class or numpy/scipy container. Load it yourself with torch.load(..., weights_only=False) "
+        "only if you trust it."
     )
-
-
-def _is_registered(cls: type) -> bool:
-    return any(r.model_class is cls or r.dataset_class is cls for r in _REGISTRY.values())
 
 
 def _checkpoint_globals(path: Any) -> list[Any]:
@@ -314,7 +312,8 @@ def _evaluate_checkpoint(self: Any, eval_data: Any = None, load_best_model: bool
 
 
 def _save_checkpoint(self: Any, epoch: int, verbose: bool = True, **kwargs: Any) -> None:
-    """``Trainer._save_checkpoint`` of RecBole 1.2.1, writing pickle protocol 2 instead of 4.
+    """``Trainer._save_checkpoint`` of RecBole 1.2.1, writing pickle protocol 2 instead of 4 and the config as
+    plain data (:class:`recgoat_recbole.checkpoint.StoredConfig`).
 
     torch's weights-only unpickler reads protocol 2 only (no FRAME / STACK_GLOBAL / MEMOIZE opcodes).
     """
@@ -324,11 +323,14 @@ def _save_checkpoint(self: Any, epoch: int, verbose: bool = True, **kwargs: Any)
     if not self.config["single_spec"] and self.config["local_rank"] != 0:
         return
     saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+    from recgoat_recbole.checkpoint import stored_config
+
+    best = self.best_valid_score
     state = {
-        "config": self.config,
+        "config": stored_config(self.config),  # plain data: loading it runs no constructor
         "epoch": epoch,
         "cur_step": self.cur_step,
-        "best_valid_score": self.best_valid_score,
+        "best_valid_score": float(best) if isinstance(best, (int, float)) or hasattr(best, "item") else best,
         "state_dict": self.model.state_dict(),
         "other_parameter": self.model.other_parameter(),
         "optimizer": self.optimizer.state_dict(),
@@ -357,6 +359,24 @@ def _fix_safe_checkpoints() -> None:
     loader = _with_checkpoint_globals(qs.load_data_and_model, lambda model_file: model_file)
     qs.load_data_and_model = loader
     recbole.quick_start.load_data_and_model = loader
+
+
+# ------------------------------------------------------------------------------- 4b. dataset/dataloader cache
+def _fix_safe_dataset_cache() -> None:
+    """RecBole unpickles ``saved/*.pth`` dataset/dataloader caches: use the signed, keyed ones instead
+    (:mod:`recgoat_recbole.dataset_cache`), wherever RecBole's entry points look the functions up."""
+    import recbole.data
+    import recbole.data.utils as data_utils
+    import recbole.quick_start.quick_start as qs
+
+    from recgoat_recbole import dataset_cache
+
+    ORIGINALS["safe_dataset_cache"] = {name: getattr(data_utils, name) for name in
+                                       ("create_dataset", "load_split_dataloaders", "save_split_dataloaders")}
+    for module in (data_utils, recbole.data, qs):
+        for name in ORIGINALS["safe_dataset_cache"]:
+            if hasattr(module, name):
+                setattr(module, name, getattr(dataset_cache, name))
 
 
 # ------------------------------------------------------------------------------------ 5. external models
@@ -549,6 +569,7 @@ _FIXES: list[tuple[str, Callable[[], None]]] = [
     ("ray_import", _fix_ray_import),
     ("scipy_dok_update", _fix_scipy_dok_update),
     ("safe_checkpoints", _fix_safe_checkpoints),
+    ("safe_dataset_cache", _fix_safe_dataset_cache),
     ("external_models", _fix_external_models),
     ("ddp_cpu", _fix_ddp_cpu),
     ("pop_counts", _fix_pop_counts),

@@ -28,6 +28,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recgoat_recbole.alignment import CMCLoss, OATMap, WassersteinLoss
+from recgoat_recbole.config_check import validate
 from recgoat_recbole.graphs import bipartite_adjacency, knn_graph, rating_weights
 from recgoat_recbole.layers import GAT, AttentionGraph, lightgcn_propagate
 
@@ -51,6 +52,7 @@ class RecGOAT(GeneralRecommender):
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
+        validate(config)  # every key in its allowed range, or one ConfigError naming it
         self.dim = config["embedding_size"]
         self.n_layers = config["n_layers"]
         self.reg_weight = config["reg_weight"]
@@ -62,8 +64,6 @@ class RecGOAT(GeneralRecommender):
         self.match_scale = bool(config["match_scale"])
         self.align_detach_target = bool(config["align_detach_target"])
         self.fusion = config["fusion"]
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
 
         # ---- ID branch: LightGCN over the (rating-weighted) user–item graph of the training split
         self.user_embedding = nn.Embedding(self.n_users, self.dim)
@@ -127,7 +127,7 @@ class RecGOAT(GeneralRecommender):
         self.reg_loss = EmbLoss()
         self.cmcl = CMCLoss(config["cmcl_temperature"])
         self.wasserstein = WassersteinLoss(config["ot_epsilon"], config["ot_iters"], config["ot_sample_size"])
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------------- set-up
     @staticmethod
@@ -263,20 +263,27 @@ class RecGOAT(GeneralRecommender):
         return tuple(losses)
 
     # ------------------------------------------------------------------------------------------ scoring
-    def train(self, mode: bool = True) -> "RecGOAT":
-        if mode:
-            self._cache = None  # parameters are about to change
-        return super().train(mode)
+    def _state_version(self) -> tuple:
+        """Changes whenever any parameter or buffer does: in-place updates (optimiser steps,
+        ``load_state_dict``'s copies) bump a tensor's version counter; a swapped tensor changes its storage."""
+        return tuple((t._version, t.data_ptr()) for t in (*self.parameters(), *self.buffers()))
 
     def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All users' and items' scoring vectors; in eval mode computed once per parameter state.
+
+        The cache is keyed by :meth:`_state_version`, so no path -- ``Trainer.evaluate(load_best_model=True)``
+        loading the best checkpoint, ``train()``/``eval()``, an optimiser step outside the trainer -- can score
+        with embeddings of parameters that are no longer the model's.
+        """
         if self.training:
             users, items, _ = self.forward()
             return users, items
-        if self._cache is None:
+        version = self._state_version()
+        if self._cache is None or self._cache[0] != version:
             with torch.no_grad():
                 users, items, _ = self.forward()
-            self._cache = (users, items)
-        return self._cache
+            self._cache = (version, users, items)
+        return self._cache[1], self._cache[2]
 
     def predict(self, interaction) -> torch.Tensor:
         users, items = self._embeddings()

@@ -18,7 +18,7 @@ from recgoat_recbole import RecGOAT, compat
 
 def test_all_fixes_applied_once():
     assert compat.apply() == ["numpy_aliases", "ray_import", "scipy_dok_update", "safe_checkpoints",
-                              "external_models", "ddp_cpu", "pop_counts"]
+                              "safe_dataset_cache", "external_models", "ddp_cpu", "pop_counts"]
     assert compat.apply() == compat.APPLIED  # idempotent
 
 

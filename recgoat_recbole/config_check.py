@@ -1,0 +1,140 @@
+"""Validation of RecGOAT's config keys: every key with its type and allowed range, checked when the model is
+built, so a bad value is one clear error naming the key -- not a division by zero at the first step, nor a
+silently ignored setting. The rules mirror docs/config.md."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+__all__ = ["ConfigError", "RULES", "validate"]
+
+
+class ConfigError(ValueError):
+    """A config value outside its allowed range; the message names the key, the range and the value."""
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: str  # "int" | "float" | "bool" | "choice"
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low < x instead of low <= x
+    high_open: bool = False
+    choices: tuple = ()
+    optional: bool = False  # None allowed
+
+    def describe(self) -> str:
+        if self.kind == "bool":
+            text = "true or false"
+        elif self.kind == "choice":
+            text = "one of " + ", ".join(map(str, self.choices))
+        else:
+            noun = "an integer" if self.kind == "int" else "a number"
+            bounds = []
+            if self.low is not None:
+                bounds.append(f"{'>' if self.low_open else '≥'} {self.low:g}")
+            if self.high is not None:
+                bounds.append(f"{'<' if self.high_open else '≤'} {self.high:g}")
+            text = noun + (" " + " and ".join(bounds) if bounds else "")
+        return text + (" (or ~ for none)" if self.optional else "")
+
+    def ok(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "choice":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind == "int" and not float(value).is_integer():
+            return False
+        if not math.isfinite(float(value)):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+
+def _int(low: float | None = None, **kw: Any) -> _Rule:
+    return _Rule("int", low, **kw)
+
+
+def _num(low: float | None = None, high: float | None = None, **kw: Any) -> _Rule:
+    return _Rule("float", low, high, **kw)
+
+
+_BOOL = _Rule("bool")
+_POSITIVE = _num(0, low_open=True)
+_WEIGHT = _num(0)  # a loss weight: 0 turns the term off, a negative one would flip it
+_PROB = _num(0, 1, high_open=True)
+
+RULES: dict[str, _Rule] = {
+    "embedding_size": _int(1),
+    "n_layers": _int(0),
+    "reg_weight": _WEIGHT,
+    "use_rating_weights": _BOOL,
+    "rating_temperature": _POSITIVE,
+    "feature_norm": _Rule("choice", choices=("l2", "standard", "none")),
+    "missing_features": _Rule("choice", choices=("error", "zero")),
+    "knn_k": _int(0),
+    "knn_chunk_size": _int(1),
+    "use_gat": _BOOL,
+    "gat_layers": _int(0),
+    "gat_heads": _int(1),
+    "gat_dropout": _PROB,
+    "use_user_graph": _BOOL,
+    "user_knn_k": _int(0),
+    "user_profile_weight": _WEIGHT,
+    "use_oat": _BOOL,
+    "oat_epsilon": _POSITIVE,
+    "oat_cost_scale": _POSITIVE,
+    "oat_iters": _int(1),
+    "oat_scale_plan": _BOOL,
+    "oat_residual_init": _Rule("choice", choices=("zeros", "xavier")),
+    "oat_plan_grad": _BOOL,
+    "use_cmcl": _BOOL,
+    "cmcl_weight": _WEIGHT,
+    "cmcl_temperature": _POSITIVE,
+    "use_wasserstein": _BOOL,
+    "ot_weight": _WEIGHT,
+    "ot_epsilon": _POSITIVE,
+    "ot_iters": _int(1),
+    "ot_sample_size": _int(1),
+    "align_detach_target": _BOOL,
+    "match_scale": _BOOL,
+    "fusion": _Rule("choice", choices=("fixed", "learned", "sum", "concat")),
+    "fusion_gamma": _num(0, 1, optional=True),
+    "fusion_norm": _Rule("choice", choices=("none", "layernorm", "l2")),
+    "fusion_dropout": _PROB,
+    "cold_items_from_features": _BOOL,
+    "id_only": _BOOL,
+}
+
+
+def validate(config: Mapping[str, Any] | Any, rules: Mapping[str, _Rule] = RULES) -> None:
+    """Raise :class:`ConfigError` for the first key of ``rules`` whose value in ``config`` is out of range.
+
+    ``config`` is a RecBole ``Config`` or a dict; a key it does not hold is skipped (its default applies).
+    """
+    for key, rule in rules.items():
+        try:
+            value = config[key]
+        except KeyError:
+            continue
+        if not rule.ok(value):
+            raise ConfigError(f"config key {key!r} must be {rule.describe()}, got {value!r}")
+    dim, heads = _get(config, "embedding_size"), _get(config, "gat_heads")
+    if isinstance(dim, int) and isinstance(heads, int) and heads > 0 and dim % heads:
+        raise ConfigError(f"config key 'gat_heads' must divide embedding_size ({dim}), got {heads}")
+
+
+def _get(config: Any, key: str) -> Any:
+    try:
+        return config[key]
+    except KeyError:
+        return None

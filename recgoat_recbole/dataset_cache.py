@@ -1,0 +1,270 @@
+"""RecBole's dataset and dataloader caches, made safe to load and keyed by everything that shapes them.
+
+RecBole 1.2.1's ``create_dataset`` ``pickle.load``s ``saved/<dataset>-<DatasetClass>.pth`` whenever that file
+exists (also with ``save_dataset: false``), and ``data_preparation`` does the same with
+``saved/<dataset>-for-<model>-dataloader.pth``: a file planted there runs code. Its reuse check also ignores
+``item_modalities`` and the feature files, so changed features were silently replaced by the cached ones.
+
+Here (:func:`create_dataset`, :func:`load_split_dataloaders`, :func:`save_split_dataloaders` replace RecBole's):
+
+- A cache file is ``saved/<dataset>-<Class>-<key>.recgoat-cache``. ``key`` hashes the dataset class, every
+  RecBole dataset argument (``dataset_arguments``, ``seed``, ``repeatable``), this package's feature settings,
+  and the *contents* of every file in the dataset folder and of every feature file the config names.
+  Anything that changes the data changes the file name: a stale cache is never found.
+- The file carries an HMAC-SHA256 of its bytes under a secret key of the local user
+  (``$XDG_CACHE_HOME/recgoat_recbole/cache.key``, mode 0600, created on first use). Only a file whose MAC
+  verifies -- one this user's runs wrote -- is unpickled; anything else is ignored with a warning and rebuilt.
+- RecBole's own cache files (plain pickles) are never read; an explicit ``dataset_save_path`` /
+  ``dataloaders_save_path`` that is not a signed cache is refused with a one-line error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib
+import logging
+import os
+import pickle
+import secrets
+import tempfile
+from typing import Any
+
+__all__ = ["create_dataset", "load_split_dataloaders", "save_split_dataloaders", "dataset_key", "CacheError",
+           "write_signed", "read_signed"]
+
+logger = logging.getLogger(__name__)
+
+_MAGIC = b"RECGOAT-CACHE-1\n"
+_SUFFIX = ".recgoat-cache"
+#: settings of this package that shape the dataset (feature files, profiles, normalisation)
+FEATURE_KEYS = ("item_modalities", "user_profile_feat", "feature_norm", "missing_features", "id_only",
+                "text_encoder", "feature_cache_dir")
+
+
+class CacheError(ValueError):
+    """A cache file named by the user that cannot be trusted or read."""
+
+
+# --------------------------------------------------------------------------------------------- signing
+def _key_file() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "recgoat_recbole", "cache.key")
+
+
+def _secret() -> bytes:
+    path = _key_file()
+    try:
+        with open(path, "rb") as f:
+            key = f.read()
+        if len(key) >= 32:
+            return key
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    key = secrets.token_bytes(32)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".cache.key.")
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, key)
+        os.close(fd)
+        try:
+            os.link(tmp, path)  # first writer wins; a concurrent one reads the winner's key
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write_signed(path: str, obj: Any, key: str) -> None:
+    """Pickle ``obj`` to ``path`` with an HMAC of the local user's secret (atomic: temp file + rename)."""
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    mac = hmac.new(_secret(), key.encode() + b"\n" + payload, hashlib.sha256).hexdigest().encode()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_MAGIC + key.encode() + b"\n" + mac + b"\n" + payload)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_signed(path: str, key: str | None) -> Any:
+    """The object in a signed cache file, or raise :class:`CacheError` without unpickling anything when the
+    file is not one this user wrote (bad MAC), is for another ``key``, or is damaged."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    if not blob.startswith(_MAGIC):
+        raise CacheError(f"{path} is not a recgoat_recbole cache (a plain pickle can run code: not loaded)")
+    try:
+        stored_key, mac, payload = blob[len(_MAGIC):].split(b"\n", 2)
+    except ValueError:
+        raise CacheError(f"{path}: damaged cache file") from None
+    expected = hmac.new(_secret(), stored_key + b"\n" + payload, hashlib.sha256).hexdigest().encode()
+    if not hmac.compare_digest(mac, expected):
+        raise CacheError(f"{path} was not written by this user's runs (its signature does not verify): not loaded")
+    if key is not None and stored_key.decode() != key:
+        raise CacheError(f"{path} was built from other data or settings")
+    try:
+        return pickle.loads(payload)  # noqa: S301 -- authenticated: written by this user's own process
+    except Exception as exc:  # a signed file that no longer unpickles (e.g. another package version)
+        raise CacheError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+# ---------------------------------------------------------------------------------------------- the key
+def _feature_files(config: Any) -> list[str]:
+    """The feature files the config names that exist (relative: dataset folder, then working directory)."""
+    from recgoat_recbole.dataset import modality_files
+
+    specs = []
+    try:
+        specs += list(modality_files(config["item_modalities"]).values())
+    except ValueError:
+        pass
+    if config["user_profile_feat"]:
+        specs.append(str(config["user_profile_feat"]))
+    files = []
+    for spec in specs:
+        if spec.startswith("auto:"):
+            continue  # made from the .item file, which is hashed with the folder
+        spec = os.path.expanduser(spec)
+        for candidate in ([spec] if os.path.isabs(spec) else [os.path.join(config["data_path"], spec), spec]):
+            if os.path.isfile(candidate):
+                files.append(os.path.abspath(candidate))
+                break
+    return files
+
+
+def dataset_key(config: Any, dataset_class: type) -> str:
+    """A hash of everything that shapes ``dataset_class(config)`` (see the module docstring)."""
+    from recbole.utils.argument_list import dataset_arguments
+
+    import recgoat_recbole
+    from recgoat_recbole.features.store import content_digest
+
+    h = hashlib.sha256()
+    h.update(f"{dataset_class.__module__}.{dataset_class.__qualname__}|{recgoat_recbole.__version__}".encode())
+    for arg in [*dataset_arguments, "seed", "repeatable", "dataset", *FEATURE_KEYS]:
+        h.update(f"|{arg}={config[arg]!r}".encode())
+    folder = config["data_path"]
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder)) if os.path.isdir(folder) else []
+    for path in sorted(set(f for f in files if os.path.isfile(f)) | set(_feature_files(config))):
+        h.update(f"|{os.path.abspath(path)}:{content_digest(path)}".encode())
+    return h.hexdigest()
+
+
+# -------------------------------------------------------------------------------------------- datasets
+def _dataset_class(config: Any) -> type:
+    """The class RecBole's ``create_dataset`` would build (``<Model>Dataset`` first, else by model type)."""
+    from recbole.utils import ModelType
+
+    module = importlib.import_module("recbole.data.dataset")
+    if hasattr(module, config["model"] + "Dataset"):
+        return getattr(module, config["model"] + "Dataset")
+    by_type = {ModelType.GENERAL: "Dataset", ModelType.SEQUENTIAL: "SequentialDataset",
+               ModelType.CONTEXT: "Dataset", ModelType.KNOWLEDGE: "KnowledgeBasedDataset",
+               ModelType.TRADITIONAL: "Dataset", ModelType.DECISIONTREE: "Dataset"}
+    return getattr(module, by_type[config["MODEL_TYPE"]])
+
+
+def _cache_path(config: Any, stem: str, key: str) -> str:
+    return os.path.join(config["checkpoint_dir"], f"{stem}-{key[:16]}{_SUFFIX}")
+
+
+def create_dataset(config: Any) -> Any:
+    """``recbole.data.create_dataset`` without unpickling untrusted files, and with a complete cache key."""
+    dataset_class = _dataset_class(config)
+    key = dataset_key(config, dataset_class)
+    explicit = config["dataset_save_path"]
+    path = explicit or _cache_path(config, f"{config['dataset']}-{dataset_class.__name__}", key)
+    legacy = os.path.join(config["checkpoint_dir"], f"{config['dataset']}-{dataset_class.__name__}.pth")
+    if os.path.isfile(legacy):
+        logger.warning(f"ignoring {legacy}: RecBole's plain-pickle dataset cache is never loaded "
+                       "(it could run code); recgoat_recbole keeps its own signed cache")
+    if explicit and not os.path.isfile(explicit):
+        raise CacheError(f"dataset_save_path {explicit} not found")
+    if os.path.isfile(path):
+        try:
+            dataset = read_signed(path, key)
+            logger.info(f"dataset: loaded from the signed cache {path}")
+            return dataset
+        except CacheError as exc:
+            if explicit:
+                raise CacheError(f"dataset_save_path: {exc}") from None
+            logger.warning(f"{exc}; rebuilding the dataset")
+    dataset = dataset_class(config)
+    if config["save_dataset"]:
+        write_signed(path, dataset, key)
+        logger.info(f"dataset: saved to {path}")
+    return dataset
+
+
+# ----------------------------------------------------------------------------------------- dataloaders
+_LOADER_KEYS = ("model", "eval_args", "train_neg_sample_args", "valid_neg_sample_args", "test_neg_sample_args",
+                "shuffle", "MODEL_TYPE")
+
+
+def _loaders_key(config: Any) -> str:
+    h = hashlib.sha256(dataset_key(config, _dataset_class(config)).encode())  # the data they were split from
+    for arg in _LOADER_KEYS:
+        h.update(f"|{arg}={config[arg]!r}".encode())
+    return h.hexdigest()
+
+
+def save_split_dataloaders(config: Any, dataloaders: tuple) -> None:
+    """RecBole's ``save_split_dataloaders`` writing a signed, keyed cache (``save_dataloaders: true``)."""
+    key = _loaders_key(config)
+    path = config["dataloaders_save_path"] or _cache_path(
+        config, f"{config['dataset']}-for-{config['model']}-dataloader", key)
+    serial = []
+    for loader in dataloaders:
+        state = loader.generator.get_state()
+        loader.generator = None
+        loader.sampler.generator = None
+        serial.append((loader, state))
+    try:
+        write_signed(path, serial, key)
+    finally:
+        import torch
+
+        for loader, state in serial:  # the loaders stay usable in this process
+            generator = torch.Generator()
+            generator.set_state(state)
+            loader.generator = generator
+            loader.sampler.generator = generator
+    logger.info(f"dataloaders: saved to {path}")
+
+
+def load_split_dataloaders(config: Any) -> tuple | None:
+    """RecBole's ``load_split_dataloaders`` reading only signed caches built from the same data and settings."""
+    import torch
+
+    key = _loaders_key(config)
+    explicit = config["dataloaders_save_path"]
+    path = explicit or _cache_path(config, f"{config['dataset']}-for-{config['model']}-dataloader", key)
+    if not os.path.isfile(path):
+        if explicit and not config["save_dataloaders"]:
+            raise CacheError(f"dataloaders_save_path {explicit} not found")
+        return None
+    try:
+        serial = read_signed(path, key)
+    except CacheError as exc:
+        if explicit and not config["save_dataloaders"]:
+            raise CacheError(f"dataloaders_save_path: {exc}") from None
+        logger.warning(f"{exc}; splitting again")
+        return None
+    loaders = []
+    for loader, state in serial:
+        generator = torch.Generator()
+        generator.set_state(state)
+        loader.generator = generator
+        loader.sampler.generator = generator
+        loader.update_config(config)
+        loaders.append(loader)
+    logger.info(f"dataloaders: loaded from the signed cache {path}")
+    return tuple(loaders)

@@ -121,20 +121,15 @@ def cached_template_profiles(train_split, item_table: str, columns: Sequence[str
     """
     import hashlib
 
-    from recgoat_recbole.features.store import FeatureFileError, read_features
+    from recgoat_recbole.features.store import reusable_cache
     from recgoat_recbole.features.text import read_table
 
     histories = split_histories(train_split)
     fingerprint = split_fingerprint(train_split)
     digest = hashlib.sha1(f"{fingerprint}|{file_fingerprint(item_table)}|{columns}|{encoder}".encode())
     out = os.path.join(cache_dir, f"profiles-template-{digest.hexdigest()[:12]}.npz")
-    if os.path.isfile(out):
-        try:
-            read_features(out)
-            logger.info(f"user profiles: reusing {out}")
-            return out
-        except FeatureFileError as exc:
-            logger.warning(f"user profiles: damaged cache ({exc}); rebuilding it")
+    if reusable_cache(out, "user profiles"):
+        return out
     items = read_table(item_table)
     profiles = template_profiles_for(histories, items, items.columns[0], columns)
     _write_profile_texts(out + ".profiles.jsonl", profiles)

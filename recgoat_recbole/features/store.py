@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["FeatureFile", "FeatureFileError", "read_features", "write_features", "align_rows",
-           "file_fingerprint", "content_digest", "normalise_rows"]
+           "file_fingerprint", "content_digest", "normalise_rows", "reusable_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -270,6 +270,20 @@ def align_rows(file: FeatureFile, id_tokens: Sequence[str], missing: str = "erro
     out = np.zeros((len(ids), file.features.shape[1]), dtype=np.float32)
     out[start:][~absent] = file.features[rows[~absent]]
     return out
+
+
+def reusable_cache(path: str | os.PathLike, what: str) -> bool:
+    """Whether the cached feature file ``path`` can be reused; a damaged one (empty, truncated) is reported
+    with a warning and not reused, so the caller rebuilds it."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        read_features(path)
+    except FeatureFileError as exc:
+        logger.warning(f"{what}: damaged cache ({exc}); rebuilding it")
+        return False
+    logger.info(f"{what}: reusing {os.fspath(path)}")
+    return True
 
 
 _DIGESTS: dict[tuple, str] = {}

@@ -126,17 +126,12 @@ def cached_text_features(
     """
     import hashlib
 
-    from recgoat_recbole.features.store import FeatureFileError, read_features
+    from recgoat_recbole.features.store import reusable_cache
 
     key = "|".join([file_fingerprint(table), ",".join(columns), str(model)])
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     out = os.path.join(os.fspath(cache_dir), f"text-{digest}.npz")
-    if os.path.isfile(out):
-        try:
-            read_features(out)
-            logger.info(f"text features: reusing {out}")
-            return out
-        except FeatureFileError as exc:
-            logger.warning(f"text features: damaged cache ({exc}); encoding again")
+    if reusable_cache(out, "text features"):
+        return out
     logger.info(f"text features: encoding {os.fspath(table)} columns {list(columns)} -> {out}")
     return extract_text_features(table, out, columns, model=model, show_progress=show_progress)

@@ -21,7 +21,7 @@ from recgoat_recbole.bench.runner import RunSpec, run_all  # noqa: E402
 
 #: every RecGOAT variant starts from the model defaults as they were before tuning (every alignment term on,
 #: fusion weights id 0.5 / modalities 0.5), whatever a dataset YAML has set since; the variant then overrides
-BEFORE_TUNING = {"use_cmcl": True, "use_oat": True, "use_wasserstein": True, "fusion_gamma": None}
+BEFORE_TUNING = {"cmcl_weight": 0.032, "use_oat": True, "wasserstein_weight": 0.001, "fusion_gamma": None}
 
 #: the sweep behind the defaults (ml-100k, text + template profiles)
 VARIANTS = {
@@ -29,10 +29,10 @@ VARIANTS = {
     "ID-only, rating weights t=1": ("RecGOAT", {"id_only": True, "rating_temperature": 1.0}),
     "ID-only, rating weights t=4": ("RecGOAT", {"id_only": True, "rating_temperature": 4.0}),
     "ID-only, no rating weights": ("RecGOAT", {"id_only": True, "use_rating_weights": False}),
-    "text, no alignment terms": ("RecGOAT", {"user_profile_feat": None, "use_cmcl": False, "use_wasserstein": False}),
-    "text, CMCL only": ("RecGOAT", {"user_profile_feat": None, "use_wasserstein": False}),
-    "text, CMCL + W (λ_ot 0.01)": ("RecGOAT", {"user_profile_feat": None, "ot_weight": 0.01}),
-    "text, CMCL + W (λ_ot 0.001)": ("RecGOAT", {"user_profile_feat": None, "ot_weight": 0.001}),
+    "text, no alignment terms": ("RecGOAT", {"user_profile_feat": None, "cmcl_weight": 0.0, "wasserstein_weight": 0.0}),
+    "text, CMCL only": ("RecGOAT", {"user_profile_feat": None, "wasserstein_weight": 0.0}),
+    "text, CMCL + W (λ_ot 0.01)": ("RecGOAT", {"user_profile_feat": None, "wasserstein_weight": 0.01}),
+    "text, CMCL + W (λ_ot 0.001)": ("RecGOAT", {"user_profile_feat": None, "wasserstein_weight": 0.001}),
     "text + profiles, no match_scale": ("RecGOAT", {"match_scale": False}),
     "text + profiles (defaults)": ("RecGOAT", {}),
 }
@@ -44,22 +44,22 @@ DIAGNOSE = {
     "γ 0.1": ("RecGOAT", {"fusion_gamma": 0.1}),
     "γ 0.1, no GAT": ("RecGOAT", {"fusion_gamma": 0.1, "use_gat": False}),
     "γ 0.1, no cold-item fallback": ("RecGOAT", {"fusion_gamma": 0.1, "cold_items_from_features": False}),
-    "γ 0.1, no alignment terms": ("RecGOAT", {"fusion_gamma": 0.1, "use_oat": False, "use_cmcl": False,
-                                             "use_wasserstein": False}),
+    "γ 0.1, no alignment terms": ("RecGOAT", {"fusion_gamma": 0.1, "use_oat": False, "cmcl_weight": 0.0,
+                                             "wasserstein_weight": 0.0}),
     "γ 0.1, alignment on the views only": ("RecGOAT", {"fusion_gamma": 0.1, "align_detach_target": True}),
-    "γ 0.1, CMCL only": ("RecGOAT", {"fusion_gamma": 0.1, "use_oat": False, "use_wasserstein": False}),
-    "γ 0.1, OAT (map + W) only": ("RecGOAT", {"fusion_gamma": 0.1, "use_cmcl": False}),
+    "γ 0.1, CMCL only": ("RecGOAT", {"fusion_gamma": 0.1, "use_oat": False, "wasserstein_weight": 0.0}),
+    "γ 0.1, OAT (map + W) only": ("RecGOAT", {"fusion_gamma": 0.1, "cmcl_weight": 0.0}),
     "γ 0, alignment on the views only": ("RecGOAT", {"fusion_gamma": 0.0, "align_detach_target": True}),
-    "γ 0.1, no alignment terms, λ_reg 1e-5": ("RecGOAT", {"fusion_gamma": 0.1, "use_oat": False, "use_cmcl": False,
-                                                         "use_wasserstein": False, "reg_weight": 1e-5}),
+    "γ 0.1, no alignment terms, λ_reg 1e-5": ("RecGOAT", {"fusion_gamma": 0.1, "use_oat": False, "cmcl_weight": 0.0,
+                                                         "wasserstein_weight": 0.0, "reg_weight": 1e-5}),
 }
 
 #: ml-100k with γ = 0 (the best γ on validation): where does the gain over LightGCN come from?
 DIAGNOSE_ML = {
     "γ 0": ("RecGOAT", {"fusion_gamma": 0.0}),
     "γ 0, alignment on the views only": ("RecGOAT", {"fusion_gamma": 0.0, "align_detach_target": True}),
-    "γ 0, no alignment terms": ("RecGOAT", {"fusion_gamma": 0.0, "use_oat": False, "use_cmcl": False,
-                                           "use_wasserstein": False}),
+    "γ 0, no alignment terms": ("RecGOAT", {"fusion_gamma": 0.0, "use_oat": False, "cmcl_weight": 0.0,
+                                           "wasserstein_weight": 0.0}),
     "γ 0, no user graph": ("RecGOAT", {"fusion_gamma": 0.0, "use_user_graph": False}),
     "γ 0, γ_p 0.2": ("RecGOAT", {"fusion_gamma": 0.0, "user_profile_weight": 0.2}),
 }

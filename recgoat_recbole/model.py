@@ -28,7 +28,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recgoat_recbole.alignment import CMCLoss, OATMap, WassersteinLoss
-from recgoat_recbole.config_check import validate
+from recgoat_recbole.config_check import upgrade_renamed, validate
 from recgoat_recbole.graphs import bipartite_adjacency, knn_graph, rating_weights
 from recgoat_recbole.layers import GAT, AttentionGraph, lightgcn_propagate
 
@@ -52,6 +52,8 @@ class RecGOAT(GeneralRecommender):
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
+        for message in upgrade_renamed(config):  # configs written for earlier versions keep working
+            logger.warning(f"RecGOAT config: {message}")
         validate(config)  # every key in its allowed range, or one ConfigError naming it
         self.dim = config["embedding_size"]
         self.n_layers = config["n_layers"]
@@ -59,8 +61,8 @@ class RecGOAT(GeneralRecommender):
         self.id_only = bool(config["id_only"])
         self.use_gat = bool(config["use_gat"])
         self.use_oat = bool(config["use_oat"])
-        self.cmcl_weight = float(config["cmcl_weight"]) if config["use_cmcl"] else 0.0
-        self.ot_weight = float(config["ot_weight"]) if config["use_wasserstein"] else 0.0
+        self.cmcl_weight = float(config["cmcl_weight"])  # 0 = off
+        self.wasserstein_weight = float(config["wasserstein_weight"])  # 0 = off
         self.match_scale = bool(config["match_scale"])
         self.align_detach_target = bool(config["align_detach_target"])
         self.fusion = config["fusion"]
@@ -126,7 +128,8 @@ class RecGOAT(GeneralRecommender):
         self.bpr_loss = BPRLoss()
         self.reg_loss = EmbLoss()
         self.cmcl = CMCLoss(config["cmcl_temperature"])
-        self.wasserstein = WassersteinLoss(config["ot_epsilon"], config["ot_iters"], config["ot_sample_size"])
+        self.wasserstein = WassersteinLoss(config["wasserstein_epsilon"], config["wasserstein_iters"],
+                                           config["wasserstein_sample_size"])
         self._cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------------- set-up
@@ -251,15 +254,15 @@ class RecGOAT(GeneralRecommender):
         rec = self.bpr_loss((u * items[pos]).sum(-1), (u * items[neg]).sum(-1))
         reg = self.reg_loss(self.user_embedding(user), self.item_embedding(pos), self.item_embedding(neg))
         losses = [rec + self.reg_weight * reg]
-        if views and (self.cmcl_weight > 0 or self.ot_weight > 0):
+        if views and (self.cmcl_weight > 0 or self.wasserstein_weight > 0):
             batch_items = torch.unique(pos)
             target = items[batch_items]
             if self.align_detach_target:  # move the LM views towards the unified space, not the reverse
                 target = target.detach()
             if self.cmcl_weight > 0:
                 losses.append(self.cmcl_weight * sum(self.cmcl(v[batch_items], target) for v in views.values()))
-            if self.ot_weight > 0:
-                losses.append(self.ot_weight * sum(self.wasserstein(v[batch_items], target) for v in views.values()))
+            if self.wasserstein_weight > 0:
+                losses.append(self.wasserstein_weight * sum(self.wasserstein(v[batch_items], target) for v in views.values()))
         return tuple(losses)
 
     # ------------------------------------------------------------------------------------------ scoring

@@ -182,15 +182,15 @@ def test_ablation_specs_set_every_alignment_switch(tmp_path):
     from recgoat_recbole.bench import build_specs
 
     yaml_file = tmp_path / "d.yaml"
-    yaml_file.write_text("dataset: d\nuse_cmcl: false\nuse_oat: false\nuse_wasserstein: false\n")
+    yaml_file.write_text("dataset: d\ncmcl_weight: 0\nuse_oat: false\nwasserstein_weight: 0\n")
     specs = build_specs(["d"], ["LightGCN"], [1], {"epochs": 1}, {"d": str(yaml_file)}, ablations=True,
                         gammas=[0.3])
     by_label = {s.label: s.overrides for s in specs}
-    switches = ("use_cmcl", "use_oat", "use_wasserstein")
+    switches = ("cmcl_weight", "use_oat", "wasserstein_weight")
     for label, overrides in by_label.items():
         if label.startswith("ablation:") and "ID-only" not in label:
             assert all(k in overrides for k in switches), label
-    assert by_label["ablation: CMCL only"]["use_cmcl"] and not by_label["ablation: CMCL only"]["use_oat"]
+    assert by_label["ablation: CMCL only"]["cmcl_weight"] > 0 and not by_label["ablation: CMCL only"]["use_oat"]
     assert all(by_label["ablation: RecGOAT (full)"][k] for k in switches)
     assert by_label["gamma=0.3"]["fusion_gamma"] == 0.3 and by_label["gamma=0.3"]["epochs"] == 1
 

@@ -17,9 +17,9 @@ VARIANTS = {
     "full": {},
     "id_only": {"id_only": True},
     "without_gat": {"use_gat": False},
-    "without_cmcl": {"use_cmcl": False},
+    "without_cmcl": {"cmcl_weight": 0.0},
     "without_oat_map": {"use_oat": False},
-    "without_wasserstein": {"use_wasserstein": False},
+    "without_wasserstein": {"wasserstein_weight": 0.0},
     "without_user_graph": {"use_user_graph": False},
     "without_rating_weights": {"use_rating_weights": False},
     "fusion_learned": {"fusion": "learned"},
@@ -65,7 +65,7 @@ def test_each_loss_term_reaches_the_parameters_it_should(mini_ml):
     assert g_rec["profile_projection.weight"] > 0
     assert g_cmcl["profile_projection.weight"] == 0 and g_ot["profile_projection.weight"] == 0
     # switching a term off removes it from the loss
-    _, _, train, _, model = _build(mini_ml, use_cmcl=False, use_wasserstein=False)
+    _, _, train, _, model = _build(mini_ml, cmcl_weight=0.0, wasserstein_weight=0.0)
     assert len(model.calculate_loss(batch)) == 1
 
 

@@ -12,10 +12,10 @@ from recgoat_recbole.config_check import RULES, ConfigError, validate
 from tests.conftest import mini_config
 
 BAD = [
-    ("gat_heads", 0), ("ot_sample_size", 0), ("rating_temperature", 0), ("gat_dropout", 1.0),
+    ("gat_heads", 0), ("wasserstein_sample_size", 0), ("rating_temperature", 0), ("gat_dropout", 1.0),
     ("gat_dropout", -0.1), ("n_layers", -1), ("knn_k", -1), ("user_knn_k", -3), ("cmcl_weight", -0.1),
-    ("ot_weight", -1e-3), ("reg_weight", -1e-4), ("user_profile_weight", -0.5), ("oat_epsilon", 0),
-    ("oat_epsilon", -0.01), ("ot_epsilon", 0.0), ("fusion_norm", "LayerNorm"), ("fusion", "mean"),
+    ("wasserstein_weight", -1e-3), ("reg_weight", -1e-4), ("user_profile_weight", -0.5), ("oat_epsilon", 0),
+    ("oat_epsilon", -0.01), ("wasserstein_epsilon", 0.0), ("fusion_norm", "LayerNorm"), ("fusion", "mean"),
     ("feature_norm", "L2"), ("oat_residual_init", "ones"), ("use_gat", "yes"), ("embedding_size", 0),
     ("n_layers", 1.5), ("cmcl_temperature", float("nan")), ("fusion_gamma", 1.5), ("oat_iters", 0),
     ("fusion_dropout", 1.0), ("missing_features", "skip"),
@@ -101,3 +101,16 @@ def test_feature_commands_turn_mistakes_into_one_line(capsys, argv):
     os.makedirs("noimg", exist_ok=True)
     code, err = _run_cli(capsys, argv)
     assert code == 2 and err.startswith("recgoat: error:") and len(err.strip().splitlines()) == 1, err
+
+
+def test_keys_of_earlier_versions_are_moved_to_their_new_names():
+    """use_cmcl/use_wasserstein switches became 0 weights; the W term's ot_* keys became wasserstein_*."""
+    from recgoat_recbole.config_check import upgrade_renamed
+
+    config = {**_defaults(), "use_cmcl": False, "use_wasserstein": True, "ot_weight": 0.01, "ot_iters": 5}
+    messages = upgrade_renamed(config)
+    assert config["cmcl_weight"] == 0.0 and config["wasserstein_weight"] == 0.01 and config["wasserstein_iters"] == 5
+    assert len(messages) == 4 and any("now called wasserstein_iters" in m for m in messages)
+    config = {**_defaults(), "ot_weight": 0.01, "use_wasserstein": False}
+    upgrade_renamed(config)
+    assert config["wasserstein_weight"] == 0.0  # the switch off wins, whatever the order in the file

@@ -24,18 +24,28 @@ __all__ = ["RunSpec", "run_all", "find_identical", "settings_differ", "summarise
 #: RecBole 1.2.1 general recommenders the benchmark compares against by default
 BUILTIN_BASELINES = ("Pop", "ItemKNN", "BPR", "LightGCN", "NGCF", "SGL", "NCL", "SimpleX", "EASE")
 
-#: every alignment switch on (the paper's full model); each ablation sets all of them, so that a dataset YAML
-#: that turns some off (recbole_configs/tiktok.yaml) cannot leak into the table
-_ALIGN_ON = {"use_cmcl": True, "use_oat": True, "use_wasserstein": True}
-_ALIGN_OFF = {"use_cmcl": False, "use_oat": False, "use_wasserstein": False}
+def _default(key: str) -> Any:
+    """RecGOAT's default for ``key`` (recgoat_recbole/properties/RecGOAT.yaml)."""
+    import yaml
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "properties", "RecGOAT.yaml")
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)[key]
+
+
+#: every alignment term on at the paper's default weights (the full model); each ablation sets all of them, so
+#: that a dataset YAML that turns some off (recbole_configs/tiktok.yaml) cannot leak into the table
+_ALIGN_ON = {"cmcl_weight": _default("cmcl_weight"), "use_oat": True,
+             "wasserstein_weight": _default("wasserstein_weight")}
+_ALIGN_OFF = {"cmcl_weight": 0.0, "use_oat": False, "wasserstein_weight": 0.0}
 
 #: the paper's ablation table, as RecGOAT config overrides on top of the dataset YAML
 ABLATIONS: dict[str, dict[str, Any]] = {
     "ID-only (LightGCN)": {"id_only": True},
     "naive fusion: concat": {"fusion": "concat", **_ALIGN_OFF},
     "naive fusion: sum": {"fusion": "sum", **_ALIGN_OFF},
-    "CMCL only": {**_ALIGN_ON, "use_oat": False, "use_wasserstein": False},
-    "OAT only": {**_ALIGN_ON, "use_cmcl": False},
+    "CMCL only": {**_ALIGN_ON, "use_oat": False, "wasserstein_weight": 0.0},
+    "OAT only": {**_ALIGN_ON, "cmcl_weight": 0.0},
     "without user graph": {**_ALIGN_ON, "use_user_graph": False},
     "RecGOAT (full)": {**_ALIGN_ON, "use_user_graph": True},
 }

@@ -5,7 +5,7 @@
 
 Each (size, chunk) runs in its own process so that its peak RSS is its own. The features are clustered
 Gaussians (200 centres, like item embeddings that form topics), float32, seed 0. Reported: wall time of
-``recgoat_recbole.graphs.knn_graph`` (cosine, top-k per row, symmetrised), the process's peak RSS during the
+``recgoat_core.graphs.knn_graph`` (cosine, top-k per row, symmetrised), the process's peak RSS during the
 call (the kernel's VmHWM, reset just before it), the RSS just before the call (features + torch), the
 difference (what the graph build itself needed), and that difference against the O(chunk * n) similarity
 block the docstring promises.
@@ -37,7 +37,7 @@ def _reset_peak() -> None:
 def _one(n: int, dim: int, k: int, chunk: int) -> dict:
     import torch
 
-    from recgoat_recbole.graphs import knn_graph
+    from recgoat_core.graphs import knn_graph
 
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(200, dim, generator=g)

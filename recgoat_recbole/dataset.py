@@ -26,10 +26,11 @@ import os
 import numpy as np
 from recbole.data.dataset import Dataset
 
-from recgoat_recbole.features.store import FeatureFile, FeatureFileError, align_rows, normalise_rows, read_features
+from recgoat_core.feature_files import FeatureFile, FeatureFileError, align_rows, normalise_rows, read_features
+from recgoat_recbole.config_check import ConfigError
 from recgoat_recbole.features.text import cached_text_features
 
-__all__ = ["RecGOATDataset", "resolve_feature_path", "modality_files"]
+__all__ = ["RecGOATDataset", "resolve_feature_path", "modality_files", "features_for_model", "FeatureContractError"]
 
 _TEMPLATE = "auto:template"
 _TEMPLATE_COLUMNS = ["movie_title", "class", "release_year"]
@@ -58,6 +59,41 @@ def modality_files(config_value: object) -> dict[str, str]:
     if isinstance(config_value, dict):
         return {str(k): str(v) for k, v in config_value.items()}
     raise FeatureFileError(f"item_modalities must be a dict {{name: file}} or a list of names, got {config_value!r}")
+
+
+class FeatureContractError(ConfigError):
+    """The config asks for features that the dataset handed to the model does not carry."""
+
+
+def features_for_model(config, dataset) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The model–dataset contract: the item modalities and user profiles that ``dataset`` carries for a model
+    built from ``config``, checked against what the config asks for.
+
+    A RecGOAT-style model reads ``dataset.item_features`` (``{modality: [n_items, dim]}``) and
+    ``dataset.user_features`` (``[n_users, dim]`` or ``None``), which :class:`RecGOATDataset` sets -- the item
+    features when it loads, the profiles in :meth:`RecGOATDataset.build` (so the model must get a built split,
+    as RecBole's ``train_data.dataset``). With ``id_only`` nothing is read. Otherwise every configured modality
+    must be there, and configured profiles too: a plain RecBole ``Dataset`` (or an unbuilt one) is one clear
+    error instead of a model that silently ignores the features.
+    """
+    if config["id_only"]:
+        return {}, None
+    wanted = set(modality_files(config["item_modalities"]))
+    items = getattr(dataset, "item_features", None)
+    how = (f"build the dataset with recbole's create_dataset(config) for model {config['model']!r}, which makes "
+           f"a RecGOATDataset, and pass the model a built split (train_data.dataset)")
+    if wanted and items is None:
+        raise FeatureContractError(f"item_modalities {sorted(wanted)} are configured but the dataset "
+                                   f"({type(dataset).__name__}) loaded no features: {how}")
+    items = dict(items or {})
+    if set(items) != wanted:
+        raise FeatureContractError(f"the dataset carries modalities {sorted(items)} but item_modalities asks for "
+                                   f"{sorted(wanted)}: {how}")
+    users = getattr(dataset, "user_features", None)
+    if config["user_profile_feat"] and users is None:
+        raise FeatureContractError(f"user_profile_feat is configured but the dataset carries no user profiles "
+                                   f"(they are attached by RecGOATDataset.build()): {how}")
+    return items, users
 
 
 class RecGOATDataset(Dataset):

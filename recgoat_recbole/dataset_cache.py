@@ -145,7 +145,7 @@ def dataset_key(config: Any, dataset_class: type) -> str:
     from recbole.utils.argument_list import dataset_arguments
 
     import recgoat_recbole
-    from recgoat_recbole.features.store import content_digest
+    from recgoat_core.feature_files import content_digest
 
     h = hashlib.sha256()
     h.update(f"{dataset_class.__module__}.{dataset_class.__qualname__}|{recgoat_recbole.__version__}".encode())

@@ -27,10 +27,11 @@ from recbole.model.loss import BPRLoss, EmbLoss
 from recbole.utils import InputType
 from torch import nn
 
-from recgoat_recbole.alignment import CMCLoss, OATMap, WassersteinLoss
+from recgoat_core.alignment import CMCLoss, OATMap, WassersteinLoss
 from recgoat_recbole.config_check import upgrade_renamed, validate
-from recgoat_recbole.graphs import bipartite_adjacency, knn_graph, rating_weights
-from recgoat_recbole.layers import GAT, AttentionGraph, lightgcn_propagate
+from recgoat_recbole.dataset import features_for_model
+from recgoat_core.graphs import bipartite_adjacency, knn_graph, rating_weights
+from recgoat_core.layers import GAT, AttentionGraph, lightgcn_propagate
 
 __all__ = ["RecGOAT", "FUSIONS"]
 
@@ -55,6 +56,7 @@ class RecGOAT(GeneralRecommender):
         for message in upgrade_renamed(config):  # configs written for earlier versions keep working
             logger.warning(f"RecGOAT config: {message}")
         validate(config)  # every key in its allowed range, or one ConfigError naming it
+        features, profiles = features_for_model(config, dataset)  # the model–dataset contract
         self.dim = config["embedding_size"]
         self.n_layers = config["n_layers"]
         self.reg_weight = config["reg_weight"]
@@ -86,7 +88,6 @@ class RecGOAT(GeneralRecommender):
         self.register_buffer("cold_items", degree == 0, persistent=False)
 
         # ---- modality branches: Linear → GAT over a frozen cosine kNN graph per modality
-        features = {} if self.id_only else dict(getattr(dataset, "item_features", {}) or {})
         self.modalities = sorted(features)
         self.item_projections = nn.ModuleDict()
         self.item_gats = nn.ModuleDict()
@@ -107,7 +108,6 @@ class RecGOAT(GeneralRecommender):
                 )
 
         # ---- user-profile branch: Linear → GAT over the user–user kNN graph of profile vectors
-        profiles = None if self.id_only else getattr(dataset, "user_features", None)
         self.use_profiles = profiles is not None and bool(config["use_user_graph"])
         self.profile_weight = float(config["user_profile_weight"])
         if self.use_profiles:

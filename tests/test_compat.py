@@ -18,8 +18,20 @@ from recgoat_recbole import RecGOAT, compat
 
 def test_all_fixes_applied_once():
     assert compat.apply() == ["numpy_aliases", "ray_import", "scipy_dok_update", "safe_checkpoints",
-                              "safe_dataset_cache", "external_models", "ddp_cpu", "pop_counts"]
+                              "safe_dataset_cache", "ddp_cpu", "pop_counts"]
     assert compat.apply() == compat.APPLIED  # idempotent
+
+
+def test_originals_are_recboles_own_functions_even_where_two_fixes_wrap_one():
+    """ddp_cpu wraps the evaluate that safe_checkpoints wrapped: both must record RecBole's own evaluate."""
+    from recbole.trainer import trainer as trainer_mod
+
+    from recgoat_recbole.compat import recbole_original
+
+    own = compat.ORIGINALS["safe_checkpoints"]["evaluate"]
+    assert compat.ORIGINALS["ddp_cpu"]["evaluate"] is own
+    assert own.__module__ == "recbole.trainer.trainer" and not getattr(own, "__recgoat_compat__", False)
+    assert recbole_original(trainer_mod.Trainer.evaluate) is own  # the installed chain ends in it
 
 
 # --------------------------------------------------------------------------------------------- numpy 2

@@ -1,16 +1,9 @@
-"""RecGOAT's alignment losses as plain PyTorch: no RecBole import, usable in any training loop.
+"""Moved to :mod:`recgoat_core.alignment` (framework-free). This name stays an alias of it, submodules too."""
+import sys
 
-- :class:`CMCLoss` / :func:`info_nce` -- instance-level cross-modal contrastive learning;
-- :class:`OATMap` -- distribution-level optimal adaptive transport map (Sinkhorn plan + learnable residual);
-- :class:`WassersteinLoss` / :func:`wasserstein_distance` -- entropic W1 between two point clouds;
-- :func:`sinkhorn_plan` -- the stable log-domain Sinkhorn solver they share.
-"""
-from recgoat_recbole.alignment.cmcl import CMCLoss, alignment_bound, info_nce
-from recgoat_recbole.alignment.oat import OATMap, dimension_cost
-from recgoat_recbole.alignment.sinkhorn import round_to_marginals, sinkhorn_plan
-from recgoat_recbole.alignment.wasserstein import WassersteinLoss, pairwise_euclidean, wasserstein_distance
+import recgoat_core.alignment as _core
+from recgoat_core.alignment import *  # noqa: F401,F403
+from recgoat_core.alignment import __all__, cmcl, oat, sinkhorn, wasserstein  # noqa: F401
 
-__all__ = [
-    "CMCLoss", "info_nce", "alignment_bound", "OATMap", "dimension_cost", "sinkhorn_plan",
-    "round_to_marginals", "WassersteinLoss", "wasserstein_distance", "pairwise_euclidean",
-]
+for _name in ("cmcl", "oat", "sinkhorn", "wasserstein"):
+    sys.modules[f"{__name__}.{_name}"] = getattr(_core, _name)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from recgoat_recbole.features.store import FeatureFileError, write_features
+from recgoat_core.feature_files import FeatureFileError, write_features
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "load_vision_encoder", "encode_images", "extract_image_features"]
 

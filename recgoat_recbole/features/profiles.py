@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from recgoat_recbole.features.store import file_fingerprint, write_features
+from recgoat_core.feature_files import file_fingerprint, write_features
 from recgoat_recbole.features.text import encode_texts, load_text_encoder
 
 __all__ = ["PROMPT", "training_histories", "split_histories", "split_fingerprint", "cached_template_profiles", "template_profile", "build_prompt", "extract_answer",
@@ -121,7 +121,7 @@ def cached_template_profiles(train_split, item_table: str, columns: Sequence[str
     """
     import hashlib
 
-    from recgoat_recbole.features.store import reusable_cache
+    from recgoat_core.feature_files import reusable_cache
     from recgoat_recbole.features.text import read_table
 
     histories = split_histories(train_split)

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from recgoat_recbole.features.store import file_fingerprint, write_features
+from recgoat_core.feature_files import file_fingerprint, write_features
 
 __all__ = ["DEFAULT_TEXT_ENCODER", "load_text_encoder", "read_table", "compose_texts", "encode_texts",
            "extract_text_features"]
@@ -126,7 +126,7 @@ def cached_text_features(
     """
     import hashlib
 
-    from recgoat_recbole.features.store import reusable_cache
+    from recgoat_core.feature_files import reusable_cache
 
     key = "|".join([file_fingerprint(table), ",".join(columns), str(model)])
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]

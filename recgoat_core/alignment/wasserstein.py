@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recgoat_recbole.alignment.sinkhorn import check_epsilon, sinkhorn_plan
+from recgoat_core.alignment.sinkhorn import check_epsilon, sinkhorn_plan
 
 __all__ = ["pairwise_euclidean", "wasserstein_distance", "WassersteinLoss"]
 

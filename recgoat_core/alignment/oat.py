@@ -31,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-from recgoat_recbole.alignment.sinkhorn import check_epsilon, floor_epsilon, round_to_marginals, sinkhorn_plan
+from recgoat_core.alignment.sinkhorn import check_epsilon, floor_epsilon, round_to_marginals, sinkhorn_plan
 
 __all__ = ["dimension_cost", "OATMap"]
 

@@ -1,0 +1,308 @@
+"""The feature-file format, and the alignment of its rows to RecBole's internal ids *by token*.
+
+Two layouts are read:
+
+- ``.npy`` -- MMRec's convention: a float [n, dim] array whose row r is the item (or user) with token ``r``
+  (``"0"``, ``"1"``, ...). A sidecar text file ``<file>.ids`` (one token per line) overrides that convention.
+- ``.npz`` -- what ``recgoat features`` writes: ``features`` float [n, dim], ``ids`` the n tokens (strings),
+  and optionally ``mask`` (bool [n], False where a row is a fallback, e.g. an unreadable image).
+
+Rows are never matched by position to RecBole ids: RecBole remaps tokens to ids in order of appearance and
+drops filtered users/items, so :func:`align_rows` looks every id's token up in the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["FeatureFile", "FeatureFileError", "read_features", "write_features", "align_rows",
+           "file_fingerprint", "content_digest", "normalise_rows", "reusable_cache"]
+
+logger = logging.getLogger(__name__)
+
+
+class FeatureFileError(ValueError):
+    """A feature file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class FeatureFile:
+    path: str
+    tokens: np.ndarray  # [n] str
+    features: np.ndarray  # [n, dim] float32
+    mask: np.ndarray | None = None  # [n] bool
+    split: str | None = None  # user profiles: fingerprint of the training split they were built from
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK"  # a local file header, or the end record of an empty archive
+_READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+_NONE_LIMIT = 1e15  # |x| above this with feature_norm: none lets float32 dot products overflow
+
+
+def _sniff(path: str) -> None:
+    """Refuse, by content, what ``np.load`` would mis-read: empty files, torch/pickle files, wrong extensions."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise FeatureFileError(f"{path}: the feature file is empty (0 bytes); rewrite it")
+    is_npz = path.endswith(".npz")
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise FeatureFileError(f"{path}: cannot read: truncated or corrupt zip/.npz archive ({exc})") from exc
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            raise FeatureFileError(
+                f"{path}: is a PyTorch torch.save file, not a numpy feature file; convert it, e.g. "
+                f"np.save(path, tensor.numpy()) for .npy or write_features(...) for .npz"
+            )
+        if not is_npz:
+            arrays = sorted(n[:-4] if n.endswith(".npy") else n for n in names)
+            raise FeatureFileError(f"{path}: is an .npz archive (arrays {arrays}), not a .npy array; rename it to .npz")
+    elif head.startswith(_NPY_MAGIC):
+        if is_npz:
+            raise FeatureFileError(f"{path}: is a .npy array, not an .npz archive; rename it to .npy")
+    elif head[:1] == b"\x80":
+        raise FeatureFileError(
+            f"{path}: cannot read: a Python pickle (e.g. a legacy torch.save), refused because unpickling can run "
+            f"code; save a float array with np.save / write_features"
+        )
+    else:
+        raise FeatureFileError(f"{path}: cannot read as a numpy feature file (no .npy/.npz header: {head!r})")
+
+
+def _array(path: str, value: object, name: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise FeatureFileError(f"{path}: {name!r} is not a numpy array (got {type(value).__name__})")
+    return value
+
+
+def read_features(path: str | os.PathLike) -> FeatureFile:
+    """Read and validate a ``.npy`` / ``.npz`` feature file (see the module docstring).
+
+    Anything unusable -- empty, truncated, a torch or pickle file, the wrong extension, no rows or columns, a
+    non-numeric dtype, NaN/Inf, values beyond float32 -- raises one :class:`FeatureFileError` naming the file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FeatureFileError(f"feature file not found: {path}")
+    _sniff(path)
+    mask = tokens = split = None
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as data:
+                missing = {"ids", "features"} - set(data.files)
+                if missing:
+                    raise FeatureFileError(f"{path}: .npz feature file lacks {sorted(missing)} (has {data.files})")
+                features, ids = _array(path, data["features"], "features"), _array(path, data["ids"], "ids")
+                mask = _array(path, data["mask"], "mask") if "mask" in data.files else None
+                if "split" in data.files:
+                    split = str(_array(path, data["split"], "split").reshape(-1)[0])
+            if ids.ndim != 1:
+                raise FeatureFileError(f"{path}: ids must be a 1-d array of tokens, got shape {ids.shape}")
+            tokens = ids.astype(str)
+        else:
+            features = _array(path, np.load(path, allow_pickle=False), "the .npy content")
+    except _READ_ERRORS as exc:
+        if isinstance(exc, FeatureFileError):
+            raise
+        what = "holds Python objects (pickled), refused" if "Object arrays" in str(exc) else str(exc)
+        raise FeatureFileError(f"{path}: cannot read as a numpy feature file ({what})") from exc
+    if features.ndim != 2:
+        raise FeatureFileError(f"{path}: features must be a 2-d [rows, dim] array, got shape {features.shape}")
+    if features.dtype.kind not in "fiu":  # float, int, unsigned; not bool, complex, timedelta, str, object
+        raise FeatureFileError(f"{path}: features must be real numeric (float or int), got dtype {features.dtype}")
+    if features.shape[0] == 0:
+        raise FeatureFileError(f"{path}: the feature file has no rows (shape {features.shape})")
+    if features.shape[1] == 0:
+        raise FeatureFileError(f"{path}: features have 0 columns (shape {features.shape})")
+    if tokens is None:
+        tokens = _sidecar_tokens(path, len(features))
+    if len(tokens) != len(features):
+        raise FeatureFileError(f"{path}: {len(features)} feature rows but {len(tokens)} tokens")
+    if mask is not None:
+        if mask.ndim != 1 or mask.dtype.kind not in "biu":
+            raise FeatureFileError(f"{path}: mask must be a 1-d bool array, got {mask.dtype} of shape {mask.shape}")
+        if len(mask) != len(features):
+            raise FeatureFileError(f"{path}: {len(features)} feature rows but a mask of {len(mask)}")
+        mask = mask.astype(bool)
+    if features.dtype.kind == "f":
+        bad = ~np.isfinite(features).all(axis=1)
+        if bad.any():
+            raise FeatureFileError(
+                f"{path}: {int(bad.sum())} rows contain NaN or Inf (first: token {str(tokens[np.argmax(bad)])!r})"
+            )
+        if features.dtype.itemsize > 4:
+            big = (np.abs(features) > np.finfo(np.float32).max).any(axis=1)
+            if big.any():
+                raise FeatureFileError(
+                    f"{path}: {int(big.sum())} rows hold values beyond the float32 range (|x| > 3.4e38; first: "
+                    f"token {str(tokens[np.argmax(big)])!r}); rescale the features"
+                )
+    features = features.astype(np.float32, copy=False)
+    unique, counts = np.unique(tokens, return_counts=True)
+    if (counts > 1).any():
+        raise FeatureFileError(
+            f"{path}: duplicate tokens, e.g. {unique[counts > 1][:5].tolist()} ({int((counts > 1).sum())} in all)"
+        )
+    return FeatureFile(path, tokens, features, mask, split)
+
+
+def _sidecar_tokens(path: str, n_rows: int) -> np.ndarray:
+    """Tokens of a ``.npy``: its ``<file>.ids`` sidecar if present, else ``"0" .. "n-1"`` (MMRec's rows)."""
+    sidecar = path + ".ids"
+    if not os.path.isfile(sidecar):
+        return np.arange(n_rows).astype(str)
+    try:
+        with open(sidecar, encoding="utf-8") as f:
+            return np.array([line.rstrip("\n") for line in f if line.strip()], dtype=str)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FeatureFileError(f"{path}: cannot read its token sidecar {sidecar} ({exc})") from exc
+
+
+def normalise_rows(x: np.ndarray, how: str, path: str) -> np.ndarray:
+    """Normalise feature rows (``feature_norm``): ``l2`` (unit rows), ``standard`` (z-score per column over
+    the non-zero rows) or ``none``; zero rows stay zero. Computed in float64 with rows/columns pre-scaled by
+    their largest value, so huge (e.g. 1e30) values are not zeroed by overflow; returns float32.
+    Raises :class:`FeatureFileError` naming ``path`` for an unknown ``how``, a non-finite result, or
+    ``none`` with values so large (|x| > 1e15) that float32 dot products overflow.
+    """
+    if how not in ("l2", "standard", "none"):
+        raise FeatureFileError(f"{path}: feature_norm must be 'l2', 'standard' or 'none', got {how!r}")
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise FeatureFileError(f"{path}: features must be a 2-d [rows, dim] array, got shape {x.shape}")
+    x = x.astype(np.float64, copy=False)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if how == "none":
+            out = x
+        elif how == "l2":
+            scale = np.abs(x).max(axis=1, keepdims=True) if x.size else np.ones((len(x), 1))
+            scaled = x / np.where(scale > 0, scale, 1.0)
+            norms = np.linalg.norm(scaled, axis=1, keepdims=True)
+            out = np.where(norms > 0, scaled / np.where(norms > 0, norms, 1.0), 0.0)
+        else:
+            nonzero = (x != 0).any(axis=1)
+            out = np.zeros_like(x)
+            if nonzero.any():
+                rows = x[nonzero]
+                scale = np.abs(rows).max(axis=0)
+                scale = np.where(scale > 0, scale, 1.0)
+                rows = rows / scale  # (x - mean) / (std + 1e-6) == (y - mean_y) / (std_y + 1e-6 / s), y = x / s
+                out[nonzero] = (rows - rows.mean(0)) / (rows.std(0) + 1e-6 / scale)
+    if not np.isfinite(out).all():
+        hint = "; set feature_norm: l2" if how != "l2" else ""
+        raise FeatureFileError(f"{path}: feature_norm {how!r} gives NaN or Inf values (check the file){hint}")
+    if how == "none" and out.size and np.abs(out).max() > _NONE_LIMIT:
+        raise FeatureFileError(
+            f"{path}: features reach |x| = {np.abs(out).max():.3g} with feature_norm: none, too large for float32 "
+            f"dot products (limit {_NONE_LIMIT:.0e}); set feature_norm: l2 (or standard)"
+        )
+    return out.astype(np.float32)
+
+
+def write_features(path: str | os.PathLike, tokens: Sequence[str], features: np.ndarray,
+                   mask: np.ndarray | None = None, split: str | None = None) -> str:
+    """Write a ``.npz`` feature file (tokens kept; ``split``: the training split's fingerprint, for user
+    profiles); returns the path written.
+
+    Atomic: written to a unique temporary file in the same folder, then renamed, so a reader never sees a
+    torn file and concurrent writers of the same path do not interfere (the last rename wins, whole).
+    """
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        raise ValueError(f"feature files are written as .npz, got {path}")
+    features = np.asarray(features, dtype=np.float32)
+    tokens = np.asarray([str(t) for t in tokens])
+    if features.ndim != 2 or len(features) != len(tokens):
+        raise ValueError(f"features {features.shape} do not match {len(tokens)} tokens")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    arrays = {"ids": tokens, "features": features}
+    if mask is not None:
+        arrays["mask"] = np.asarray(mask, dtype=bool)
+    if split is not None:
+        arrays["split"] = np.asarray([str(split)])
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp.npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def align_rows(file: FeatureFile, id_tokens: Sequence[str], missing: str = "error", what: str = "item",
+               skip_first: bool = True) -> np.ndarray:
+    """Rows of ``file`` in RecBole id order: result[i] is the row whose token is ``id_tokens[i]``.
+
+    ``id_tokens`` is RecBole's ``field2id_token`` (index 0 is ``[PAD]`` when ``skip_first``; its row is 0).
+    ``missing``: ``"error"`` raises when an id has no row; ``"zero"`` fills zeros and logs the count.
+    """
+    if missing not in ("error", "zero"):
+        raise ValueError(f"missing must be 'error' or 'zero', got {missing!r}")
+    index = {t: r for r, t in enumerate(file.tokens.tolist())}
+    ids = list(id_tokens)
+    start = 1 if skip_first else 0
+    rows = np.array([index.get(str(t), -1) for t in ids[start:]], dtype=np.int64)
+    absent = rows < 0
+    if absent.any():
+        examples = [ids[start + i] for i in np.flatnonzero(absent)[:5]]
+        msg = (f"{file.path}: {int(absent.sum())} of {len(rows)} dataset {what}s have no feature row "
+               f"(e.g. tokens {examples})")
+        if missing == "error":
+            raise FeatureFileError(msg + "; set missing_features: zero to fill them with zeros")
+        logger.warning(msg + "; filled with zeros")
+    out = np.zeros((len(ids), file.features.shape[1]), dtype=np.float32)
+    out[start:][~absent] = file.features[rows[~absent]]
+    return out
+
+
+def reusable_cache(path: str | os.PathLike, what: str) -> bool:
+    """Whether the cached feature file ``path`` can be reused; a damaged one (empty, truncated) is reported
+    with a warning and not reused, so the caller rebuilds it."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        read_features(path)
+    except FeatureFileError as exc:
+        logger.warning(f"{what}: damaged cache ({exc}); rebuilding it")
+        return False
+    logger.info(f"{what}: reusing {os.fspath(path)}")
+    return True
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (memoised within the process by path, inode, size, mtime and ctime)."""
+    stat = os.stat(path)  # ctime too: a write that restores the mtime (or a coarse clock) still changes it
+    memo = (os.path.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if memo not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[memo] = h.hexdigest()
+    return _DIGESTS[memo]
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """``absolute path|sha256 of the contents``: part of a cache key, so a changed input (even one of the same
+    size written within the same second) is never reused."""
+    return f"{os.path.abspath(path)}|{content_digest(path)}"

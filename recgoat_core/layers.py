@@ -25,8 +25,9 @@ class _SymmetricSpMM(torch.autograd.Function):
 def symmetric_spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Sparse (CSR or COO) symmetric ``adj`` times dense ``x``, differentiable in ``x``.
 
-    With CSR this is about 10x faster on CPU than ``torch.sparse.mm`` on COO, forward plus backward
-    (``benchmarks/bench_speed.py``), because the backward reuses ``adj`` instead of transposing it.
+    The backward reuses ``adj`` (symmetric: the gradient is ``adj @ grad``) instead of transposing it, which
+    makes CSR faster on CPU than ``torch.sparse.mm`` on COO; no benchmark in this repository measures the
+    factor (``benchmarks/bench_speed.py`` measures whole epochs).
     """
     return _SymmetricSpMM.apply(adj, x)
 

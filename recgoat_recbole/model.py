@@ -1,6 +1,6 @@
 """RecGOAT as a RecBole general recommender: thin glue between the graphs, layers and alignment losses.
 
-Representations (SPEC §2, §4)::
+Representations (the paper's §3.2-3.4; docs/method.md)::
 
     z_id            = LightGCN(user–item graph, rating-weighted)               users and items
     z_m             = GAT_m(Linear_m(x_m), item–item kNN graph of m)          each item modality m
@@ -10,7 +10,7 @@ Representations (SPEC §2, §4)::
     z_u             = z_id_u + γ_p GAT_p(Linear_p(p_u), user–user kNN graph)   optional user profiles
     score(u, i)     = z_u · z_i
 
-Loss: BPR + λ_reg‖E⁰‖² + λ_c Σ_m InfoNCE(z~_m, z) + λ_ot Σ_m W_ε(z~_m, z), the last two over the batch's
+Loss: BPR + λ_reg (‖U⁰_b‖ + ‖I⁰_b+‖ + ‖I⁰_b-‖)/B + λ_c Σ_m InfoNCE(z~_m, z) + λ_ot Σ_m W_ε(z~_m, z), the last two over the batch's
 positive items (with ``align_detach_target`` the unified z is a fixed target: only the views move).
 Every component can be switched off from the config (ablations).
 """

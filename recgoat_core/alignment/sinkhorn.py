@@ -14,9 +14,9 @@ annealed geometrically from the cost's range down to the target (ε-scaling), wa
 Finally the plan is *rounded* onto :math:`U(a,b)` (Altschuler, Weed & Rigollet 2017, Alg. 2): the returned plan
 is exactly feasible, so :math:`\langle T, C\rangle` is never below the exact OT cost.
 
-Why our own code and not POT: POT's scaling-domain ``ot.sinkhorn`` is fast but returns NaN/zeros once
-``C/ε`` is large (ε=1e-3, C~1e3), and its log-domain solver is about 10x slower on CPU and has no ε-scaling;
-``benchmarks/bench_sinkhorn.py`` measures all three. The plan is computed without autograd; the loss
+Why our own code and not POT: POT's scaling-domain ``ot.sinkhorn`` returns NaN/zeros once ``C/ε`` is large
+(ε=1e-3, C~1e3), and its log-domain solver has no ε-scaling (neither claim is benchmarked in this repository;
+the tests compare our plans with POT's exact ``ot.emd``). The plan is computed without autograd; the loss
 :math:`\langle T^\star, C\rangle` is differentiated with respect to ``C`` only (the envelope theorem gives
 :math:`\partial\,\mathrm{OT}_\varepsilon/\partial C = T^\star`), which costs one matrix product.
 """

@@ -1,7 +1,7 @@
 r"""Entropic 1-Wasserstein distance between two point clouds: RecGOAT's distribution-level loss term.
 
 For clouds :math:`\{x_i\}_{i=1}^n`, :math:`\{y_j\}_{j=1}^m` with uniform weights and Euclidean ground cost
-:math:`C_{ij} = \|\hat x_i - \hat y_j\|_2` (on L2-normalised points by default, as SPEC §3 prescribes),
+:math:`C_{ij} = \|\hat x_i - \hat y_j\|_2` (on L2-normalised points by default, as the paper's W term does),
 
 .. math::
     W_\varepsilon(X, Y) = \langle T_\varepsilon, C\rangle, \qquad T_\varepsilon = \mathrm{Sinkhorn}(C, \varepsilon)

@@ -1,4 +1,4 @@
-"""User preference profiles (SPEC §7): from each user's *training* interactions to an embedded profile vector.
+"""User preference profiles (the paper's LLM user profiles, §3.1): from each user's *training* interactions to an embedded profile vector.
 
 1. :func:`training_histories` reproduces RecBole's split for the given config (same seed, same code path as
    ``run_recbole``) and keeps the training split only: no validation or test item can enter a profile.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -27,32 +28,24 @@ ROOT = os.path.dirname(HERE)
 
 
 def measure(model_name: str, dataset: str, config_files: list[str], overrides: dict, epochs: int) -> dict:
+    """One warm-up and ``epochs`` timed training epochs, then seven full-sort evaluations of the validation split.
+
+    The run is :func:`recgoat_recbole.training.run_training` (the one training path of ``recgoat run`` and
+    ``recgoat bench``) with ``eval_step: 0``, so that ``fit`` trains every epoch without validating or saving."""
     import torch
 
-    import recgoat_recbole  # noqa: F401  (compat + registration)
-    from recbole.config import Config
-    from recgoat_recbole.bench.runner import peak_memory_mib
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, get_trainer, init_seed
+    from recgoat_recbole.bench.worker import peak_memory_mib
+    from recgoat_recbole.training import run_training
 
-    config = Config(model=model_name, dataset=dataset, config_file_list=config_files, config_dict=overrides)
-    init_seed(config["seed"], config["reproducibility"])
-    data = create_dataset(config)
-    train, valid, _ = data_preparation(config, data)
+    def reset_peak(config, _dataset) -> None:  # the peak counts from the model build on
+        if config["device"].type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    result = run_training(model_name, dataset, config_files, {**overrides, "epochs": epochs + 1, "eval_step": 0},
+                          saved=False, evaluate_test=False, show_progress=False, log_details=False,
+                          before_model=reset_peak)
+    config, trainer, valid = result.config, result.trainer, result.data[1]
     cuda = config["device"].type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    model = get_model(config["model"])(config, train._dataset).to(config["device"])
-    build_s = time.perf_counter() - t0
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    times = []
-    for epoch in range(epochs + 1):
-        t0 = time.perf_counter()
-        trainer._train_epoch(train, epoch, show_progress=False)
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
     evals = []
     for _ in range(7):
         t0 = time.perf_counter()
@@ -62,9 +55,9 @@ def measure(model_name: str, dataset: str, config_files: list[str], overrides: d
         evals.append(time.perf_counter() - t0)
     peak = peak_memory_mib(config["device"])
     return {
-        "model": model_name, "device": str(config["device"]), "build_s": build_s,
-        "epoch_s": statistics.median(times[1:]), "eval_s": statistics.median(evals), "peak_mib": peak,
-        "params": sum(p.numel() for p in model.parameters()),
+        "model": model_name, "device": str(config["device"]), "build_s": result.build_s,
+        "epoch_s": statistics.median(result.epoch_times[1:]), "eval_s": statistics.median(evals), "peak_mib": peak,
+        "params": sum(p.numel() for p in result.model.parameters()),
     }
 
 
@@ -97,7 +90,7 @@ def main() -> None:
         extra = recgoat_only if name == "RecGOAT" else {}
         print(json.dumps(measure(name, args.dataset, configs, {**common, **extra}, args.epochs)))
         return
-    # encode the LM features once here, so that no child's peak memory includes the text encoder
+    # encode the LM features once here (no training), so that no child's peak memory includes the text encoder
     import recgoat_recbole  # noqa: F401
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -130,8 +123,7 @@ def main() -> None:
     lines = [
         f"Dataset {args.dataset}, d={args.embedding_size}, LightGCN layers={args.n_layers}, "
         f"batch={args.batch_size}, seed 2020, device {base['device']}; command: "
-        f"`python benchmarks/bench_speed.py --dataset {args.dataset} --epochs {args.epochs} --rounds {args.rounds}"
-        f"{' --profiles' if args.profiles else ''}`",
+        f"`{shlex.join(['python', 'benchmarks/bench_speed.py', *sys.argv[1:]])}`",
         "",
         "| model | epoch (s) | full-sort eval (s) | peak memory (MiB) | parameters | build (s) |",
         "| --- | --- | --- | --- | --- | --- |",

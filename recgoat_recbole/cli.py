@@ -1,7 +1,9 @@
-"""The ``recgoat`` command line. ``recgoat --help`` lists every subcommand; ``recgoat SUB --help`` its options.
+"""The commands of the ``recgoat`` command line (``cmd_run``, ``cmd_bench``, ...).
 
-Errors a user can fix (a missing file, an unknown model, a bad feature file) are printed as one line,
-``recgoat: error: ...``, with exit status 2, instead of a traceback from inside RecBole.
+The parser and the dispatch are :mod:`recgoat_cli`, which imports nothing heavy, so that ``recgoat --help``
+and argument errors never wait for torch or RecBole; it imports this module once the arguments are parsed.
+``main`` and ``build_parser`` are re-exported here for old imports. Each command imports what it needs when
+it runs.
 """
 
 from __future__ import annotations
@@ -9,27 +11,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from typing import Any, Callable, Sequence
 
 import yaml
 
-from recgoat_recbole.bench.runner import BUILTIN_BASELINES
-from recgoat_recbole.config_check import ConfigError
-from recgoat_recbole.dataset_cache import CacheError
-from recgoat_recbole.features.store import FeatureFileError
+from recgoat_cli import UserError, build_parser, main
+from recgoat_recbole.bench.names import BUILTIN_BASELINES
 
-__all__ = ["main", "build_parser", "UserError"]
-
-
-class UserError(Exception):
-    """An error in what the user asked for; printed as one line."""
+__all__ = ["main", "build_parser", "UserError", "fixable_errors"]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _parse_value(text: str) -> Any:
-    import yaml
-
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -67,8 +62,6 @@ def _resolve_model(name: str) -> Any:
 def _config_model(files: list[str], model: str | None) -> str:
     if model:
         return model
-    import yaml
-
     for path in reversed(files):
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
@@ -82,12 +75,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Train, select on validation and test one model, exactly like ``run_recbole``."""
     files = _check_files(args.config)
     model = _resolve_model(_config_model(files, args.model))
-    from recbole.quick_start import run_recbole
+    from recgoat_recbole.training import run_training
 
-    result = run_recbole(model=model, dataset=args.dataset, config_file_list=files or None,
-                         config_dict=_overrides(args.set), saved=not args.no_save)
-    for label, key in (("best valid", "best_valid_result"), ("test", "test_result")):
-        print(f"{label}: " + "  ".join(f"{k} {float(v):.4f}" for k, v in result[key].items()))
+    result = run_training(model=model, dataset=args.dataset, config_file_list=files or None,
+                          config_dict=_overrides(args.set), saved=not args.no_save)
+    for label, values in (("best valid", result.best_valid_result), ("test", result.test_result)):
+        print(f"{label}: " + "  ".join(f"{k} {float(v):.4f}" for k, v in values.items()))
     return 0
 
 
@@ -158,6 +151,11 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command as the user typed it (the argv :func:`main` parsed), quoted for a shell: reports record it."""
+    return "recgoat " + shlex.join(args.argv)
+
+
 def _bench_common(args: argparse.Namespace) -> dict[str, Any]:
     common: dict[str, Any] = {"epochs": args.epochs, "stopping_step": args.stopping_step,
                               "show_progress": False, "save_dataset": False}
@@ -174,26 +172,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from recgoat_recbole.bench import build_specs, run_benchmark
 
     configs = _dataset_configs(args)
+    args.models = args.models or ["RecGOAT", *BUILTIN_BASELINES]
     for model in args.models:
         _resolve_model(model)
     tuned = _load_tuned(args.tuned) if args.tuned else None
     specs = build_specs(args.datasets, args.models, args.seeds, _bench_common(args), configs, args.ablations,
                         args.gamma or (), tuned)
-    flags = [f"--datasets {' '.join(args.datasets)}", f"--models {' '.join(args.models)}",
-             f"--seeds {' '.join(map(str, args.seeds))}", f"--epochs {args.epochs}"]
-    if args.learning_rate is not None:
-        flags.append(f"--learning-rate {args.learning_rate:g}")
-    if args.ablations:
-        flags.append("--ablations")
-    if args.gamma:
-        flags.append(f"--gamma {' '.join(f'{g:g}' for g in args.gamma)}")
-    if args.set:
-        flags.append(f"--set {' '.join(args.set)}")
-    if args.tuned:
-        flags.append(f"--tuned {args.tuned}")
-    title = f"`recgoat bench {' '.join(flags)}`"
+    title = f"`{_command(args)}`"
     if args.report_only:
-        title += " (tables from the finished runs: `--report-only`)"
+        title += " (tables from the finished runs only)"
     reuse = [os.path.dirname(os.path.abspath(args.tuned))] if args.tuned else []
     reuse += args.reuse or []
     paths = run_benchmark(specs, args.out, title, train=not args.report_only, jobs=args.jobs, reuse_from=reuse)
@@ -213,8 +200,6 @@ def _dataset_configs(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _load_tuned(path: str) -> dict[str, dict[str, dict[str, Any]]]:
-    import yaml
-
     _check_files([path])
     with open(path, encoding="utf-8") as f:
         data = yaml.safe_load(f) or {}
@@ -245,15 +230,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if not records:
         raise FileNotFoundError(f"no finished grid runs in {args.out}/runs for these settings")
     choice = choose(records, grid)
-    flags = (f"--datasets {' '.join(args.datasets)} --models {' '.join(models)} --seeds "
-             f"{' '.join(map(str, args.seeds))} --epochs {args.epochs}"
-             + (f" --learning-rate {args.learning_rate:g}" if args.learning_rate is not None else "")
-             + (f" --grid {args.grid}" if args.grid else "") + (f" --set {' '.join(args.set)}" if args.set else ""))
     best = os.path.join(args.out, "best.yaml")
-    write_choice(choice, best, f"chosen on validation NDCG@10 by: recgoat tune {flags}")
+    write_choice(choice, best, f"chosen on validation NDCG@10 by: {_command(args)}")
     table = tuning_table(records, grid, choice)
     with open(os.path.join(args.out, "tuning.md"), "w", encoding="utf-8") as f:
-        f.write(f"`recgoat tune {flags}` (validation only; the chosen point in bold)\n\n{table}\n")
+        f.write(f"`{_command(args)}` (validation only; the chosen point in bold)\n\n{table}\n")
     print(table)
     print(f"best: {best}\ntable: {os.path.join(args.out, 'tuning.md')}")
     return 0
@@ -268,159 +249,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.fresh and os.path.isdir(os.path.join(args.out, "runs")):
         shutil.rmtree(os.path.join(args.out, "runs"))  # re-train; the feature cache (./recgoat_cache) stays
     specs = build_specs(["ml-100k"], ["RecGOAT", "LightGCN"], args.seeds, _bench_common(args))
-    paths = run_benchmark(specs, args.out, f"`recgoat demo --epochs {args.epochs} --learning-rate "
-                                           f"{args.learning_rate:g}` (ml-100k, RecBole's RS 8:1:1 split, seeds "
+    paths = run_benchmark(specs, args.out, f"`{_command(args)}` (ml-100k, RecBole's RS 8:1:1 split, seeds "
                                            f"{' '.join(map(str, args.seeds))})")
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    """The RecBole config options shared by the commands that build a RecBole ``Config``."""
-    p.add_argument("--config", "-c", nargs="+", default=[], metavar="FILE", help="RecBole YAML file(s)")
-    p.add_argument("--dataset", "-d", default=None, help="dataset name (default: the config's)")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys (YAML values)")
+def fixable_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions printed as one ``recgoat: error:`` line (imported once a command runs, not for --help)."""
+    from recgoat_core.feature_files import FeatureFileError
+    from recgoat_recbole.config_check import ConfigError
+    from recgoat_recbole.dataset_cache import CacheError
 
-
-def _add_budget(p: argparse.ArgumentParser, epochs: int, out: str, learning_rate: float | None = None) -> None:
-    p.add_argument("--seeds", type=int, nargs="+", default=[2020])
-    p.add_argument("--epochs", type=int, default=epochs, help="epoch budget per run (early stopping on valid)")
-    p.add_argument("--stopping-step", type=int, default=10)
-    p.add_argument("--learning-rate", type=float, default=learning_rate,
-                   help=f"same for every model (default: {learning_rate if learning_rate else 'each its own'})")
-    p.add_argument("--device", default=None, help="cpu to force the CPU")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys for every run")
-    p.add_argument("--out", default=out, help="output folder (runs/, results.csv/.md/.png); reruns resume")
-
-
-# ------------------------------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="recgoat",
-        description="RecGOAT (LLM-enhanced multimodal recommendation) on RecBole 1.2.1.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    run = sub.add_parser("run", help="train and evaluate a model from RecBole YAML config(s), like run_recbole",
-                         description=cmd_run.__doc__)
-    _add_config_args(run)
-    run.add_argument("--model", "-m", default=None,
-                     help="model name (RecGOAT or any RecBole model); default: the config's model, else RecGOAT")
-    run.add_argument("--no-save", action="store_true", help="do not write checkpoints to saved/")
-    run.set_defaults(func=cmd_run)
-
-    features = sub.add_parser("features", help="extract LM features (text, image, user profiles)")
-    fsub = features.add_subparsers(dest="kind", metavar="KIND")
-    fsub.required = True
-    text = fsub.add_parser("text", help="encode item text with sentence-transformers into a feature file")
-    text.add_argument("table", help="RecBole .item file or CSV/TSV with item text")
-    text.add_argument("--columns", nargs="+", required=True, help="text columns, most important first")
-    text.add_argument("--id-column", default=None, help="item token column (default: the first column)")
-    text.add_argument("--output", "-o", required=True, help="output .npz (ids, features, mask)")
-    text.add_argument("--model", default=None, help="encoder name or path (default: offline all-MiniLM-L6-v2)")
-    text.add_argument("--device", default=None)
-    text.add_argument("--batch-size", type=int, default=256)
-    text.add_argument("--allow-download", action="store_true", help="let sentence-transformers download --model")
-    text.add_argument("--quiet", action="store_true", help="no progress bar")
-    text.set_defaults(func=cmd_features_text)
-
-    image = fsub.add_parser("image", help="encode item images with a transformers vision backbone")
-    image.add_argument("source", help="image folder (token = file name) or CSV/TSV of token,path")
-    image.add_argument("--model", required=True, help="vision model name or local path (CLIP, ViT, ...)")
-    image.add_argument("--output", "-o", required=True, help="output .npz (ids, features, mask)")
-    image.add_argument("--device", default=None)
-    image.add_argument("--batch-size", type=int, default=32)
-    image.add_argument("--allow-download", action="store_true")
-    image.add_argument("--quiet", action="store_true")
-    image.set_defaults(func=cmd_features_image)
-
-    prof = fsub.add_parser("profiles", help="per-user preference profiles from the training split, embedded")
-    _add_config_args(prof)
-    prof.add_argument("--output", "-o", required=True, help="output .npz keyed by user token")
-    prof.add_argument("--backend", choices=["template", "transformers", "http"], default="template",
-                      help="template (offline, NOT an LLM), a local transformers LM, or an OpenAI-compatible URL")
-    prof.add_argument("--model", default=None, help="LM name/path (transformers) or model name (http)")
-    prof.add_argument("--url", default=None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    prof.add_argument("--item-table", default=None, help="item text table (default: the dataset's .item file)")
-    prof.add_argument("--columns", nargs="+", default=["movie_title", "class", "release_year"])
-    prof.add_argument("--id-column", default=None)
-    prof.add_argument("--encoder", default=None, help="text encoder for the profiles (default: offline MiniLM)")
-    prof.add_argument("--max-items", type=int, default=50, help="history items per prompt (the most recent)")
-    prof.add_argument("--allow-download", action="store_true")
-    prof.add_argument("--quiet", action="store_true")
-    prof.set_defaults(func=cmd_features_profiles)
-
-    data = sub.add_parser("data", help="dataset tools")
-    dsub = data.add_subparsers(dest="action", metavar="ACTION")
-    dsub.required = True
-    imp = dsub.add_parser("import", help="MMRec or LightGCN layout -> RecBole atomic files + features + YAML")
-    imp.add_argument("src", help="source folder")
-    imp.add_argument("dst", help="output data_path (the dataset goes to DST/NAME/)")
-    imp.add_argument("--format", choices=["mmrec", "lightgcn"], required=True)
-    imp.add_argument("--name", default=None, help="dataset name (default: from the source)")
-    imp.add_argument("--feature", nargs="*", metavar="NAME=FILE.npy", help="lightgcn: item feature files")
-    imp.add_argument("--force", action="store_true",
-                     help="overwrite DST/NAME/NAME.yaml even if it was edited since the last import")
-    imp.set_defaults(func=cmd_data_import)
-
-    bench = sub.add_parser("bench", help="benchmark RecGOAT against RecBole built-ins (tables, CSV, plot)",
-                           description=cmd_bench.__doc__)
-    bench.add_argument("--datasets", nargs="+", default=["ml-100k"])
-    bench.add_argument("--models", nargs="+", default=["RecGOAT", *BUILTIN_BASELINES])
-    bench.add_argument("--config", nargs="*", metavar="DATASET=FILE", help="YAML per dataset (default: recbole_configs/)")
-    bench.add_argument("--ablations", action="store_true", help="also run the paper's ablation table")
-    bench.add_argument("--report-only", action="store_true",
-                       help="train nothing: rebuild the tables from the runs already finished in --out")
-    bench.add_argument("--gamma", type=float, nargs="*", help="γ sensitivity sweep: modality weight values")
-    bench.add_argument("--tuned", default=None, metavar="BEST.yaml",
-                       help="per dataset and model settings from `recgoat tune` (those rows are labelled tuned)")
-    bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
-    bench.add_argument("--reuse", nargs="*", metavar="DIR",
-                       help="earlier --out folders: a finished run there with identical settings is copied, not trained")
-    _add_budget(bench, epochs=300, out="bench_runs")
-    bench.set_defaults(func=cmd_bench)
-
-    tune = sub.add_parser("tune", help="grid search on validation, the same budget per model (writes best.yaml)",
-                          description=cmd_tune.__doc__)
-    tune.add_argument("--datasets", nargs="+", default=["ml-100k"])
-    tune.add_argument("--models", nargs="+", default=None,
-                      help="default: RecGOAT and every built-in with a grid (all but Pop)")
-    tune.add_argument("--config", nargs="*", metavar="DATASET=FILE", help="YAML per dataset (default: recbole_configs/)")
-    tune.add_argument("--grid", default=None, metavar="FILE.yaml",
-                      help="{Model: {key: [values]}}, replacing the built-in grid of the models it names")
-    tune.add_argument("--report-only", action="store_true", help="train nothing: choose from the finished runs")
-    tune.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
-    _add_budget(tune, epochs=300, out="bench_runs/tune")
-    tune.set_defaults(func=cmd_tune)
-
-    demo = sub.add_parser("demo", help="MovieLens-100k end to end: features, profiles, RecGOAT vs LightGCN",
-                          description=cmd_demo.__doc__)
-    # lr 0.005 for both: chosen on ml-100k validation for LightGCN (docs/results.md, "Tuning")
-    _add_budget(demo, epochs=30, out="bench_runs/demo", learning_rate=0.005)
-    demo.add_argument("--fresh", action="store_true", help="re-train (features stay cached)")
-    demo.set_defaults(func=cmd_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # RecBole's Config reads sys.argv for --key=value overrides: hide ours from it.
-    saved_argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        func: Callable[[argparse.Namespace], int] = args.func
-        return func(args)
-    except (UserError, FileNotFoundError, FileExistsError, FeatureFileError, ConfigError, CacheError) as exc:
-        print(f"recgoat: error: {exc}", file=sys.stderr)
-        return 2
-    except yaml.YAMLError as exc:  # a config file that is not valid YAML
-        print(f"recgoat: error: invalid YAML: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    finally:
-        sys.argv = saved_argv
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return UserError, FileNotFoundError, FileExistsError, FeatureFileError, ConfigError, CacheError

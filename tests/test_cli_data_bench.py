@@ -144,7 +144,8 @@ def test_bench_smoke_writes_tables_and_resumes(mini_ml, capsys):
     rows = pd.read_csv("bench/results.csv")
     assert sorted(rows["model"]) == ["LightGCN", "RecGOAT"] and (rows["ndcg@10"] >= 0).all()
     record = json.load(open("bench/runs/ml-mini__RecGOAT__seed1.json"))
-    assert record["epochs"] == 1 and record["peak_mib"] > 0
+    assert record["epochs"] == 1 and record["peak_mib"] > 0 and record["epoch_s"] > 0
+    assert open("bench/results.md").readline().strip() == "`recgoat " + " ".join(argv) + "`"  # the real argv
     capsys.readouterr()
     assert main(argv) == 0  # second time: nothing re-trained
     assert capsys.readouterr().out.count("done earlier, reused") == 2
@@ -166,7 +167,8 @@ def test_bench_smoke_writes_tables_and_resumes(mini_ml, capsys):
 
 def test_bench_resolves_relative_data_paths_against_the_callers_directory(tmp_path):
     """Runs execute in OUT/work/<run>: a YAML's `data_path: recgoat_data` must still mean ./recgoat_data."""
-    from recgoat_recbole.bench.runner import RunSpec, _absolute_paths
+    from recgoat_recbole.bench.design import RunSpec
+    from recgoat_recbole.bench.execute import _absolute_paths
 
     yaml_file = tmp_path / "d.yaml"
     yaml_file.write_text("dataset: d\ndata_path: recgoat_data\n")
@@ -199,7 +201,7 @@ def test_ncl_clusters_are_fitted_to_a_small_dataset():
     """faiss refuses more k-means clusters than points: NCL's default 1000 fails on ml-100k's 944 users."""
     from types import SimpleNamespace
 
-    from recgoat_recbole.bench.runner import _fit_to_dataset
+    from recgoat_recbole.bench.worker import _fit_to_dataset
 
     small, large = SimpleNamespace(user_num=944, item_num=1683), SimpleNamespace(user_num=9308, item_num=6710)
     config = {"model": "NCL", "num_clusters": 1000}

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from recgoat_recbole.bench.runner import RunSpec, find_identical, run_all
+from recgoat_recbole.bench.design import RunSpec
+from recgoat_recbole.bench.execute import find_identical, run_all
 from recgoat_recbole.bench.tuning import GRIDS, choose, grid_points, grid_specs, load_grids, tuning_table, write_choice
 from recgoat_recbole.cli import main
 from tests.conftest import mini_config

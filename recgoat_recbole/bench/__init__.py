@@ -2,63 +2,30 @@
 
 Every model sees the same dataset YAML (split, full-ranking evaluation, metrics), the same epoch budget,
 early stopping on validation NDCG@10, batch size and seeds; test metrics are read once, from the checkpoint
-selected on validation. See :mod:`recgoat_recbole.bench.runner` for what a run records.
+selected on validation.
+
+The package has one module per concern:
+
+- :mod:`~recgoat_recbole.bench.names` -- the default baselines and metrics (no heavy import; the CLI's help);
+- :mod:`~recgoat_recbole.bench.design` -- which runs there are: :class:`RunSpec`, :func:`build_specs`,
+  the ablations, :func:`find_config`;
+- :mod:`~recgoat_recbole.bench.execute` -- running them, each in a subprocess, resuming and reusing finished runs;
+- :mod:`~recgoat_recbole.bench.worker` -- one run in that subprocess (:func:`recgoat_recbole.training.run_training`);
+- :mod:`~recgoat_recbole.bench.report` -- the CSV, Markdown and PNG outputs;
+- :mod:`~recgoat_recbole.bench.tuning` -- the grid search of ``recgoat tune``.
+
+``recgoat_recbole.bench.runner`` keeps the names it used to hold, for older imports.
 """
 from __future__ import annotations
 
-import os
-import sys
-from typing import Any, Sequence
+from typing import Sequence
 
-from recgoat_recbole.bench.runner import (
-    ABLATIONS,
-    BUILTIN_BASELINES,
-    RunSpec,
-    markdown_table,
-    run_all,
-    summarise,
-    write_outputs,
-)
+from recgoat_recbole.bench.design import ABLATIONS, RunSpec, build_specs, find_config
+from recgoat_recbole.bench.execute import run_all
+from recgoat_recbole.bench.names import BUILTIN_BASELINES, METRICS
+from recgoat_recbole.bench.report import markdown_table, summarise, write_outputs
 
-__all__ = ["find_config", "build_specs", "run_benchmark", "ABLATIONS", "BUILTIN_BASELINES"]
-
-METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
-
-
-def find_config(dataset: str) -> str:
-    """``recbole_configs/<dataset>.yaml`` from the working directory, the source checkout or the install."""
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for folder in (os.path.join(os.getcwd(), "recbole_configs"), os.path.join(here, "recbole_configs"),
-                   os.path.join(sys.prefix, "share", "recgoat-recbole", "recbole_configs")):
-        path = os.path.join(folder, f"{dataset}.yaml")
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"no config for dataset {dataset!r}: pass --config FILE (looked for "
-                            f"recbole_configs/{dataset}.yaml)")
-
-
-def build_specs(datasets: Sequence[str], models: Sequence[str], seeds: Sequence[int], common: dict[str, Any],
-                configs: dict[str, str] | None = None, ablations: bool = False,
-                gammas: Sequence[float] = (), tuned: dict[str, dict[str, dict]] | None = None) -> list[RunSpec]:
-    """One spec per dataset x (model | ablation | γ) x seed. ``tuned`` (``{dataset: {model: settings}}``, as
-    ``recgoat tune`` writes) adds those settings to the models it names, tagged ``tuned``."""
-    specs = []
-    for dataset in datasets:
-        files = ((configs or {}).get(dataset) or find_config(dataset),)
-        chosen = (tuned or {}).get(dataset, {})
-        for seed in seeds:
-            for model in models:
-                if model in chosen:
-                    specs.append(RunSpec(dataset, model, seed, "", files, {**common, **chosen[model]}, "tuned"))
-                else:
-                    specs.append(RunSpec(dataset, model, seed, "", files, dict(common)))
-            if ablations:
-                for name, extra in ABLATIONS.items():
-                    specs.append(RunSpec(dataset, "RecGOAT", seed, f"ablation: {name}", files, {**common, **extra}))
-            for gamma in gammas:
-                extra = {"fusion_gamma": float(gamma)}
-                specs.append(RunSpec(dataset, "RecGOAT", seed, f"gamma={gamma:g}", files, {**common, **extra}))
-    return specs
+__all__ = ["find_config", "build_specs", "run_benchmark", "ABLATIONS", "BUILTIN_BASELINES", "METRICS", "RunSpec"]
 
 
 def run_benchmark(specs: Sequence[RunSpec], out_dir: str, title: str, log=print, train: bool = True,

@@ -1,6 +1,6 @@
 """Grid search on the validation split, with the same budget for every model (``recgoat tune``).
 
-Every point of a model's grid is one run (:mod:`recgoat_recbole.bench.runner`) per seed. The search reads
+Every point of a model's grid is one run (:mod:`recgoat_recbole.bench.execute`) per seed. The search reads
 validation NDCG@10 only: RecBole also evaluates the test split at the end of each run, and that number stays in
 the run's JSON, unprinted and unused. The best point per (dataset, model) goes to ``best.yaml``. From there
 ``recgoat bench --tuned best.yaml`` trains every seed with those settings. A finished grid run with the same
@@ -17,7 +17,8 @@ import itertools
 import os
 from typing import Any, Mapping, Sequence
 
-from recgoat_recbole.bench.runner import RunSpec, run_all
+from recgoat_recbole.bench.design import RunSpec
+from recgoat_recbole.bench.execute import run_all
 
 __all__ = ["GRIDS", "grid_points", "grid_specs", "choose", "load_grids", "write_choice", "tuning_table",
            "run_grid", "GridRun"]

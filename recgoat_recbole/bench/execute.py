@@ -1,0 +1,185 @@
+"""Running the specs: each (dataset, model, variant, seed) trains in its own subprocess
+(:mod:`recgoat_recbole.bench.worker`), with its result saved as JSON the moment it finishes, so an interrupted
+benchmark resumes without repeating finished runs. A finished run is reused only with identical settings (the
+same overrides, YAML files and YAML contents), here or from an earlier output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from typing import Any, Sequence
+
+from recgoat_recbole.bench.design import RunSpec
+
+__all__ = ["PATH_KEYS", "run_one", "run_all", "config_digest", "settings_differ", "find_identical"]
+
+
+#: config keys holding folders that a user writes relative to where they run ``recgoat bench``
+PATH_KEYS = ("data_path", "feature_cache_dir")
+
+
+def _absolute_paths(spec: RunSpec) -> dict[str, str]:
+    """Relative ``data_path`` / ``feature_cache_dir`` from the spec's YAML files or overrides, made absolute.
+
+    Runs execute in ``out_dir/work/<key>``; without this, ``data_path: recgoat_data`` would be looked up there.
+    """
+    import yaml
+
+    found: dict[str, Any] = {}
+    for path in spec.config_files:
+        with open(path, encoding="utf-8") as f:
+            found.update({k: v for k, v in (yaml.safe_load(f) or {}).items() if k in PATH_KEYS})
+    found.update({k: v for k, v in spec.overrides.items() if k in PATH_KEYS})
+    found.setdefault("feature_cache_dir", "recgoat_cache")  # RecGOAT's default; ignored by other models
+    return {k: os.path.abspath(v) for k, v in found.items() if isinstance(v, str) and not os.path.isabs(v)}
+
+
+def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: bool = True) -> dict:
+    """Run ``spec`` in a subprocess (working directory ``out_dir/work/<key>``) and save its result JSON.
+
+    Each run has its own working directory because RecBole names a checkpoint ``saved/<model>-<time to the
+    second>.pth``: two runs of one model started in the same second (``--jobs``) would share, overwrite and
+    delete each other's best model.
+
+    With ``verbose`` the subprocess's RecBole log (one line per epoch) streams to this process's stderr.
+    """
+    os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
+    work = os.path.join(out_dir, "work", spec.key)
+    os.makedirs(work, exist_ok=True)
+    fields = {**asdict(spec), "config_files": [os.path.abspath(f) for f in spec.config_files]}
+    fields["overrides"] = {**spec.overrides, **_absolute_paths(spec)}
+    payload = json.dumps(fields)
+    cmd = [sys.executable, "-m", "recgoat_recbole.bench.worker", payload]
+    proc = subprocess.run(cmd, cwd=work, stdout=subprocess.PIPE, stderr=None if verbose else subprocess.PIPE,
+                          text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or "").strip().splitlines()[-15:])
+        raise RuntimeError(f"run {spec.key} failed (exit {proc.returncode}); see the log above or in "
+                           f"{work}/log\n{tail}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    record = {**asdict(spec), "label": spec.label, "key": spec.key, **result,
+              "config_sha": config_digest(fields["config_files"])}
+    return _save(record, os.path.join(out_dir, "runs", f"{spec.key}.json"))
+
+
+def config_digest(files: Sequence[str]) -> str:
+    """SHA-256 over the contents of the YAML files, in order: a run records the exact config it trained with."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def settings_differ(record: dict, spec: RunSpec) -> str:
+    """Why a finished run's settings differ from ``spec`` ('' when they match). Runs recorded before the
+    config digest existed are checked on their overrides and file names only."""
+    if record.get("overrides", spec.overrides) != spec.overrides:
+        changed = sorted(k for k in {*record["overrides"], *spec.overrides}
+                         if record["overrides"].get(k) != spec.overrides.get(k))
+        return "overrides differ: " + ", ".join(f"{k} {record['overrides'].get(k)!r} -> {spec.overrides.get(k)!r}"
+                                                for k in changed)
+    files = [os.path.abspath(p) for p in spec.config_files]
+    if [os.path.abspath(p) for p in record.get("config_files", files)] != files:
+        return f"config files differ: {record['config_files']} -> {files}"
+    if "config_sha" in record and all(os.path.isfile(p) for p in files) and \
+            record["config_sha"] != config_digest(files):
+        return "the YAML files changed since"
+    return ""
+
+
+def find_identical(spec: RunSpec, folder: str) -> dict | None:
+    """A finished run in ``folder/runs`` with the same dataset, model, seed, config files and overrides."""
+    runs = os.path.join(folder, "runs")
+    if not os.path.isdir(runs):
+        return None
+    for name in sorted(os.listdir(runs)):
+        if not name.endswith(".json") or not name.startswith(f"{spec.dataset}__{spec.model}"):
+            continue
+        with open(os.path.join(runs, name), encoding="utf-8") as f:
+            record = json.load(f)
+        if (record["dataset"], record["model"], record["seed"]) != (spec.dataset, spec.model, spec.seed):
+            continue
+        if "overrides" in record and "config_files" in record and not settings_differ(record, spec):
+            return record
+    return None
+
+
+def _save(record: dict, path: str) -> dict:
+    """Write ``record`` to ``path`` atomically (a run is either finished on disk or absent)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return record
+
+
+def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = True,
+            show_test: bool = True, train: bool = True, jobs: int = 1,
+            reuse_from: Sequence[str] = ()) -> list[dict]:
+    """Run every spec not already finished in ``out_dir/runs``; returns all records (old and new), in spec order.
+
+    With ``train=False`` nothing is trained: the records are the finished runs, and the others are listed.
+    ``jobs`` runs that many subprocesses at once. A spec whose identical run (same dataset, model, seed, config
+    files and overrides) is finished in one of the ``reuse_from`` folders is copied from there, not trained.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    found: dict[int, dict] = {}
+    todo: list[tuple[int, RunSpec]] = []
+    for n, spec in enumerate(specs, 1):
+        path = os.path.join(out_dir, "runs", f"{spec.key}.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                found[n] = json.load(f)
+            problem = settings_differ(found[n], spec)
+            if problem:
+                raise FileExistsError(f"{path} was trained with other settings ({problem}): use another --out, "
+                                      "or delete that file to train it again")
+            log(f"[{n}/{len(specs)}] {spec.key}: done earlier, reused")
+            continue
+        twin = next((r for r in (find_identical(spec, d) for d in reuse_from) if r is not None), None)
+        if twin is not None:
+            found[n] = _save({**twin, **asdict(spec), "label": spec.label, "key": spec.key,
+                              "reused_from": twin["key"]}, path)
+            log(f"[{n}/{len(specs)}] {spec.key}: the identical run {twin['key']} is finished, reused")
+            continue
+        if not train:
+            log(f"[{n}/{len(specs)}] {spec.key}: not run yet, left out of the tables")
+            continue
+        todo.append((n, spec))
+    which = "test" if show_test else "valid"
+    failed: list[str] = []
+
+    def one(item: tuple[int, RunSpec]) -> tuple[int, dict | None]:
+        n, spec = item
+        log(f"[{n}/{len(specs)}] {spec.key}: running ...")
+        t0 = time.perf_counter()
+        try:
+            record = run_one(spec, out_dir, verbose=verbose and jobs == 1)
+        except RuntimeError as exc:  # the other runs go on; the failures are raised together at the end
+            log(f"[{n}/{len(specs)}] {exc}")
+            failed.append(spec.key)
+            return n, None
+        log(f"[{n}/{len(specs)}] {spec.key}: {which} NDCG@10 {record[which].get('ndcg@10', float('nan')):.4f} "
+            f"in {time.perf_counter() - t0:.0f} s ({record['epochs']} epochs)")
+        return n, record
+
+    if jobs <= 1:
+        results = [one(item) for item in todo]
+    else:  # each run is its own subprocess: threads only wait on them
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(one, todo))
+    found.update((n, record) for n, record in results if record is not None)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(specs)} runs failed: {', '.join(failed)}; the others are "
+                           f"saved in {out_dir}/runs, and a rerun trains only what is missing")
+    return [found[n] for n in sorted(found)]

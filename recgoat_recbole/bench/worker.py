@@ -1,0 +1,82 @@
+"""One benchmark run, in its own process: ``python -m recgoat_recbole.bench.worker SPEC_JSON``.
+
+The run is :func:`recgoat_recbole.training.run_training` with the spec's YAML files and overrides: selection on
+the validation split, one evaluation on test from the best checkpoint, full ranking. It prints one JSON line:
+the test and best-validation metrics, the number of epochs trained, the mean epoch time, the total wall time,
+the peak memory of the process (RSS; CUDA peak when on a GPU) and the config keys changed to fit the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+__all__ = ["peak_memory_mib", "run_spec"]
+
+
+def peak_memory_mib(device) -> float:
+    """Peak memory of this process: CUDA's peak allocation on a GPU, else the peak RSS."""
+    import resource
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fit_to_dataset(config, dataset) -> dict[str, Any]:
+    """Defaults of RecBole built-ins that cannot work on a small dataset, changed (and recorded) before the model.
+
+    NCL clusters users and items with k-means into ``num_clusters`` (default 1000); faiss refuses more
+    clusters than points, and ml-100k has 944 users. It gets a tenth of the smaller side instead.
+    """
+    adjusted: dict[str, Any] = {}
+    if config["model"] == "NCL":
+        smaller = min(dataset.user_num, dataset.item_num)
+        if config["num_clusters"] >= smaller:
+            adjusted["num_clusters"] = max(2, smaller // 10)
+    for key, value in adjusted.items():
+        config[key] = value
+    return adjusted
+
+
+def run_spec(spec: dict) -> dict:
+    """Run one spec (the fields of a :class:`~recgoat_recbole.bench.design.RunSpec`) in this process."""
+    from recgoat_recbole.training import run_training
+
+    overrides = dict(spec["overrides"])
+    overrides["seed"] = spec["seed"]
+    # RecBole's per-epoch log goes to stderr (shown live by the parent) and to log/
+    result = run_training(spec["model"], config_file_list=list(spec["config_files"]) or None,
+                          config_dict=overrides, saved=True, show_progress=False, log_details=False,
+                          before_model=_fit_to_dataset)
+    if result.checkpoint:
+        os.remove(result.checkpoint)  # the metrics are kept; the checkpoint is not needed
+    return {
+        "test": {k: float(v) for k, v in result.test_result.items()},
+        "valid": {k: float(v) for k, v in result.best_valid_result.items()},
+        "epochs": result.epochs,
+        "epoch_s": result.mean_epoch_s,
+        "total_s": result.total_s,
+        "peak_mib": peak_memory_mib(result.config["device"]),
+        "device": str(result.config["device"]),
+        "adjusted": result.adjusted,
+    }
+
+
+#: the name earlier versions used (``recgoat_recbole.bench.runner._worker``)
+_worker = run_spec
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(argv[0])
+    sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv
+    print(json.dumps(run_spec(spec)))
+
+
+if __name__ == "__main__":
+    main()

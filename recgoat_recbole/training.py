@@ -1,0 +1,180 @@
+"""The one training and evaluation path: RecBole's ``run_recbole``, with what the benchmarks need to measure.
+
+:func:`run_training` does what ``recbole.quick_start.run_recbole`` does, in the same order (config, seed,
+logger, dataset, split, seed again, model, trainer, ``fit`` with selection on validation, one evaluation on
+test from the best checkpoint), so a run gives the same numbers as ``run_recbole`` with the same arguments.
+It also returns what ``run_recbole`` drops: the time of every training epoch, the model build time, the
+checkpoint path, the config, the trainer and the three splits.
+
+Its callers: ``recgoat run`` (:mod:`recgoat_recbole.cli`), every benchmark and tuning run
+(:mod:`recgoat_recbole.bench.worker`) and ``benchmarks/bench_speed.py``.
+
+Importing this module loads neither torch nor RecBole; :func:`run_training` does, when called.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+__all__ = ["run_training", "TrainingResult"]
+
+#: ``on_epoch(epoch_index, seconds, loss)``: called after every training epoch
+EpochCallback = Callable[[int, float, Any], None]
+#: ``before_model(config, dataset)``: called after the split, before the model is built; may change ``config``
+#: and return the keys it changed (recorded in :attr:`TrainingResult.adjusted`)
+BeforeModel = Callable[[Any, Any], "dict[str, Any] | None"]
+
+
+@dataclass
+class TrainingResult:
+    """What one training run produced. ``test_result`` is ``None`` with ``evaluate_test=False``;
+    ``best_valid_result`` is ``None`` when no validation ran (``eval_step: 0``)."""
+
+    #: the RecBole ``Config`` the run used (with any change ``before_model`` made)
+    config: Any
+    best_valid_score: float
+    best_valid_result: dict | None
+    test_result: dict | None
+    #: whether a bigger ``valid_metric`` is better (``run_recbole``'s ``valid_score_bigger``)
+    valid_score_bigger: bool
+    #: wall time of every training epoch, in order (``len(epoch_times)`` is the number of epochs trained)
+    epoch_times: list[float]
+    #: the best model's checkpoint (``saved=True``), else ``None``
+    checkpoint: str | None
+    #: the config keys that ``before_model`` changed, with their new values
+    adjusted: dict[str, Any]
+    #: seconds to build the model (graphs, features, moving to the device)
+    build_s: float
+    #: seconds from loading the dataset to the end of the test evaluation
+    total_s: float
+    model: Any = field(default=None, repr=False)
+    trainer: Any = field(default=None, repr=False)
+    #: ``(train, valid, test)`` data loaders
+    data: tuple = field(default=(), repr=False)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs trained (early stopping may end a run before its ``epochs`` budget)."""
+        return len(self.epoch_times)
+
+    @property
+    def mean_epoch_s(self) -> float:
+        return statistics.mean(self.epoch_times) if self.epoch_times else 0.0
+
+    def as_run_recbole(self) -> dict[str, Any]:
+        """The dictionary ``run_recbole`` returns for the same run."""
+        return {"best_valid_score": self.best_valid_score, "valid_score_bigger": self.valid_score_bigger,
+                "best_valid_result": self.best_valid_result, "test_result": self.test_result}
+
+
+def _ensure_registered() -> None:
+    """Apply the compatibility fixes and register RecGOAT (what ``import recgoat_recbole`` promises)."""
+    import recgoat_recbole
+
+    getattr(recgoat_recbole, "RecGOAT", None)  # a lazy package __init__ registers on first access
+
+
+def _time_epochs(trainer: Any, device: Any, on_epoch: EpochCallback | None) -> list[float]:
+    """Wrap ``trainer._train_epoch`` (what ``Trainer.fit`` calls once per epoch) to record its wall time."""
+    times: list[float] = []
+    original = trainer._train_epoch
+    cuda = getattr(device, "type", str(device)) == "cuda"
+
+    def timed(train_data, epoch_idx, *args, **kwargs):
+        t0 = time.perf_counter()
+        loss = original(train_data, epoch_idx, *args, **kwargs)
+        if cuda:  # kernels are asynchronous: the epoch ends when the device is done
+            import torch
+
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        if on_epoch is not None:
+            on_epoch(epoch_idx, times[-1], loss)
+        return loss
+
+    trainer._train_epoch = timed
+    return times
+
+
+def run_training(model: Any = None, dataset: str | None = None, config_file_list: Sequence[str] | None = None,
+                 config_dict: dict[str, Any] | None = None, *, saved: bool = True, evaluate_test: bool = True,
+                 show_progress: bool | None = None, log_details: bool = True,
+                 on_epoch: EpochCallback | None = None,
+                 before_model: BeforeModel | None = None) -> TrainingResult:
+    """Train ``model`` with early stopping on validation, then evaluate the best model on test once.
+
+    ``model``, ``dataset``, ``config_file_list``, ``config_dict`` and ``saved`` mean what they mean for
+    ``run_recbole``; with the defaults the run, its log and its metrics are ``run_recbole``'s.
+
+    - ``evaluate_test=False`` skips the test evaluation (``test_result`` is ``None``).
+    - ``show_progress``: progress bars for fit and evaluation (default: the config's ``show_progress``).
+    - ``log_details=False`` leaves out what ``run_recbole`` logs besides training: ``sys.argv``, the config,
+      the dataset, the model, its FLOPs (one extra forward pass) and the environment table.
+    - ``on_epoch(epoch_index, seconds, loss)`` is called after every training epoch.
+    - ``before_model(config, dataset)`` runs after the split and before the model is built: it may change the
+      config (the keys it returns are recorded in ``adjusted``).
+    """
+    _ensure_registered()
+    from logging import getLogger
+
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_logger, init_seed
+
+    config = Config(model=model, dataset=dataset, config_file_list=list(config_file_list) if config_file_list
+                    else None, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    if log_details:
+        logger.info(sys.argv)
+        logger.info(config)
+
+    start = time.perf_counter()
+    data = create_dataset(config)
+    if log_details:
+        logger.info(data)
+    train, valid, test = data_preparation(config, data)
+    adjusted = dict((before_model(config, data) if before_model is not None else None) or {})
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    t0 = time.perf_counter()
+    net = get_model(config["model"])(config, train._dataset).to(config["device"])
+    build_s = time.perf_counter() - t0
+    if log_details:
+        from recbole.data.transform import construct_transform
+        from recbole.utils import get_flops, set_color
+
+        logger.info(net)
+        flops = get_flops(net, data, config["device"], logger, construct_transform(config))
+        logger.info(set_color("FLOPs", "blue") + f": {flops}")
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    epoch_times = _time_epochs(trainer, config["device"], on_epoch)
+    progress = config["show_progress"] if show_progress is None else show_progress
+    best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=progress)
+    test_result = (trainer.evaluate(test, load_best_model=saved, show_progress=progress) if evaluate_test
+                   else None)
+    total_s = time.perf_counter() - start
+
+    if log_details:
+        from recbole.utils import get_environment, set_color
+
+        logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+        logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+        logger.info(set_color("test result", "yellow") + f": {test_result}")
+    if not config["single_spec"]:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+    checkpoint = trainer.saved_model_file if saved and os.path.isfile(trainer.saved_model_file) else None
+    return TrainingResult(config=config, best_valid_score=best_valid_score, best_valid_result=best_valid_result,
+                          test_result=test_result, valid_score_bigger=config["valid_metric_bigger"],
+                          epoch_times=epoch_times, checkpoint=checkpoint, adjusted=adjusted, build_s=build_s,
+                          total_s=total_s, model=net, trainer=trainer, data=(train, valid, test))

@@ -4,11 +4,18 @@ from __future__ import annotations
 import os
 import shutil
 
-import numpy as np
-import pandas as pd
-import pytest
+# One thread per process: the tests use tiny tensors, and several test processes (DDP ranks, subprocess
+# checks) share the two cores of CI; with torch's default thread pool they oversubscribe them.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import recgoat_recbole  # noqa: F401  (compat + registration)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import recgoat_recbole  # noqa: E402,F401  (compat + registration)
+
+torch.set_num_threads(1)
 
 ML100K = os.path.join(os.path.dirname(__import__("recbole").__file__), "dataset_example", "ml-100k")
 SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))

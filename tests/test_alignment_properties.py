@@ -1,6 +1,7 @@
 """Property tests (hypothesis) of SPEC §6: InfoNCE, Lemma 3.3, Kantorovich–Rubinstein, Sinkhorn vs exact OT."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -75,6 +76,35 @@ def test_cmcl_module_is_minimised_by_alignment():
     loss_random = CMCLoss(0.2)(torch.randn(32, 8), z)
     assert loss_aligned < loss_random
     assert torch.isfinite(CMCLoss(0.2)(z.half(), z.bfloat16()))
+
+
+def test_info_nce_equals_its_definition_term_by_term():
+    """info_nce(v, t) = mean_i -log( exp(v̂_i·t̂_i/τ) / Σ_j exp(v̂_i·t̂_j/τ) ): view i against every target, its own
+    target in the numerator (not the transpose, not another row's)."""
+    g = torch.Generator().manual_seed(0)
+    v, t = torch.randn(5, 3, generator=g, dtype=torch.float64), 2 * torch.randn(5, 3, generator=g, dtype=torch.float64)
+    tau = 0.3
+    vn, tn = (v / v.norm(dim=1, keepdim=True)).tolist(), (t / t.norm(dim=1, keepdim=True)).tolist()
+    dot = lambda a, b: sum(p * q for p, q in zip(a, b))  # noqa: E731
+    expected = sum(
+        -math.log(math.exp(dot(vn[i], tn[i]) / tau) / sum(math.exp(dot(vn[i], tn[j]) / tau) for j in range(5)))
+        for i in range(5)
+    ) / 5
+    assert float(info_nce(v, t, tau)) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_info_nce_is_minimal_exactly_when_each_view_meets_its_own_item(seed):
+    """Views equal to their (distinct) targets: the identity pairing gives the smallest loss, and every one of the
+    other 119 permutations of the 5 targets gives a strictly larger one."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    v = t.clone()
+    own = float(info_nce(v, t, 0.2))
+    for perm in itertools.permutations(range(5)):
+        if perm != tuple(range(5)):
+            assert float(info_nce(v, t[list(perm)], 0.2)) > own + 1e-6, perm
+    assert float(CMCLoss(0.2)(v, t)) == pytest.approx(own)
 
 
 # ----------------------------------------------------------------------------------------------- Lemma 3.3
@@ -189,6 +219,21 @@ def test_sinkhorn_cost_converges_to_exact_as_epsilon_shrinks(n, m, seed):
     assert all(g >= -1e-9 for g in gaps)
     assert gaps[-1] <= 0.02 * (1 + exact)  # close to exact at ε = 1e-3
     assert gaps[-1] <= gaps[0] + 1e-9
+
+
+@pytest.mark.parametrize(("n", "m", "d", "seed"),
+                         [(5, 7, 3, 0), (8, 8, 4, 1), (1, 6, 2, 2), (12, 9, 5, 3), (6, 6, 2, 4)])
+def test_wasserstein_distance_tends_to_exact_euclidean_w1_as_epsilon_shrinks(n, m, d, seed):
+    """``wasserstein_distance`` (normalize=True) is the entropic W1 of the L2-normalised clouds: never below POT's
+    exact ``emd2`` with the Euclidean (not squared) ground cost, falling with ε, and equal to it at ε = 1e-4."""
+    g = torch.Generator().manual_seed(seed)
+    x = 3 * torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.randn(m, d, generator=g, dtype=torch.float64) + 1
+    exact = _exact_w1(F.normalize(x, dim=-1).numpy(), F.normalize(y, dim=-1).numpy())
+    values = [float(wasserstein_distance(x, y, epsilon=eps, max_iter=1000)) for eps in (0.1, 1e-2, 1e-4)]
+    assert all(v >= exact - 1e-9 for v in values)
+    assert values[0] + 1e-9 >= values[1] and values[1] + 1e-9 >= values[2]
+    assert values[-1] == pytest.approx(exact, abs=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import torch
 
-__all__ = ["bipartite_adjacency", "rating_weights", "knn_graph"]
+__all__ = ["bipartite_adjacency", "normalized_adjacency", "rating_weights", "knn_graph"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +51,15 @@ def bipartite_adjacency(
     w = torch.ones(len(users)) if weights is None else weights.float()
     rows = torch.cat([users, items + n_users])
     cols = torch.cat([items + n_users, users])
-    vals = torch.cat([w, w])
-    n = n_users + n_items
-    adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=True).coalesce()
+    return normalized_adjacency(torch.stack([rows, cols]), n_users + n_items, torch.cat([w, w]))
+
+
+def normalized_adjacency(edge_index: torch.Tensor, n: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Symmetric-normalised sparse adjacency :math:`D^{-1/2} A D^{-1/2}` (COO, n×n) of the edges
+    ``edge_index`` [2, E] (row, col), with :math:`D_{ii} = \sum_j A_{ij}`. Duplicate edges are summed; nodes
+    without edges keep an empty row. Symmetric when the edge list is (e.g. :func:`knn_graph`'s output)."""
+    vals = torch.ones(edge_index.shape[1]) if weights is None else weights.float()
+    adj = torch.sparse_coo_tensor(edge_index.long(), vals, (n, n), check_invariants=True).coalesce()
     idx, val = adj.indices(), adj.values()
     deg = torch.zeros(n).index_add_(0, idx[0], val)
     inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).pow(-0.5), torch.zeros_like(deg))

@@ -84,6 +84,7 @@ RULES: dict[str, _Rule] = {
     "knn_k": _int(0),
     "knn_chunk_size": _int(1),
     "use_gat": _BOOL,
+    "item_graph_layers": _int(0),
     "gat_layers": _int(0),
     "gat_heads": _int(1),
     "gat_dropout": _PROB,

@@ -28,10 +28,10 @@ from recbole.utils import InputType
 from torch import nn
 
 from recgoat_core.alignment import CMCLoss, OATMap, WassersteinLoss
-from recgoat_recbole.config_check import upgrade_renamed, validate
+from recgoat_recbole.config_check import ConfigError, upgrade_renamed, validate
 from recgoat_recbole.dataset import features_for_model
-from recgoat_core.graphs import bipartite_adjacency, knn_graph, rating_weights
-from recgoat_core.layers import GAT, AttentionGraph, lightgcn_propagate
+from recgoat_core.graphs import bipartite_adjacency, knn_graph, normalized_adjacency, rating_weights
+from recgoat_core.layers import GAT, AttentionGraph, lightgcn_propagate, symmetric_spmm
 
 __all__ = ["RecGOAT", "FUSIONS"]
 
@@ -93,12 +93,20 @@ class RecGOAT(GeneralRecommender):
         self.item_gats = nn.ModuleDict()
         self.item_graphs = nn.ModuleDict()
         self.oat_maps = nn.ModuleDict()
+        self.item_graph_layers = int(config["item_graph_layers"]) if self.modalities else 0
+        graph_weights = self._item_graph_weights(config)
+        item_graph = None
         for name in self.modalities:
             x = torch.as_tensor(features[name], dtype=torch.float32)
             self.register_buffer(f"feat_{name}", x, persistent=False)
             self.item_projections[name] = nn.Linear(x.shape[1], self.dim)
-            if self.use_gat:
+            edges = None
+            if self.use_gat or self.item_graph_layers:
                 edges = knn_graph(x, config["knn_k"], config["knn_chunk_size"], device=self._build_device(config))
+            if self.item_graph_layers:  # our extension: FREEDOM's frozen modality graph over the ID embeddings
+                part = graph_weights[name] * normalized_adjacency(edges, self.n_items)
+                item_graph = part if item_graph is None else (item_graph + part).coalesce()
+            if self.use_gat:
                 self.item_graphs[name] = AttentionGraph(edges, self.n_items, config["gat_heads"])
                 self.item_gats[name] = GAT(self.dim, config["gat_layers"], config["gat_heads"], config["gat_dropout"])
             if self.use_oat:
@@ -106,6 +114,12 @@ class RecGOAT(GeneralRecommender):
                     self.dim, config["oat_epsilon"], config["oat_cost_scale"], config["oat_iters"],
                     config["oat_scale_plan"], config["oat_residual_init"], config["oat_plan_grad"],
                 )
+
+        if item_graph is not None:
+            item_graph = item_graph.to_sparse_csr()
+            self.register_buffer("item_graph_crow", item_graph.crow_indices(), persistent=False)
+            self.register_buffer("item_graph_col", item_graph.col_indices(), persistent=False)
+            self.register_buffer("item_graph_val", item_graph.values(), persistent=False)
 
         # ---- user-profile branch: Linear → GAT over the user–user kNN graph of profile vectors
         self.use_profiles = profiles is not None and bool(config["use_user_graph"])
@@ -136,6 +150,19 @@ class RecGOAT(GeneralRecommender):
     @staticmethod
     def _build_device(config) -> torch.device:
         return torch.device(config["device"]) if config["device"] is not None else torch.device("cpu")
+
+    def _item_graph_weights(self, config) -> dict[str, float]:
+        """Each modality's weight in the fused item–item graph (``item_graph_weights``; default: equal)."""
+        given = dict(config["item_graph_weights"] or {})
+        unknown = set(given) - set(self.modalities)
+        if unknown:
+            raise ConfigError(f"item_graph_weights names unknown modalities {sorted(unknown)}; "
+                              f"modalities are {self.modalities}")
+        weights = {m: float(given.get(m, 1.0 if not given else 0.0)) for m in self.modalities}
+        total = sum(weights.values())
+        if any(w < 0 for w in weights.values()) or (self.modalities and total <= 0):
+            raise ConfigError(f"item_graph_weights must be non-negative with a positive sum, got {weights}")
+        return {m: w / total for m, w in weights.items()}
 
     def _init_fusion(self, config) -> None:
         names = ["id", *self.modalities]
@@ -235,6 +262,14 @@ class RecGOAT(GeneralRecommender):
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
         z_id = lightgcn_propagate(self.adjacency, ego, self.n_layers)
         user_id, item_id = torch.split(z_id, [self.n_users, self.n_items])
+        if self.item_graph_layers:  # FREEDOM-style: item ID embeddings over the frozen modality graph, added
+            n = self.n_items
+            graph = torch.sparse_csr_tensor(self.item_graph_crow, self.item_graph_col, self.item_graph_val, (n, n),
+                                            check_invariants=False)
+            h = self.item_embedding.weight
+            for _ in range(self.item_graph_layers):
+                h = symmetric_spmm(graph, h)
+            item_id = item_id + h
         views = self.modality_views(item_id)
         items = self._fuse(item_id, views)
         users = user_id

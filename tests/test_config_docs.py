@@ -10,7 +10,8 @@ from recgoat_recbole import PROPERTIES_DIR
 from recgoat_recbole.config_check import RULES
 
 DOCS = os.path.join(os.path.dirname(__file__), "..", "docs", "config.md")
-FREE_FORM = {"item_modalities", "text_encoder", "feature_cache_dir", "user_profile_feat", "fusion_weights"}
+FREE_FORM = {"item_modalities", "text_encoder", "feature_cache_dir", "user_profile_feat", "fusion_weights",
+             "item_graph_weights"}
 
 
 def _documented() -> dict[str, str]:

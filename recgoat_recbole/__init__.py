@@ -24,4 +24,8 @@ PROPERTIES_DIR = os.path.join(os.path.dirname(__file__), "properties")
 
 _registry.register_model(RecGOAT, RecGOATDataset, os.path.join(PROPERTIES_DIR, "RecGOAT.yaml"))
 
+from recgoat_recbole.peers import register_peers  # noqa: E402  (FREEDOM, LGMRec: the multimodal peers)
+
+register_peers()
+
 __all__ = ["RecGOAT", "RecGOATDataset", "PROPERTIES_DIR", "__version__"]

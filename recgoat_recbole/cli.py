@@ -172,8 +172,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from recgoat_recbole.bench import build_specs, run_benchmark
 
     configs = _dataset_configs(args)
-    args.models = args.models or ["RecGOAT", *BUILTIN_BASELINES]
-    for model in args.models:
+    for model in args.models or ():  # None: the default selection (with the multimodal peers where features exist)
         _resolve_model(model)
     tuned = _load_tuned(args.tuned) if args.tuned else None
     specs = build_specs(args.datasets, args.models, args.seeds, _bench_common(args), configs, args.ablations,
@@ -222,8 +221,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         grids = load_grids(args.grid)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    models = args.models or [m for m in ("RecGOAT", *BUILTIN_BASELINES) if m in grids]
-    for model in models:
+    models = args.models  # None: every model with a grid (the multimodal peers where the dataset has features)
+    for model in models or ():
         _resolve_model(model)
     grid = grid_specs(args.datasets, models, args.seeds, _bench_common(args), configs, grids)
     records = run_grid(grid, args.out, jobs=args.jobs, train=not args.report_only)

@@ -23,8 +23,9 @@ def _defaults(model: str) -> dict:
 
     folder = os.path.dirname(recbole.__file__)
     values = yaml.safe_load(open(os.path.join(folder, "properties", "overall.yaml")))
-    if model == "RecGOAT":
-        path = os.path.join(os.path.dirname(recgoat_model.__file__), "properties", "RecGOAT.yaml")
+    ours = os.path.join(os.path.dirname(recgoat_model.__file__), "properties", f"{model}.yaml")
+    if os.path.isfile(ours):  # RecGOAT and the multimodal peers (FREEDOM, LGMRec)
+        path = ours
     else:
         path = os.path.join(folder, "properties", "model", f"{model}.yaml")
     values.update(yaml.safe_load(open(path)) or {})

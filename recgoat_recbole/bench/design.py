@@ -2,19 +2,25 @@
 
 A run is a :class:`RunSpec` (dataset, model, seed, variant, YAML files, overrides). :func:`build_specs` makes one
 per dataset x (model | ablation | γ) x seed; the ablations are :data:`ABLATIONS`, RecGOAT config overrides on top
-of the dataset YAML. Nothing here trains: :mod:`recgoat_recbole.bench.execute` runs the specs.
+of the dataset YAML. The default selection of models (:data:`DEFAULT_MODELS`) gets the multimodal peers
+(:data:`MULTIMODAL_PEERS`: FREEDOM, LGMRec) on every dataset whose config has item features
+(:func:`models_for_dataset`). Nothing here trains: :mod:`recgoat_recbole.bench.execute` runs the specs.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from recgoat_recbole.bench.names import BUILTIN_BASELINES
+from recgoat_recbole.bench.names import BUILTIN_BASELINES, DEFAULT_MODELS, MULTIMODAL_PEERS
 
-__all__ = ["RunSpec", "ABLATIONS", "BUILTIN_BASELINES", "find_config", "build_specs"]
+__all__ = ["RunSpec", "ABLATIONS", "BUILTIN_BASELINES", "MULTIMODAL_PEERS", "DEFAULT_MODELS", "find_config",
+           "build_specs", "has_item_features", "models_for_dataset"]
+
+logger = logging.getLogger(__name__)
 
 
 def _default(key: str) -> Any:
@@ -80,17 +86,53 @@ def find_config(dataset: str) -> str:
                             f"recbole_configs/{dataset}.yaml)")
 
 
-def build_specs(datasets: Sequence[str], models: Sequence[str], seeds: Sequence[int], common: dict[str, Any],
+def has_item_features(config_files: Sequence[str], overrides: dict[str, Any] | None = None) -> bool:
+    """Whether a run with these YAML files (later ones win) and overrides has item features: a non-empty
+    ``item_modalities`` and no ``id_only: true``."""
+    import yaml
+
+    merged: dict[str, Any] = {}
+    for path in config_files:
+        with open(path, encoding="utf-8") as f:
+            merged.update(yaml.safe_load(f) or {})
+    merged.update(overrides or {})
+    return bool(merged.get("item_modalities")) and not merged.get("id_only")
+
+
+def models_for_dataset(dataset: str, models: Sequence[str] | None, config_files: Sequence[str],
+                       overrides: dict[str, Any] | None = None, default: Sequence[str] = DEFAULT_MODELS,
+                       log: Callable[[str], Any] | None = None) -> list[str]:
+    """The models to run on ``dataset``: ``models`` as given; ``None`` (``recgoat bench`` / ``tune`` without
+    ``--models``) is the default selection, which gets the multimodal peers (:data:`MULTIMODAL_PEERS`) when
+    the dataset's config has item features, and a logged note that they are skipped when it has none."""
+    if models is not None:
+        return list(models)
+    chosen = list(default)
+    extra = [m for m in MULTIMODAL_PEERS if m not in chosen]
+    if not extra:
+        return chosen
+    if has_item_features(config_files, overrides):
+        return chosen + extra
+    (log or logger.warning)(f"{dataset}: skipping the multimodal models {', '.join(extra)}: its config has no "
+                            "item_modalities (they need item features)")
+    return chosen
+
+
+def build_specs(datasets: Sequence[str], models: Sequence[str] | None, seeds: Sequence[int], common: dict[str, Any],
                 configs: dict[str, str] | None = None, ablations: bool = False,
-                gammas: Sequence[float] = (), tuned: dict[str, dict[str, dict]] | None = None) -> list[RunSpec]:
+                gammas: Sequence[float] = (), tuned: dict[str, dict[str, dict]] | None = None,
+                log: Callable[[str], Any] | None = None) -> list[RunSpec]:
     """One spec per dataset x (model | ablation | γ) x seed. ``tuned`` (``{dataset: {model: settings}}``, as
-    ``recgoat tune`` writes) adds those settings to the models it names, tagged ``tuned``."""
+    ``recgoat tune`` writes) adds those settings to the models it names, tagged ``tuned``. ``models=None`` (or
+    exactly :data:`DEFAULT_MODELS`) is the default selection: RecGOAT, the built-ins, and FREEDOM and LGMRec on
+    the datasets with item features (:func:`models_for_dataset`)."""
     specs = []
     for dataset in datasets:
         files = ((configs or {}).get(dataset) or find_config(dataset),)
         chosen = (tuned or {}).get(dataset, {})
+        dataset_models = models_for_dataset(dataset, models, files, common, log=log)
         for seed in seeds:
-            for model in models:
+            for model in dataset_models:
                 if model in chosen:
                     specs.append(RunSpec(dataset, model, seed, "", files, {**common, **chosen[model]}, "tuned"))
                 else:

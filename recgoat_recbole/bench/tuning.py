@@ -8,7 +8,7 @@ config is reused there, not trained again.
 
 The default grids have nine points for every model with knobs: two knobs with three values each, or one knob
 with nine values. Each grid contains the default of every knob it varies (RecBole's model YAML, or
-RecGOAT.yaml). Pop has no knob.
+RecGOAT.yaml, FREEDOM.yaml, LGMRec.yaml). Pop has no knob.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import itertools
 import os
 from typing import Any, Mapping, Sequence
 
-from recgoat_recbole.bench.design import RunSpec
+from recgoat_recbole.bench.design import RunSpec, models_for_dataset
 from recgoat_recbole.bench.execute import run_all
+from recgoat_recbole.bench.names import DEFAULT_MODELS
 
 __all__ = ["GRIDS", "grid_points", "grid_specs", "choose", "load_grids", "write_choice", "tuning_table",
            "run_grid", "GridRun"]
@@ -36,6 +37,12 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     # the ID branch's depth, as LightGCN's grid, and λ_c: CMCL carries RecGOAT's gain on ml-100k
     # (docs/results.md, "Ablations"). Where the YAML turns CMCL off, pass a grid (benchmarks/grids/tiktok.yaml).
     "RecGOAT": {"n_layers": [1, 2, 3], "cmcl_weight": [0.016, 0.032, 0.064]},
+    # MMRec's FREEDOM grid is dropout {0.8, 0.9} x reg_weight {0, 1e-5, 1e-4, 1e-3}; as 3 x 3: a milder
+    # pruning added, and 1e-5 (indistinguishable from 0 at this loss scale) left out
+    "FREEDOM": {"dropout": [0.7, 0.8, 0.9], "reg_weight": [0.0, 1e-4, 1e-3]},
+    # LGMRec's per-dataset settings in MMRec differ most in the hyperedge count and the global weight α
+    # (Baby 4 / 0.3, Sports 4 / 0.6, Clothing 64 / 0.2)
+    "LGMRec": {"hyper_num": [4, 16, 64], "alpha": [0.2, 0.3, 0.6]},
 }
 
 
@@ -72,13 +79,18 @@ def _label(point: Mapping[str, Any]) -> str:
 GridRun = tuple[RunSpec, dict[str, Any]]
 
 
-def grid_specs(datasets: Sequence[str], models: Sequence[str], seeds: Sequence[int], common: dict[str, Any],
+def grid_specs(datasets: Sequence[str], models: Sequence[str] | None, seeds: Sequence[int], common: dict[str, Any],
                configs: Mapping[str, str], grids: Mapping[str, Mapping[str, Sequence[Any]]]) -> list[GridRun]:
-    """One run per dataset x model x grid point x seed; a model without a grid runs with its defaults."""
+    """One run per dataset x model x grid point x seed; a model without a grid runs with its defaults.
+
+    ``models=None`` (or exactly the default selection of ``recgoat tune``: the models of
+    :data:`~recgoat_recbole.bench.names.DEFAULT_MODELS` that have a grid) adds FREEDOM and LGMRec on the
+    datasets whose config has item features (:func:`~recgoat_recbole.bench.design.models_for_dataset`)."""
+    default = [m for m in DEFAULT_MODELS if m in grids]
     runs = []
     for dataset in datasets:
         files = (configs[dataset],)
-        for model in models:
+        for model in models_for_dataset(dataset, models, files, common, default=default):
             for point in grid_points(grids.get(model, {})):
                 for seed in seeds:
                     runs.append((RunSpec(dataset, model, seed, _label(point), files, {**common, **point}), point))

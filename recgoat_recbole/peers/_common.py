@@ -1,0 +1,130 @@
+"""What the multimodal peers (FREEDOM, LGMRec) share: the model–dataset contract, the training graph, CSR
+buffers, and RecGOAT's parameter-keyed evaluation cache.
+
+Nothing here builds a graph or reads a feature file: the features come from
+:func:`recgoat_recbole.dataset.features_for_model` (rows aligned to RecBole's item ids by token, normalised by
+``feature_norm``) and the graphs from :mod:`recgoat_core.graphs`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType
+
+from recgoat_recbole.config_check import ConfigError, validate
+from recgoat_recbole.dataset import FeatureContractError, features_for_model
+
+__all__ = ["MultimodalPeer", "csr_parts"]
+
+logger = logging.getLogger(__name__)
+
+
+def csr_parts(adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(crow, col, values)`` of a sparse COO or CSR matrix: dense tensors that follow ``.to(device)`` and
+    survive ``deepcopy`` (RecBole's ``get_flops`` copies the model), unlike a sparse tensor attribute."""
+    csr = adjacency if adjacency.layout == torch.sparse_csr else adjacency.coalesce().to_sparse_csr()
+    return csr.crow_indices(), csr.col_indices(), csr.values()
+
+
+class MultimodalPeer(GeneralRecommender):
+    """Base of the peers: PAIRWISE input (BPR), the item features of the dataset, and cached eval embeddings.
+
+    A subclass implements :meth:`scoring_embeddings` (all users' and items' scoring vectors, deterministic)
+    and ``calculate_loss`` (which must call :meth:`_invalidate`).
+    """
+
+    input_type = InputType.PAIRWISE
+    #: the config rules (``recgoat_recbole.config_check``) checked when the model is built
+    RULES: Mapping[str, Any] = {}
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        validate(config, self.RULES)
+        self._cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def _item_features(self, config, dataset) -> dict[str, torch.Tensor]:
+        """The configured item modalities, as float32 tensors [n_items, dim_m] (row = RecBole item id); one
+        clear error when there is none (these models are defined by their item features)."""
+        name = type(self).__name__
+        if config["id_only"]:
+            raise ConfigError(f"{name} is a multimodal model: id_only: true leaves it no item features "
+                              f"(train LightGCN for an ID-only model)")
+        features, profiles = features_for_model(config, dataset)  # the model–dataset contract
+        if not features:
+            raise FeatureContractError(
+                f"{name} needs item features: set item_modalities ({{name: file}}, e.g. "
+                f"{{text: text.npz, image: image.npz}}, or [text, image] for MMRec's <name>_feat.npy) in the "
+                f"config; the dataset {config['dataset']!r} has none configured")
+        if profiles is not None:
+            logger.warning(f"{name} does not use user profiles: user_profile_feat is ignored")
+        out = {}
+        for modality in sorted(features):
+            x = torch.as_tensor(np.asarray(features[modality]), dtype=torch.float32)
+            if x.ndim != 2 or len(x) != self.n_items:
+                raise FeatureContractError(f"modality {modality!r}: expected [{self.n_items}, dim] features, "
+                                           f"got {tuple(x.shape)}")
+            out[modality] = x
+        return out
+
+    def _training_pairs(self, dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training split's distinct (user, item) pairs (a binary interaction matrix, as MMRec's)."""
+        inter = dataset.inter_feat
+        users = inter[dataset.uid_field].long()
+        items = inter[dataset.iid_field].long()
+        pairs = torch.unique(users * self.n_items + items)
+        return pairs // self.n_items, pairs % self.n_items
+
+    def _register_csr(self, prefix: str, adjacency: torch.Tensor) -> None:
+        crow, col, val = csr_parts(adjacency)
+        self.register_buffer(f"{prefix}_crow", crow, persistent=False)
+        self.register_buffer(f"{prefix}_col", col, persistent=False)
+        self.register_buffer(f"{prefix}_val", val, persistent=False)
+
+    def _csr(self, prefix: str, shape: tuple[int, int]) -> torch.Tensor:
+        """A CSR view (no copy) on the buffers :meth:`_register_csr` stored."""
+        return torch.sparse_csr_tensor(getattr(self, f"{prefix}_crow"), getattr(self, f"{prefix}_col"),
+                                       getattr(self, f"{prefix}_val"), shape, check_invariants=False)
+
+    @staticmethod
+    def _build_device(config) -> torch.device:
+        return torch.device(config["device"]) if config["device"] is not None else torch.device("cpu")
+
+    # ----------------------------------------------------------------------------------------- scoring
+    def scoring_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All users' and items' scoring vectors (deterministic: no sampling, no dropout)."""
+        raise NotImplementedError
+
+    def _invalidate(self) -> None:
+        self._cache = None
+
+    def _state_version(self) -> tuple:
+        """Changes whenever any parameter or buffer does (as ``RecGOAT._state_version``): in-place updates
+        (optimiser steps, ``load_state_dict``'s copies) bump a tensor's version counter; a swapped tensor
+        changes its storage."""
+        return tuple((t._version, t.data_ptr()) for t in (*self.parameters(), *self.buffers()))
+
+    def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`scoring_embeddings`; in eval mode computed once per parameter state (keyed by
+        :meth:`_state_version`, so ``Trainer.evaluate(load_best_model=True)`` never scores stale parameters)."""
+        if self.training:
+            return self.scoring_embeddings()
+        version = self._state_version()
+        if self._cache is None or self._cache[0] != version:
+            with torch.no_grad():
+                users, items = self.scoring_embeddings()
+            self._cache = (version, users, items)
+        return self._cache[1], self._cache[2]
+
+    def predict(self, interaction) -> torch.Tensor:
+        users, items = self._embeddings()
+        return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        users, items = self._embeddings()
+        return (users[interaction[self.USER_ID]] @ items.T).view(-1)

@@ -30,6 +30,7 @@ from torch import nn
 from recgoat_core.alignment import CMCLoss, OATMap, WassersteinLoss
 from recgoat_recbole.config_check import ConfigError, upgrade_renamed, validate
 from recgoat_recbole.dataset import features_for_model
+from recgoat_recbole.scoring import CachedScoring
 from recgoat_core.graphs import bipartite_adjacency, knn_graph, normalized_adjacency, rating_weights
 from recgoat_core.layers import GAT, AttentionGraph, lightgcn_propagate, symmetric_spmm
 
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 FUSIONS = ("fixed", "learned", "sum", "concat")
 
 
-class RecGOAT(GeneralRecommender):
+class RecGOAT(CachedScoring, GeneralRecommender):
     r"""RecGOAT (arXiv 2602.00682). Defaults: ``recgoat_recbole/properties/RecGOAT.yaml``; keys: docs/config.md.
 
     Attributes:
@@ -144,7 +145,6 @@ class RecGOAT(GeneralRecommender):
         self.cmcl = CMCLoss(config["cmcl_temperature"])
         self.wasserstein = WassersteinLoss(config["wasserstein_epsilon"], config["wasserstein_iters"],
                                            config["wasserstein_sample_size"])
-        self._cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------------- set-up
     @staticmethod
@@ -280,7 +280,7 @@ class RecGOAT(GeneralRecommender):
 
     # ------------------------------------------------------------------------------------------- losses
     def calculate_loss(self, interaction) -> tuple[torch.Tensor, ...]:
-        self._cache = None
+        self._invalidate()
         user = interaction[self.USER_ID]
         pos = interaction[self.ITEM_ID]
         neg = interaction[self.NEG_ITEM_ID]
@@ -301,32 +301,7 @@ class RecGOAT(GeneralRecommender):
         return tuple(losses)
 
     # ------------------------------------------------------------------------------------------ scoring
-    def _state_version(self) -> tuple:
-        """Changes whenever any parameter or buffer does: in-place updates (optimiser steps,
-        ``load_state_dict``'s copies) bump a tensor's version counter; a swapped tensor changes its storage."""
-        return tuple((t._version, t.data_ptr()) for t in (*self.parameters(), *self.buffers()))
-
-    def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All users' and items' scoring vectors; in eval mode computed once per parameter state.
-
-        The cache is keyed by :meth:`_state_version`, so no path -- ``Trainer.evaluate(load_best_model=True)``
-        loading the best checkpoint, ``train()``/``eval()``, an optimiser step outside the trainer -- can score
-        with embeddings of parameters that are no longer the model's.
-        """
-        if self.training:
-            users, items, _ = self.forward()
-            return users, items
-        version = self._state_version()
-        if self._cache is None or self._cache[0] != version:
-            with torch.no_grad():
-                users, items, _ = self.forward()
-            self._cache = (version, users, items)
-        return self._cache[1], self._cache[2]
-
-    def predict(self, interaction) -> torch.Tensor:
-        users, items = self._embeddings()
-        return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction) -> torch.Tensor:
-        users, items = self._embeddings()
-        return (users[interaction[self.USER_ID]] @ items.T).view(-1)
+    def scoring_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All users' and items' final vectors (cached per parameter state in eval mode: :mod:`.scoring`)."""
+        users, items, _ = self.forward()
+        return users, items

@@ -18,6 +18,7 @@ from recbole.utils import InputType
 
 from recgoat_recbole.config_check import ConfigError, validate
 from recgoat_recbole.dataset import FeatureContractError, features_for_model
+from recgoat_recbole.scoring import CachedScoring
 
 __all__ = ["MultimodalPeer", "csr_parts"]
 
@@ -31,11 +32,11 @@ def csr_parts(adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     return csr.crow_indices(), csr.col_indices(), csr.values()
 
 
-class MultimodalPeer(GeneralRecommender):
+class MultimodalPeer(CachedScoring, GeneralRecommender):
     """Base of the peers: PAIRWISE input (BPR), the item features of the dataset, and cached eval embeddings.
 
     A subclass implements :meth:`scoring_embeddings` (all users' and items' scoring vectors, deterministic)
-    and ``calculate_loss`` (which must call :meth:`_invalidate`).
+    and ``calculate_loss`` (which may call :meth:`_invalidate` to free the cached vectors).
     """
 
     input_type = InputType.PAIRWISE
@@ -45,7 +46,6 @@ class MultimodalPeer(GeneralRecommender):
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
         validate(config, self.RULES)
-        self._cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------------ set-up
     def _item_features(self, config, dataset) -> dict[str, torch.Tensor]:
@@ -94,37 +94,3 @@ class MultimodalPeer(GeneralRecommender):
     @staticmethod
     def _build_device(config) -> torch.device:
         return torch.device(config["device"]) if config["device"] is not None else torch.device("cpu")
-
-    # ----------------------------------------------------------------------------------------- scoring
-    def scoring_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All users' and items' scoring vectors (deterministic: no sampling, no dropout)."""
-        raise NotImplementedError
-
-    def _invalidate(self) -> None:
-        self._cache = None
-
-    def _state_version(self) -> tuple:
-        """Changes whenever any parameter or buffer does (as ``RecGOAT._state_version``): in-place updates
-        (optimiser steps, ``load_state_dict``'s copies) bump a tensor's version counter; a swapped tensor
-        changes its storage."""
-        return tuple((t._version, t.data_ptr()) for t in (*self.parameters(), *self.buffers()))
-
-    def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`scoring_embeddings`; in eval mode computed once per parameter state (keyed by
-        :meth:`_state_version`, so ``Trainer.evaluate(load_best_model=True)`` never scores stale parameters)."""
-        if self.training:
-            return self.scoring_embeddings()
-        version = self._state_version()
-        if self._cache is None or self._cache[0] != version:
-            with torch.no_grad():
-                users, items = self.scoring_embeddings()
-            self._cache = (version, users, items)
-        return self._cache[1], self._cache[2]
-
-    def predict(self, interaction) -> torch.Tensor:
-        users, items = self._embeddings()
-        return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction) -> torch.Tensor:
-        users, items = self._embeddings()
-        return (users[interaction[self.USER_ID]] @ items.T).view(-1)

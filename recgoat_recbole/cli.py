@@ -80,6 +80,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_training(model=model, dataset=args.dataset, config_file_list=files or None,
                           config_dict=_overrides(args.set), saved=not args.no_save)
     for label, values in (("best valid", result.best_valid_result), ("test", result.test_result)):
+        if not values:  # e.g. a LightGCN-layout dataset without valid.txt: RecBole validates nothing
+            print(f"{label}: none (no validation split: the model of the last epoch was tested)")
+            continue
         print(f"{label}: " + "  ".join(f"{k} {float(v):.4f}" for k, v in values.items()))
     return 0
 

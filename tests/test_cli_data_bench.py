@@ -209,3 +209,26 @@ def test_ncl_clusters_are_fitted_to_a_small_dataset():
     config = {"model": "NCL", "num_clusters": 1000}
     assert _fit_to_dataset(config, large) == {} and config["num_clusters"] == 1000
     assert _fit_to_dataset({"model": "LightGCN"}, small) == {}
+
+
+def test_recgoat_run_without_a_validation_split_prints_instead_of_crashing(tmp_path, capsys):
+    """The LightGCN layout makes valid.txt optional: `recgoat run` trains, tests and says there was no
+    validation (it used to exit 1 with AttributeError: 'NoneType' object has no attribute 'items')."""
+    from recgoat_recbole.cli import main
+
+    src = tmp_path / "lg"
+    src.mkdir()
+    rng = np.random.default_rng(2)
+    train, test = [], []
+    for u in range(30):
+        items = rng.choice(40, 7, replace=False)
+        train.append(" ".join(map(str, [u, *items[:6]])))
+        test.append(f"{u} {items[6]}")
+    (src / "train.txt").write_text("\n".join(train) + "\n")
+    (src / "test.txt").write_text("\n".join(test) + "\n")
+    report = import_lightgcn(str(src), str(tmp_path / "out"), "lg")
+    assert report.interactions["valid"] == 0
+    code = main(["run", "--config", report.config, "--model", "LightGCN", "--no-save", "--set", "epochs=1",
+                 "show_progress=false"])
+    out = capsys.readouterr().out
+    assert code == 0 and "best valid: none (no validation split" in out and "test: recall@10" in out

@@ -30,6 +30,7 @@ from torch import nn
 from recgoat_core.alignment import CMCLoss, OATMap, WassersteinLoss
 from recgoat_recbole.config_check import ConfigError, upgrade_renamed, validate
 from recgoat_recbole.dataset import features_for_model
+from recgoat_recbole.graph_buffers import GraphBuffers
 from recgoat_recbole.scoring import CachedScoring
 from recgoat_core.graphs import bipartite_adjacency, knn_graph, normalized_adjacency, rating_weights
 from recgoat_core.layers import GAT, AttentionGraph, lightgcn_propagate, symmetric_spmm
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 FUSIONS = ("fixed", "learned", "sum", "concat")
 
 
-class RecGOAT(CachedScoring, GeneralRecommender):
+class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
     r"""RecGOAT (arXiv 2602.00682). Defaults: ``recgoat_recbole/properties/RecGOAT.yaml``; keys: docs/config.md.
 
     Attributes:
@@ -80,11 +81,7 @@ class RecGOAT(CachedScoring, GeneralRecommender):
         weights = None
         if config["use_rating_weights"] and rating_field in inter.columns:
             weights = rating_weights(users, inter[rating_field], config["rating_temperature"])
-        adjacency = bipartite_adjacency(users, items, self.n_users, self.n_items, weights).to_sparse_csr()
-        # CSR parts as dense buffers: they follow .to(device) and survive deepcopy (RecBole's get_flops)
-        self.register_buffer("adj_crow", adjacency.crow_indices(), persistent=False)
-        self.register_buffer("adj_col", adjacency.col_indices(), persistent=False)
-        self.register_buffer("adj_val", adjacency.values(), persistent=False)
+        self._register_csr("adj", bipartite_adjacency(users, items, self.n_users, self.n_items, weights))
         degree = torch.bincount(items.long(), minlength=self.n_items)
         self.register_buffer("cold_items", degree == 0, persistent=False)
 
@@ -117,10 +114,7 @@ class RecGOAT(CachedScoring, GeneralRecommender):
                 )
 
         if item_graph is not None:
-            item_graph = item_graph.to_sparse_csr()
-            self.register_buffer("item_graph_crow", item_graph.crow_indices(), persistent=False)
-            self.register_buffer("item_graph_col", item_graph.col_indices(), persistent=False)
-            self.register_buffer("item_graph_val", item_graph.values(), persistent=False)
+            self._register_csr("item_graph", item_graph)
 
         # ---- user-profile branch: Linear → GAT over the user–user kNN graph of profile vectors
         self.use_profiles = profiles is not None and bool(config["use_user_graph"])
@@ -147,10 +141,6 @@ class RecGOAT(CachedScoring, GeneralRecommender):
                                            config["wasserstein_sample_size"])
 
     # ------------------------------------------------------------------------------------------- set-up
-    @staticmethod
-    def _build_device(config) -> torch.device:
-        return torch.device(config["device"]) if config["device"] is not None else torch.device("cpu")
-
     def _item_graph_weights(self, config) -> dict[str, float]:
         """Each modality's weight in the fused item–item graph (``item_graph_weights``; default: equal)."""
         given = dict(config["item_graph_weights"] or {})
@@ -204,7 +194,7 @@ class RecGOAT(CachedScoring, GeneralRecommender):
     def adjacency(self) -> torch.Tensor:
         """The normalised user–item adjacency as a CSR tensor (a view on the buffers, no copy)."""
         n = self.n_users + self.n_items
-        return torch.sparse_csr_tensor(self.adj_crow, self.adj_col, self.adj_val, (n, n), check_invariants=False)
+        return self._csr("adj", (n, n))
 
     def fusion_weights(self) -> dict[str, float]:
         """The current weights γ of the ID part and each modality (fixed or learned)."""
@@ -263,9 +253,7 @@ class RecGOAT(CachedScoring, GeneralRecommender):
         z_id = lightgcn_propagate(self.adjacency, ego, self.n_layers)
         user_id, item_id = torch.split(z_id, [self.n_users, self.n_items])
         if self.item_graph_layers:  # FREEDOM-style: item ID embeddings over the frozen modality graph, added
-            n = self.n_items
-            graph = torch.sparse_csr_tensor(self.item_graph_crow, self.item_graph_col, self.item_graph_val, (n, n),
-                                            check_invariants=False)
+            graph = self._csr("item_graph", (self.n_items, self.n_items))
             h = self.item_embedding.weight
             for _ in range(self.item_graph_layers):
                 h = symmetric_spmm(graph, h)

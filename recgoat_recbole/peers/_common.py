@@ -1,5 +1,6 @@
-"""What the multimodal peers (FREEDOM, LGMRec) share: the model–dataset contract, the training graph, CSR
-buffers, and RecGOAT's parameter-keyed evaluation cache.
+"""What the multimodal peers (FREEDOM, LGMRec) share: the model–dataset contract and the training pairs;
+with RecGOAT, the CSR graph buffers (:mod:`recgoat_recbole.graph_buffers`) and the parameter-keyed evaluation
+cache (:mod:`recgoat_recbole.scoring`).
 
 Nothing here builds a graph or reads a feature file: the features come from
 :func:`recgoat_recbole.dataset.features_for_model` (rows aligned to RecBole's item ids by token, normalised by
@@ -18,21 +19,15 @@ from recbole.utils import InputType
 
 from recgoat_recbole.config_check import ConfigError, validate
 from recgoat_recbole.dataset import FeatureContractError, features_for_model
+from recgoat_recbole.graph_buffers import GraphBuffers
 from recgoat_recbole.scoring import CachedScoring
 
-__all__ = ["MultimodalPeer", "csr_parts"]
+__all__ = ["MultimodalPeer"]
 
 logger = logging.getLogger(__name__)
 
 
-def csr_parts(adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(crow, col, values)`` of a sparse COO or CSR matrix: dense tensors that follow ``.to(device)`` and
-    survive ``deepcopy`` (RecBole's ``get_flops`` copies the model), unlike a sparse tensor attribute."""
-    csr = adjacency if adjacency.layout == torch.sparse_csr else adjacency.coalesce().to_sparse_csr()
-    return csr.crow_indices(), csr.col_indices(), csr.values()
-
-
-class MultimodalPeer(CachedScoring, GeneralRecommender):
+class MultimodalPeer(CachedScoring, GraphBuffers, GeneralRecommender):
     """Base of the peers: PAIRWISE input (BPR), the item features of the dataset, and cached eval embeddings.
 
     A subclass implements :meth:`scoring_embeddings` (all users' and items' scoring vectors, deterministic)
@@ -79,18 +74,3 @@ class MultimodalPeer(CachedScoring, GeneralRecommender):
         items = inter[dataset.iid_field].long()
         pairs = torch.unique(users * self.n_items + items)
         return pairs // self.n_items, pairs % self.n_items
-
-    def _register_csr(self, prefix: str, adjacency: torch.Tensor) -> None:
-        crow, col, val = csr_parts(adjacency)
-        self.register_buffer(f"{prefix}_crow", crow, persistent=False)
-        self.register_buffer(f"{prefix}_col", col, persistent=False)
-        self.register_buffer(f"{prefix}_val", val, persistent=False)
-
-    def _csr(self, prefix: str, shape: tuple[int, int]) -> torch.Tensor:
-        """A CSR view (no copy) on the buffers :meth:`_register_csr` stored."""
-        return torch.sparse_csr_tensor(getattr(self, f"{prefix}_crow"), getattr(self, f"{prefix}_col"),
-                                       getattr(self, f"{prefix}_val"), shape, check_invariants=False)
-
-    @staticmethod
-    def _build_device(config) -> torch.device:
-        return torch.device(config["device"]) if config["device"] is not None else torch.device("cpu")

@@ -40,7 +40,8 @@ from torch import nn
 from recgoat_core.graphs import bipartite_adjacency, knn_graph
 from recgoat_core.layers import lightgcn_propagate
 from recgoat_recbole.config_check import ConfigError, _BOOL, _PROB, _WEIGHT, _int, _num
-from recgoat_recbole.peers._common import MultimodalPeer, csr_parts
+from recgoat_recbole.graph_buffers import csr_parts
+from recgoat_recbole.peers._common import MultimodalPeer
 
 __all__ = ["FREEDOM", "modality_weights", "item_item_graph"]
 

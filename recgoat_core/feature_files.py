@@ -20,12 +20,12 @@ import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 
 __all__ = ["FeatureFile", "FeatureFileError", "read_features", "write_features", "align_rows",
-           "file_fingerprint", "content_digest", "normalise_rows", "reusable_cache"]
+           "file_fingerprint", "content_digest", "normalise_rows", "reusable_cache", "atomic_write"]
 
 logger = logging.getLogger(__name__)
 
@@ -227,23 +227,30 @@ def write_features(path: str | os.PathLike, tokens: Sequence[str], features: np.
     tokens = np.asarray([str(t) for t in tokens])
     if features.ndim != 2 or len(features) != len(tokens):
         raise ValueError(f"features {features.shape} do not match {len(tokens)} tokens")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     arrays = {"ids": tokens, "features": features}
     if mask is not None:
         arrays["mask"] = np.asarray(mask, dtype=bool)
     if split is not None:
         arrays["split"] = np.asarray([str(split)])
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp.npz")
+    atomic_write(path, lambda f: np.savez(f, **arrays), suffix=".tmp.npz")
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], suffix: str = ".tmp") -> None:
+    """Create ``path`` with ``write(file)``: into a unique temporary file in the same folder (created if
+    needed), then renamed over ``path``. A reader never sees a torn file, concurrent writers do not interfere
+    (the last rename wins, whole), and a failed write leaves no temporary file and the old ``path`` intact."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
 
 
 def align_rows(file: FeatureFile, id_tokens: Sequence[str], missing: str = "error", what: str = "item",

@@ -30,6 +30,8 @@ import secrets
 import tempfile
 from typing import Any
 
+from recgoat_core.feature_files import atomic_write
+
 __all__ = ["create_dataset", "load_split_dataloaders", "save_split_dataloaders", "dataset_key", "CacheError",
            "write_signed", "read_signed"]
 
@@ -82,16 +84,7 @@ def write_signed(path: str, obj: Any, key: str) -> None:
     """Pickle ``obj`` to ``path`` with an HMAC of the local user's secret (atomic: temp file + rename)."""
     payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     mac = hmac.new(_secret(), key.encode() + b"\n" + payload, hashlib.sha256).hexdigest().encode()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_MAGIC + key.encode() + b"\n" + mac + b"\n" + payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(_MAGIC + key.encode() + b"\n" + mac + b"\n" + payload))
 
 
 def read_signed(path: str, key: str | None) -> Any:
@@ -119,7 +112,8 @@ def read_signed(path: str, key: str | None) -> Any:
 # ---------------------------------------------------------------------------------------------- the key
 def _feature_files(config: Any) -> list[str]:
     """The feature files the config names that exist (relative: dataset folder, then working directory)."""
-    from recgoat_recbole.dataset import modality_files
+    from recgoat_core.feature_files import FeatureFileError
+    from recgoat_recbole.dataset import modality_files, resolve_feature_path
 
     specs = []
     try:
@@ -132,11 +126,10 @@ def _feature_files(config: Any) -> list[str]:
     for spec in specs:
         if spec.startswith("auto:"):
             continue  # made from the .item file, which is hashed with the folder
-        spec = os.path.expanduser(spec)
-        for candidate in ([spec] if os.path.isabs(spec) else [os.path.join(config["data_path"], spec), spec]):
-            if os.path.isfile(candidate):
-                files.append(os.path.abspath(candidate))
-                break
+        try:
+            files.append(os.path.abspath(resolve_feature_path(spec, config["data_path"])))
+        except FeatureFileError:
+            pass  # building the dataset reports it
     return files
 
 
@@ -176,18 +169,28 @@ def _cache_path(config: Any, stem: str, key: str) -> str:
     return os.path.join(config["checkpoint_dir"], f"{stem}-{key[:16]}{_SUFFIX}")
 
 
+def _has_cache(config: Any, stem: str) -> bool:
+    """Whether any cache named ``<stem>-*`` exists: when none does and none will be written, the key (which
+    hashes every data file) is not worth computing."""
+    folder = config["checkpoint_dir"]
+    return os.path.isdir(folder) and any(f.startswith(f"{stem}-") and f.endswith(_SUFFIX) for f in os.listdir(folder))
+
+
 def create_dataset(config: Any) -> Any:
     """``recbole.data.create_dataset`` without unpickling untrusted files, and with a complete cache key."""
     dataset_class = _dataset_class(config)
-    key = dataset_key(config, dataset_class)
-    explicit = config["dataset_save_path"]
-    path = explicit or _cache_path(config, f"{config['dataset']}-{dataset_class.__name__}", key)
-    legacy = os.path.join(config["checkpoint_dir"], f"{config['dataset']}-{dataset_class.__name__}.pth")
+    stem = f"{config['dataset']}-{dataset_class.__name__}"
+    legacy = os.path.join(config["checkpoint_dir"], f"{stem}.pth")
     if os.path.isfile(legacy):
         logger.warning(f"ignoring {legacy}: RecBole's plain-pickle dataset cache is never loaded "
                        "(it could run code); recgoat_recbole keeps its own signed cache")
+    explicit = config["dataset_save_path"]
     if explicit and not os.path.isfile(explicit):
         raise CacheError(f"dataset_save_path {explicit} not found")
+    if not (explicit or config["save_dataset"] or _has_cache(config, stem)):
+        return dataset_class(config)  # no cache to read or write
+    key = dataset_key(config, dataset_class)
+    path = explicit or _cache_path(config, stem, key)
     if os.path.isfile(path):
         try:
             dataset = read_signed(path, key)
@@ -209,6 +212,10 @@ _LOADER_KEYS = ("model", "eval_args", "train_neg_sample_args", "valid_neg_sample
                 "shuffle", "MODEL_TYPE")
 
 
+def _loaders_stem(config: Any) -> str:
+    return f"{config['dataset']}-for-{config['model']}-dataloader"
+
+
 def _loaders_key(config: Any) -> str:
     h = hashlib.sha256(dataset_key(config, _dataset_class(config)).encode())  # the data they were split from
     for arg in _LOADER_KEYS:
@@ -219,8 +226,7 @@ def _loaders_key(config: Any) -> str:
 def save_split_dataloaders(config: Any, dataloaders: tuple) -> None:
     """RecBole's ``save_split_dataloaders`` writing a signed, keyed cache (``save_dataloaders: true``)."""
     key = _loaders_key(config)
-    path = config["dataloaders_save_path"] or _cache_path(
-        config, f"{config['dataset']}-for-{config['model']}-dataloader", key)
+    path = config["dataloaders_save_path"] or _cache_path(config, _loaders_stem(config), key)
     serial = []
     for loader in dataloaders:
         state = loader.generator.get_state()
@@ -244,9 +250,12 @@ def load_split_dataloaders(config: Any) -> tuple | None:
     """RecBole's ``load_split_dataloaders`` reading only signed caches built from the same data and settings."""
     import torch
 
-    key = _loaders_key(config)
     explicit = config["dataloaders_save_path"]
-    path = explicit or _cache_path(config, f"{config['dataset']}-for-{config['model']}-dataloader", key)
+    stem = _loaders_stem(config)
+    if not explicit and not _has_cache(config, stem):
+        return None  # nothing saved: no key to compute
+    key = _loaders_key(config)
+    path = explicit or _cache_path(config, stem, key)
     if not os.path.isfile(path):
         if explicit and not config["save_dataloaders"]:
             raise CacheError(f"dataloaders_save_path {explicit} not found")

@@ -17,7 +17,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from recgoat_recbole.bench import find_config  # noqa: E402
-from recgoat_recbole.bench.runner import RunSpec, run_all  # noqa: E402
+from recgoat_recbole.bench.design import RunSpec  # noqa: E402
+from recgoat_recbole.bench.execute import run_all  # noqa: E402
 
 #: every RecGOAT variant starts from the model defaults as they were before tuning (every alignment term on,
 #: fusion weights id 0.5 / modalities 0.5), whatever a dataset YAML has set since; the variant then overrides

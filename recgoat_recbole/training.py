@@ -73,10 +73,8 @@ class TrainingResult:
 
 
 def _ensure_registered() -> None:
-    """Apply the compatibility fixes and register RecGOAT (what ``import recgoat_recbole`` promises)."""
-    import recgoat_recbole
-
-    getattr(recgoat_recbole, "RecGOAT", None)  # a lazy package __init__ registers on first access
+    """Apply the compatibility fixes and register RecGOAT and the peers (``import recgoat_recbole`` does it)."""
+    import recgoat_recbole  # noqa: F401
 
 
 def _time_epochs(trainer: Any, device: Any, on_epoch: EpochCallback | None) -> list[float]:

@@ -13,8 +13,6 @@ The package has one module per concern:
 - :mod:`~recgoat_recbole.bench.worker` -- one run in that subprocess (:func:`recgoat_recbole.training.run_training`);
 - :mod:`~recgoat_recbole.bench.report` -- the CSV, Markdown and PNG outputs;
 - :mod:`~recgoat_recbole.bench.tuning` -- the grid search of ``recgoat tune``.
-
-``recgoat_recbole.bench.runner`` keeps the names it used to hold, for older imports.
 """
 from __future__ import annotations
 

@@ -67,10 +67,6 @@ def run_spec(spec: dict) -> dict:
     }
 
 
-#: the name earlier versions used (``recgoat_recbole.bench.runner._worker``)
-_worker = run_spec
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(argv[0])

@@ -131,7 +131,7 @@ def cmd_features_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_data_import(args: argparse.Namespace) -> int:
-    from recgoat_recbole.datasets.importers import ImportError_, import_lightgcn, import_mmrec
+    from recgoat_recbole.importers import ImportError_, import_lightgcn, import_mmrec
 
     if args.feature and args.format != "lightgcn":
         raise UserError("--feature is for --format lightgcn; the mmrec format reads <modality>_feat.npy "

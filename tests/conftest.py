@@ -48,7 +48,7 @@ def build_mini_ml(root) -> dict:
     items = pd.read_csv(os.path.join(ML100K, "ml-100k.item"), sep="\t", dtype=str, keep_default_na=False)
     items = items[items["item_id:token"].astype(int).isin(inter["item_id:token"].unique())]
     items.to_csv(folder / "ml-mini.item", sep="\t", index=False)
-    from recgoat_recbole.features.store import write_features
+    from recgoat_core.feature_files import write_features
     from recgoat_recbole.features.text import compose_texts, encode_texts, load_text_encoder, read_table
 
     table = read_table(folder / "ml-mini.item")

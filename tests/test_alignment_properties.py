@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from recgoat_recbole.alignment import (
+from recgoat_core.alignment import (
     CMCLoss,
     OATMap,
     WassersteinLoss,

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from recgoat_recbole.cli import main
-from recgoat_recbole.datasets.importers import ImportError_, import_lightgcn, import_mmrec
-from recgoat_recbole.features.store import read_features
+from recgoat_recbole.importers import ImportError_, import_lightgcn, import_mmrec
+from recgoat_core.feature_files import read_features
 from tests.conftest import mini_config, requires_shared
 
 

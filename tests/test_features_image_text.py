@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recgoat_recbole.features.store import read_features
+from recgoat_core.feature_files import read_features
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recgoat_recbole.features.store import FeatureFileError, align_rows, read_features, write_features
+from recgoat_core.feature_files import FeatureFileError, align_rows, read_features, write_features
 
 
 def test_npy_uses_mmrec_row_convention_and_sidecar_overrides(tmp_path):

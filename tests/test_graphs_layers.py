@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recgoat_recbole.graphs import bipartite_adjacency, knn_graph, rating_weights
-from recgoat_recbole.layers import GAT, GATConv, lightgcn_propagate, segment_softmax, symmetric_spmm
+from recgoat_core.graphs import bipartite_adjacency, knn_graph, rating_weights
+from recgoat_core.layers import GAT, GATConv, lightgcn_propagate, segment_softmax, symmetric_spmm
 
 
 def _dense_knn(x: np.ndarray, k: int) -> set[tuple[int, int]]:
@@ -132,7 +132,7 @@ def test_symmetric_spmm_and_lightgcn_propagation():
 
 
 def test_attention_aggregate_gradcheck_and_symmetry_required():
-    from recgoat_recbole.layers import AttentionGraph, _AttentionAggregate
+    from recgoat_core.layers import AttentionGraph, _AttentionAggregate
 
     torch.manual_seed(0)
     edges = knn_graph(torch.randn(9, 4), 2, skip_first=False)

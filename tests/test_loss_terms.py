@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from recgoat_recbole.alignment import wasserstein_distance
+from recgoat_core.alignment import wasserstein_distance
 from tests.test_model import _batch, _build, _margin
 
 

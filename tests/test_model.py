@@ -11,8 +11,8 @@ from recbole.quick_start import run_recbole
 from recbole.utils import init_seed
 
 from recgoat_recbole import RecGOAT
-from recgoat_recbole.features.store import read_features
-from recgoat_recbole.layers import lightgcn_propagate
+from recgoat_core.feature_files import read_features
+from recgoat_core.layers import lightgcn_propagate
 from tests.conftest import mini_config
 
 VARIANTS = {
@@ -224,7 +224,7 @@ def test_fusion_weights_learned_are_a_distribution(mini_ml):
 
 
 def test_missing_feature_rows_zero_fill_or_error(mini_ml, tmp_path):
-    from recgoat_recbole.features.store import FeatureFileError, write_features
+    from recgoat_core.feature_files import FeatureFileError, write_features
 
     raw = read_features(f"{mini_ml['folder']}/text.npz")
     partial = write_features(tmp_path / "partial.npz", raw.tokens[:-10], raw.features[:-10])

@@ -19,7 +19,7 @@ register_peers()
 
 from recgoat_recbole.config_check import ConfigError  # noqa: E402
 from recgoat_recbole.dataset import FeatureContractError  # noqa: E402
-from recgoat_recbole.features.store import read_features, write_features  # noqa: E402
+from recgoat_core.feature_files import read_features, write_features  # noqa: E402
 from recgoat_recbole.peers.freedom import FREEDOM, item_item_graph, modality_weights  # noqa: E402
 from recgoat_recbole.peers.lgmrec import LGMRec  # noqa: E402
 from tests.conftest import mini_config  # noqa: E402

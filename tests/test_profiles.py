@@ -19,7 +19,7 @@ from recgoat_recbole.features.profiles import (
     template_profile,
     training_histories,
 )
-from recgoat_recbole.features.store import read_features
+from recgoat_core.feature_files import read_features
 from tests.conftest import mini_config
 
 

@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from recgoat_recbole.features.store import FeatureFileError, file_fingerprint, read_features, write_features
+from recgoat_core.feature_files import FeatureFileError, file_fingerprint, read_features, write_features
 from tests.conftest import mini_config
 
 
@@ -51,7 +51,7 @@ def test_concurrent_writers_never_tear_a_feature_file(tmp_path):
     writer = textwrap.dedent(f"""
         import os, time
         import numpy as np
-        from recgoat_recbole.features.store import write_features
+        from recgoat_core.feature_files import write_features
         print("ready", flush=True)
         while not os.path.exists({go!r}):
             time.sleep(0.005)

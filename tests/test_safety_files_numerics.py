@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from recgoat_recbole.alignment import OATMap, WassersteinLoss, info_nce, sinkhorn_plan, wasserstein_distance
-from recgoat_recbole.features.store import FeatureFileError, read_features, write_features
+from recgoat_core.alignment import OATMap, WassersteinLoss, info_nce, sinkhorn_plan, wasserstein_distance
+from recgoat_core.feature_files import FeatureFileError, read_features, write_features
 
 
 # ------------------------------------------------------------------------------------ item 6: feature files
@@ -79,7 +79,7 @@ def test_files_already_refused_stay_refused(tmp_path, make, message):
 
 
 def test_normalise_rows_keeps_huge_rows_in_l2_and_standard():
-    from recgoat_recbole.features.store import normalise_rows
+    from recgoat_core.feature_files import normalise_rows
 
     x = np.array([[1e30, 1e30, 0.0], [0.0, 0.0, 0.0], [3.0, 4.0, 0.0], [-1e30, 2e30, 5.0]], dtype=np.float32)
     l2 = normalise_rows(x, "l2", "f.npz")
@@ -95,7 +95,7 @@ def test_normalise_rows_keeps_huge_rows_in_l2_and_standard():
 
 
 def test_normalise_rows_none_refuses_values_that_overflow_float32_products():
-    from recgoat_recbole.features.store import normalise_rows
+    from recgoat_core.feature_files import normalise_rows
 
     small = np.array([[1.0, -2.0]], dtype=np.float64)
     out = normalise_rows(small, "none", "f.npz")
@@ -107,7 +107,7 @@ def test_normalise_rows_none_refuses_values_that_overflow_float32_products():
 
 
 def test_normalise_rows_non_finite_and_unknown_mode_are_feature_file_errors():
-    from recgoat_recbole.features.store import normalise_rows
+    from recgoat_core.feature_files import normalise_rows
 
     with pytest.raises(FeatureFileError, match="nan.npz.*feature_norm: l2"):
         normalise_rows(np.array([[np.nan, 1.0]]), "standard", "nan.npz")

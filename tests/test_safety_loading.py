@@ -220,7 +220,7 @@ def test_dataset_cache_is_keyed_by_modalities_and_feature_contents(mini_ml, tmp_
 
     from recbole.data import create_dataset
 
-    from recgoat_recbole.features.store import read_features, write_features
+    from recgoat_core.feature_files import read_features, write_features
 
     data = tmp_path / "data"
     shutil.copytree(mini_ml["folder"], data / "ml-mini")

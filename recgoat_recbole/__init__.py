@@ -2,7 +2,9 @@
 
 ``import recgoat_recbole`` applies the RecBole 1.2.1 compatibility fixes (:mod:`recgoat_recbole.compat`) once,
 installs the model registry (:mod:`recgoat_recbole.registry`) and registers :class:`RecGOAT`, so that
-``run_recbole(model=RecGOAT, ...)`` and ``run_recbole(model="RecGOAT", ...)`` both work. The framework-free
+``run_recbole(model=RecGOAT, ...)`` and ``run_recbole(model="RecGOAT", ...)`` both work, and the alignment
+plugin (:mod:`recgoat_recbole.aligned`), so that ``run_recbole(model="SGL+Align", ...)`` adds the feature
+alignment to RecBole's own SGL (or LightGCN, NGCF, NCL, BPR, SimpleX). The framework-free
 parts (alignment losses, graphs, layers, feature files) are the package :mod:`recgoat_core`, which imports
 torch and numpy only.
 """
@@ -28,4 +30,8 @@ from recgoat_recbole.peers import register_peers  # noqa: E402  (FREEDOM, LGMRec
 
 register_peers()
 
-__all__ = ["RecGOAT", "RecGOATDataset", "PROPERTIES_DIR", "__version__"]
+from recgoat_recbole.aligned import aligned, model_factory  # noqa: E402  (<Backbone>+Align: the plugin)
+
+_registry.register_factory(model_factory)
+
+__all__ = ["RecGOAT", "RecGOATDataset", "aligned", "PROPERTIES_DIR", "__version__"]

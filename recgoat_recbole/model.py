@@ -27,7 +27,7 @@ from recbole.model.loss import BPRLoss, EmbLoss
 from recbole.utils import InputType
 from torch import nn
 
-from recgoat_core.alignment import CMCLoss, OATMap, WassersteinLoss
+from recgoat_core.feature_alignment import AlignmentSettings, FeatureAlignment
 from recgoat_recbole.config_check import ConfigError, upgrade_renamed, validate
 from recgoat_recbole.dataset import features_for_model
 from recgoat_recbole.graph_buffers import GraphBuffers
@@ -85,33 +85,22 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         degree = torch.bincount(items.long(), minlength=self.n_items)
         self.register_buffer("cold_items", degree == 0, persistent=False)
 
-        # ---- modality branches: Linear → GAT over a frozen cosine kNN graph per modality
+        # ---- modality branches (recgoat_core.feature_alignment): Linear → GAT over a frozen cosine kNN graph
+        # per modality → OAT map; CMCL and W losses. The same module `<Backbone>+Align` adds to other models.
         self.modalities = sorted(features)
-        self.item_projections = nn.ModuleDict()
-        self.item_gats = nn.ModuleDict()
-        self.item_graphs = nn.ModuleDict()
-        self.oat_maps = nn.ModuleDict()
         self.item_graph_layers = int(config["item_graph_layers"]) if self.modalities else 0
         graph_weights = self._item_graph_weights(config)
+        tensors = {name: torch.as_tensor(features[name], dtype=torch.float32) for name in self.modalities}
+        edges = {}
+        if self.use_gat or self.item_graph_layers:
+            edges = {name: knn_graph(x, config["knn_k"], config["knn_chunk_size"], device=self._build_device(config))
+                     for name, x in tensors.items()}
+        self.alignment = FeatureAlignment(tensors, AlignmentSettings.from_config(config), knn_edges=edges)
         item_graph = None
-        for name in self.modalities:
-            x = torch.as_tensor(features[name], dtype=torch.float32)
-            self.register_buffer(f"feat_{name}", x, persistent=False)
-            self.item_projections[name] = nn.Linear(x.shape[1], self.dim)
-            edges = None
-            if self.use_gat or self.item_graph_layers:
-                edges = knn_graph(x, config["knn_k"], config["knn_chunk_size"], device=self._build_device(config))
-            if self.item_graph_layers:  # our extension: FREEDOM's frozen modality graph over the ID embeddings
-                part = graph_weights[name] * normalized_adjacency(edges, self.n_items)
-                item_graph = part if item_graph is None else (item_graph + part).coalesce()
-            if self.use_gat:
-                self.item_graphs[name] = AttentionGraph(edges, self.n_items, config["gat_heads"])
-                self.item_gats[name] = GAT(self.dim, config["gat_layers"], config["gat_heads"], config["gat_dropout"])
-            if self.use_oat:
-                self.oat_maps[name] = OATMap(
-                    self.dim, config["oat_epsilon"], config["oat_cost_scale"], config["oat_iters"],
-                    config["oat_scale_plan"], config["oat_residual_init"], config["oat_plan_grad"],
-                )
+        for name in self.modalities if self.item_graph_layers else ():
+            # our extension: FREEDOM's frozen modality graph over the ID embeddings
+            part = graph_weights[name] * normalized_adjacency(edges[name], self.n_items)
+            item_graph = part if item_graph is None else (item_graph + part).coalesce()
 
         if item_graph is not None:
             self._register_csr("item_graph", item_graph)
@@ -136,9 +125,7 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         # ---- losses
         self.bpr_loss = BPRLoss()
         self.reg_loss = EmbLoss()
-        self.cmcl = CMCLoss(config["cmcl_temperature"])
-        self.wasserstein = WassersteinLoss(config["wasserstein_epsilon"], config["wasserstein_iters"],
-                                           config["wasserstein_sample_size"])
+        self._register_load_state_dict_pre_hook(_rename_legacy_keys)
 
     # ------------------------------------------------------------------------------------------- set-up
     def _item_graph_weights(self, config) -> dict[str, float]:
@@ -184,7 +171,15 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
     # ---------------------------------------------------------------------------------------- forward
     @property
     def item_features(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, f"feat_{name}") for name in self.modalities}
+        return self.alignment.features
+
+    # the alignment's parts under their names of earlier versions
+    item_projections = property(lambda self: self.alignment.projections)
+    item_gats = property(lambda self: self.alignment.gats)
+    item_graphs = property(lambda self: self.alignment.graphs)
+    oat_maps = property(lambda self: self.alignment.oat_maps)
+    cmcl = property(lambda self: self.alignment.cmcl)
+    wasserstein = property(lambda self: self.alignment.wasserstein)
 
     @property
     def user_features(self) -> torch.Tensor | None:
@@ -203,26 +198,10 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
 
     def modality_views(self, item_id: torch.Tensor) -> dict[str, torch.Tensor]:
         """``z~_m`` for every modality: projected LM features, GAT-propagated, OAT-aligned to ``item_id``."""
-        views = {}
-        for name in self.modalities:
-            h = self.item_projections[name](getattr(self, f"feat_{name}"))
-            if self.use_gat:
-                h = self.item_gats[name](h, self.item_graphs[name])
-            if self.use_oat:
-                h, _ = self.oat_maps[name](h, item_id)
-            views[name] = self._scaled_like(h, item_id)
-        return views
+        return self.alignment.views(item_id)
 
     def _scaled_like(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """``x`` rescaled to the RMS row norm of ``reference`` when ``match_scale`` (the factor has no gradient).
-
-        LM features and ID embeddings live on very different scales; without this, a modality with fusion
-        weight 0.05 (or a user profile with γ_p = 0.1) still dominates the fused vector.
-        """
-        if not self.match_scale:
-            return x
-        target = reference.detach().pow(2).sum(1).mean().sqrt()
-        return x * (target / x.detach().pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
+        return self.alignment.scaled_like(x, reference)
 
     def _fuse(self, item_id: torch.Tensor, views: dict[str, torch.Tensor]) -> torch.Tensor:
         if not views:
@@ -277,15 +256,8 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         rec = self.bpr_loss((u * items[pos]).sum(-1), (u * items[neg]).sum(-1))
         reg = self.reg_loss(self.user_embedding(user), self.item_embedding(pos), self.item_embedding(neg))
         losses = [rec + self.reg_weight * reg]
-        if views and (self.cmcl_weight > 0 or self.wasserstein_weight > 0):
-            batch_items = torch.unique(pos)
-            target = items[batch_items]
-            if self.align_detach_target:  # move the LM views towards the unified space, not the reverse
-                target = target.detach()
-            if self.cmcl_weight > 0:
-                losses.append(self.cmcl_weight * sum(self.cmcl(v[batch_items], target) for v in views.values()))
-            if self.wasserstein_weight > 0:
-                losses.append(self.wasserstein_weight * sum(self.wasserstein(v[batch_items], target) for v in views.values()))
+        if views:  # CMCL / W between each view and the fused item vectors of the batch's positive items
+            losses += self.alignment.loss(views, items, pos)
         return tuple(losses)
 
     # ------------------------------------------------------------------------------------------ scoring
@@ -293,3 +265,21 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         """All users' and items' final vectors (cached per parameter state in eval mode: :mod:`.scoring`)."""
         users, items, _ = self.forward()
         return users, items
+
+
+#: parameter names of earlier versions (before the alignment became :class:`FeatureAlignment`) -> now
+_LEGACY_PREFIXES = {"item_projections.": "alignment.projections.", "item_gats.": "alignment.gats.",
+                    "oat_maps.": "alignment.oat_maps.", "cmcl.": "alignment.cmcl.",
+                    "wasserstein.": "alignment.wasserstein."}
+
+
+def _rename_legacy_keys(state_dict, prefix, *_args) -> None:
+    """Load checkpoints written before the alignment moved into ``self.alignment`` (in place)."""
+    for key in list(state_dict):
+        if not key.startswith(prefix):
+            continue
+        rest = key[len(prefix):]
+        for old, new in _LEGACY_PREFIXES.items():
+            if rest.startswith(old):
+                state_dict[prefix + new + rest[len(old):]] = state_dict.pop(key)
+                break

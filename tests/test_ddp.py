@@ -24,17 +24,21 @@ _trainer.get_local_time = lambda: "pid" + str(os.getpid())
 
 if __name__ == "__main__":
     config = mini_config(json.loads(sys.argv[1]), epochs=1, eval_batch_size=4096)
-    result = run(RecGOAT, "ml-mini", config_dict=config, nproc=2, port=sys.argv[2])
+    model = RecGOAT if sys.argv[3] == "RecGOAT" else sys.argv[3]  # the class, or a registered name
+    if model != RecGOAT:
+        config["user_profile_feat"] = None
+    result = run(model, "ml-mini", config_dict=config, nproc=2, port=sys.argv[2])
     print("RESULT " + json.dumps(dict(result["test_result"])))
 """
 
 
-def test_two_process_ddp_on_cpu_with_gloo(mini_ml, tmp_path):
+@pytest.mark.parametrize("model", ["RecGOAT", "LightGCN+Align"])
+def test_two_process_ddp_on_cpu_with_gloo(mini_ml, tmp_path, model):
     root = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
     script = tmp_path / "ddp_run.py"
     script.write_text(SCRIPT.format(root=root))
-    port = str(29500 + os.getpid() % 400)
-    out = subprocess.run([sys.executable, str(script), json.dumps(mini_ml), port], capture_output=True, text=True,
+    port = str(29500 + (os.getpid() + 7 * len(model)) % 400)
+    out = subprocess.run([sys.executable, str(script), json.dumps(mini_ml), port, model], capture_output=True, text=True,
                          timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))

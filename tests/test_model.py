@@ -85,16 +85,16 @@ def test_variant_loss_terms_present_finite_and_reaching_their_parameters(mini_ml
 
     g = _grads(model, terms[0])
     reached = ["user_embedding.weight", "item_embedding.weight"]
-    reached += [f"item_projections.{m}.weight" for m in model.modalities]
+    reached += [f"alignment.projections.{m}.weight" for m in model.modalities]
     reached += ["profile_projection.weight"] if model.use_profiles else []
     reached += {"learned": ["fusion_logits"], "concat": ["concat_projection.weight"]}.get(config["fusion"], [])
     assert all(g[name] > 0 for name in reached), [name for name in reached if g[name] == 0]
     for term in terms[1:]:
         g = _grads(model, term)
         for m in model.modalities:
-            assert g[f"item_projections.{m}.weight"] > 0
-            assert not config["use_oat"] or g[f"oat_maps.{m}.residual"] > 0
-            assert not config["use_gat"] or g[f"item_gats.{m}.layers.0.att_src"] > 0
+            assert g[f"alignment.projections.{m}.weight"] > 0
+            assert not config["use_oat"] or g[f"alignment.oat_maps.{m}.residual"] > 0
+            assert not config["use_gat"] or g[f"alignment.gats.{m}.layers.0.att_src"] > 0
         assert not model.use_profiles or g["profile_projection.weight"] == 0
 
     before = _margin(model, batch)
@@ -158,7 +158,7 @@ def test_align_detach_target_keeps_alignment_off_the_id_embeddings(mini_ml, deta
     _, cmcl, ot = model.calculate_loss(batch)
     for term in (cmcl, ot):
         g = _grads(model, term)
-        assert g["oat_maps.text.residual"] > 0  # the views always move
+        assert g["alignment.oat_maps.text.residual"] > 0  # the views always move
         assert (g["item_embedding.weight"] == 0) == detach
         assert (g["user_embedding.weight"] == 0) == detach  # via LightGCN propagation into item vectors
 

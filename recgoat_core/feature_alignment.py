@@ -1,0 +1,185 @@
+r"""Feature alignment as one module: per item modality a view of the LM features, and the losses that pull the
+views and an item representation together. What RecGOAT adds to LightGCN, and what ``<Backbone>+Align``
+adds to any recommender (``recgoat_recbole.aligned``); plain PyTorch, usable in any training loop.
+
+For each modality :math:`m` with features :math:`X^m \in \mathbb R^{I\times d_m}` and an item representation
+:math:`Z \in \mathbb R^{I\times d}` (the recommender's own item vectors),
+
+.. math::
+    H^m = \mathrm{GAT}_m\big(X^m W_m + b_m,\ \mathcal G^m_{kNN}\big), \qquad
+    \tilde Z^m = s\cdot\mathrm{OAT}_m(H^m, Z) = s\,H^m (d\,T^m + \Delta_m),
+
+where :math:`\mathcal G^m_{kNN}` is the frozen cosine top-k graph of :math:`X^m` (the GAT is optional,
+``use_gat``), the OAT map is optional (``use_oat``) and :math:`s` rescales :math:`\tilde Z^m` to the RMS row norm
+of :math:`Z` without gradient (``match_scale``). Over the distinct items :math:`B` of a batch,
+
+.. math::
+    \mathcal L_{align} = \lambda_c \sum_m \mathrm{InfoNCE}_\tau(\tilde Z^m_B, Z_B)
+                       + \lambda_{ot} \sum_m W_\varepsilon(\tilde Z^m_B, Z_B),
+
+(:mod:`recgoat_core.alignment.cmcl`, :mod:`recgoat_core.alignment.wasserstein`); with ``detach_target`` the
+target :math:`Z_B` gets no gradient. :meth:`FeatureAlignment.blend` puts the views into the score:
+:math:`(1-\gamma) Z + \gamma\,\frac1M\sum_m \tilde Z^m`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from recgoat_core.alignment import CMCLoss, OATMap, WassersteinLoss
+from recgoat_core.graphs import knn_graph
+from recgoat_core.layers import GAT, AttentionGraph
+
+__all__ = ["AlignmentSettings", "FeatureAlignment"]
+
+
+@dataclass(frozen=True)
+class AlignmentSettings:
+    """The settings of :class:`FeatureAlignment`; the names are the RecBole config keys (docs/config.md)."""
+
+    embedding_size: int = 64
+    use_gat: bool = True
+    knn_k: int = 10
+    knn_chunk_size: int = 2048
+    gat_layers: int = 1
+    gat_heads: int = 8
+    gat_dropout: float = 0.1
+    use_oat: bool = True
+    oat_epsilon: float = 0.01
+    oat_cost_scale: float = 100.0
+    oat_iters: int = 100
+    oat_scale_plan: bool = True
+    oat_residual_init: str = "zeros"
+    oat_plan_grad: bool = False
+    cmcl_weight: float = 0.032
+    cmcl_temperature: float = 0.2
+    wasserstein_weight: float = 0.001
+    wasserstein_epsilon: float = 0.1
+    wasserstein_iters: int = 30
+    wasserstein_sample_size: int = 128
+    match_scale: bool = True
+    align_detach_target: bool = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | Any) -> "AlignmentSettings":
+        """The settings held by ``config`` (a dict or a RecBole ``Config``); keys it lacks keep their default."""
+        values = {}
+        for field in fields(cls):
+            try:
+                value = config[field.name]
+            except KeyError:
+                continue
+            if value is not None:
+                values[field.name] = value
+        return cls(**values)
+
+
+class FeatureAlignment(nn.Module):
+    """The modality views and alignment losses of the module docstring, for a fixed set of item features.
+
+    Args:
+        features: ``{modality: [n_items, d_m] tensor}``, rows = item ids of the recommender.
+        settings: :class:`AlignmentSettings` (or a mapping of config keys).
+        build_device: where to build the kNN graphs (the graphs are then kept on the CPU until ``.to()``).
+        knn_edges: ``{modality: edge_index}`` built already (by :func:`recgoat_core.graphs.knn_graph`), to
+            reuse instead of building them again.
+    """
+
+    def __init__(self, features: Mapping[str, torch.Tensor], settings: AlignmentSettings | Mapping[str, Any],
+                 build_device: torch.device | str | None = None,
+                 knn_edges: Mapping[str, torch.Tensor] | None = None) -> None:
+        super().__init__()
+        s = settings if isinstance(settings, AlignmentSettings) else AlignmentSettings.from_config(settings)
+        self.settings = s
+        self.modalities = sorted(features)
+        self.projections = nn.ModuleDict()
+        self.graphs = nn.ModuleDict()
+        self.gats = nn.ModuleDict()
+        self.oat_maps = nn.ModuleDict()
+        self.n_items = None
+        # module creation order (Linear, GAT, OAT per modality) fixes the random initialisation: keep it
+        for name in self.modalities:
+            x = torch.as_tensor(features[name], dtype=torch.float32)
+            if x.ndim != 2:
+                raise ValueError(f"modality {name!r}: features must be [n_items, dim], got {tuple(x.shape)}")
+            if self.n_items is not None and len(x) != self.n_items:
+                raise ValueError(f"modality {name!r} has {len(x)} rows, the others {self.n_items}")
+            self.n_items = len(x)
+            self.register_buffer(f"feat_{name}", x, persistent=False)
+            self.projections[name] = nn.Linear(x.shape[1], s.embedding_size)
+            if s.use_gat:
+                edges = (knn_edges or {}).get(name)
+                if edges is None:
+                    edges = knn_graph(x, s.knn_k, s.knn_chunk_size, device=build_device)
+                self.graphs[name] = AttentionGraph(edges, len(x), s.gat_heads)
+                self.gats[name] = GAT(s.embedding_size, s.gat_layers, s.gat_heads, s.gat_dropout)
+            if s.use_oat:
+                self.oat_maps[name] = OATMap(s.embedding_size, s.oat_epsilon, s.oat_cost_scale, s.oat_iters,
+                                             s.oat_scale_plan, s.oat_residual_init, s.oat_plan_grad)
+        self.cmcl = CMCLoss(s.cmcl_temperature)
+        self.wasserstein = WassersteinLoss(s.wasserstein_epsilon, s.wasserstein_iters, s.wasserstein_sample_size)
+
+    @property
+    def features(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, f"feat_{name}") for name in self.modalities}
+
+    @property
+    def has_loss(self) -> bool:
+        """Whether :meth:`loss` has any term switched on (and any modality to apply it to)."""
+        return bool(self.modalities) and (self.settings.cmcl_weight > 0 or self.settings.wasserstein_weight > 0)
+
+    def views(self, item_rep: torch.Tensor) -> dict[str, torch.Tensor]:
+        r""":math:`\tilde Z^m` for every modality, aligned to ``item_rep`` [n_items, d] (all items)."""
+        views = {}
+        for name in self.modalities:
+            h = self.projections[name](getattr(self, f"feat_{name}"))
+            if self.settings.use_gat:
+                h = self.gats[name](h, self.graphs[name])
+            if self.settings.use_oat:
+                h, _ = self.oat_maps[name](h, item_rep)
+            views[name] = self.scaled_like(h, item_rep)
+        return views
+
+    def scaled_like(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """``x`` rescaled to the RMS row norm of ``reference`` when ``match_scale`` (the factor has no gradient).
+
+        LM features and ID embeddings live on very different scales; without this, a view with a small fusion
+        weight still dominates the fused vector.
+        """
+        if not self.settings.match_scale:
+            return x
+        target = reference.detach().pow(2).sum(1).mean().sqrt()
+        return x * (target / x.detach().pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
+
+    def loss(self, views: Mapping[str, torch.Tensor], item_rep: torch.Tensor,
+             items: torch.Tensor) -> list[torch.Tensor]:
+        r"""The switched-on terms of :math:`\mathcal L_{align}` (weighted) over the distinct ``items`` of a batch:
+        ``[λ_c Σ_m InfoNCE]`` and/or ``[λ_ot Σ_m W]`` (an empty list when every term is off)."""
+        s = self.settings
+        if not views or not self.has_loss:
+            return []
+        batch = torch.unique(items)
+        target = item_rep[batch]
+        if s.align_detach_target:  # move the LM views towards the item representation, not the reverse
+            target = target.detach()
+        terms = []
+        if s.cmcl_weight > 0:
+            terms.append(s.cmcl_weight * sum(self.cmcl(v[batch], target) for v in views.values()))
+        if s.wasserstein_weight > 0:
+            terms.append(s.wasserstein_weight * sum(self.wasserstein(v[batch], target) for v in views.values()))
+        return terms
+
+    def blend(self, item_rep: torch.Tensor, views: Mapping[str, torch.Tensor], gamma: float) -> torch.Tensor:
+        r""":math:`(1-\gamma) Z + \gamma\,\mathrm{mean}_m \tilde Z^m` (``item_rep`` itself when γ = 0 or no view)."""
+        if gamma == 0 or not views:
+            return item_rep
+        return (1.0 - gamma) * item_rep + gamma * torch.stack([views[m] for m in self.modalities]).mean(0)
+
+    def extra_repr(self) -> str:
+        s = self.settings
+        return (f"modalities={self.modalities}, use_gat={s.use_gat}, use_oat={s.use_oat}, "
+                f"cmcl_weight={s.cmcl_weight}, wasserstein_weight={s.wasserstein_weight}")

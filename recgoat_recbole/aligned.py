@@ -1,0 +1,264 @@
+r"""The alignment as a plugin: ``<Backbone>+Align`` adds RecGOAT's feature alignment to a RecBole recommender.
+
+    run_recbole(model="SGL+Align", config_dict={"item_modalities": {"text": "text.npz"}, ...})
+    run_recbole(model=aligned("SGL"), ...)                # the same class
+
+The backbone is RecBole's own class, unedited: ``aligned(Backbone)`` is a subclass of it that, per item modality,
+builds the feature view of :class:`recgoat_core.feature_alignment.FeatureAlignment` (projection, the kNN-graph GAT
+where ``use_gat``, the OAT map where ``use_oat``) and adds to the backbone's own ``calculate_loss``
+
+.. math::
+    \lambda_c \sum_m \mathrm{InfoNCE}_\tau(\tilde Z^m_B, Z_B) + \lambda_{ot} \sum_m W_\varepsilon(\tilde Z^m_B, Z_B)
+
+between the views and the backbone's item representation :math:`Z` on the batch's positive items :math:`B`.
+With ``fusion_gamma`` γ > 0 the views also enter the score, :math:`Z \leftarrow (1-\gamma)Z + \gamma\,
+\mathrm{mean}_m\tilde Z^m` (backbones whose ``forward`` returns every item's vector only). The defaults are
+``properties/Align.yaml`` layered above the backbone's own RecBole YAML. RecGOAT is the LightGCN case of the same
+module plus its extras (rating-aware graph, user-profile graph, four fusion modes): :mod:`recgoat_recbole.model`.
+
+Where the item representation :math:`Z` comes from, per backbone (:data:`BACKBONES`):
+
+- graph models whose ``forward`` returns ``(users, items, ...)`` for all nodes (LightGCN, NGCF, SGL, NCL): the
+  items of the first ``forward`` call of the step (SGL: the un-augmented graph), so no propagation is repeated;
+- embedding models (BPR, SimpleX, and any general model with an ``item_embedding`` table): the item embedding
+  table itself.
+
+Out of scope, with one clear error: sequential, context-aware and knowledge-graph models (their item vector
+depends on the sequence or the feature fields), and general models without trainable item vectors (EASE,
+ItemKNN, Pop, SLIM, ADMMSLIM, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from recgoat_core.feature_alignment import AlignmentSettings, FeatureAlignment
+from recgoat_recbole.config_check import ConfigError, RULES, upgrade_renamed, validate
+from recgoat_recbole.dataset import FeatureContractError, features_for_model
+
+__all__ = ["aligned", "is_aligned_name", "BACKBONES", "SUFFIX", "AlignedRecommender", "ALIGN_YAML"]
+
+logger = logging.getLogger(__name__)
+
+#: ``"SGL" + SUFFIX`` is the registered name of SGL with the alignment
+SUFFIX = "+Align"
+ALIGN_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties", "Align.yaml")
+
+#: the keys the plugin reads, checked like RecGOAT's
+ALIGN_RULES = {key: RULES[key] for key in (
+    "feature_norm", "missing_features", "knn_k", "knn_chunk_size", "use_gat", "gat_layers", "gat_heads",
+    "gat_dropout", "use_oat", "oat_epsilon", "oat_cost_scale", "oat_iters", "oat_scale_plan", "oat_residual_init",
+    "oat_plan_grad", "cmcl_weight", "cmcl_temperature", "wasserstein_weight", "wasserstein_epsilon",
+    "wasserstein_iters", "wasserstein_sample_size", "align_detach_target", "match_scale", "fusion_gamma")}
+
+
+@dataclass(frozen=True)
+class ItemAccess:
+    """How to reach a backbone's item representation.
+
+    ``kind == "forward"``: ``forward(*args(model))`` returns a tuple whose element ``index`` is every item's
+    vector; ``kind == "embedding"``: the ``nn.Embedding`` attribute ``attribute`` is the item table.
+    """
+
+    kind: str
+    index: int = 1
+    attribute: str = "item_embedding"
+    args: Callable[[Any], tuple] = lambda model: ()
+
+    @property
+    def fusable(self) -> bool:
+        return self.kind == "forward"
+
+
+#: the backbones tested end to end (tests/test_plugin.py); others are tried by the rules of :func:`_access_for`
+BACKBONES: dict[str, ItemAccess] = {
+    "LightGCN": ItemAccess("forward"),
+    "NGCF": ItemAccess("forward"),
+    "SGL": ItemAccess("forward", args=lambda model: (model.train_graph,)),
+    "NCL": ItemAccess("forward"),
+    "BPR": ItemAccess("embedding", attribute="item_embedding"),
+    "SimpleX": ItemAccess("embedding", attribute="item_emb"),
+}
+
+
+def is_aligned_name(name: str) -> bool:
+    return isinstance(name, str) and name.endswith(SUFFIX) and len(name) > len(SUFFIX)
+
+
+def _access_for(backbone: type) -> ItemAccess:
+    """The :class:`ItemAccess` of ``backbone``, or a :class:`ConfigError` saying why it is out of scope."""
+    from recbole.model.abstract_recommender import GeneralRecommender
+    from recbole.utils import ModelType
+
+    name = backbone.__name__
+    if name in BACKBONES:
+        return BACKBONES[name]
+    if not isinstance(backbone, type) or not issubclass(backbone, GeneralRecommender):
+        kind = getattr(getattr(backbone, "type", None), "name", "non-general").lower()
+        raise ConfigError(
+            f"{name}{SUFFIX}: the alignment needs a general recommender with one vector per item; {name} is a "
+            f"{kind} model (sequential, context-aware and knowledge-graph models are out of scope: their item "
+            f"vectors depend on the sequence or the feature fields). Supported: {', '.join(BACKBONES)}")
+    if getattr(backbone, "type", None) == ModelType.TRADITIONAL or name in {"EASE", "ItemKNN", "Pop", "SLIMElastic",
+                                                                              "ADMMSLIM", "NCEPLRec", "Random"}:
+        raise ConfigError(f"{name}{SUFFIX}: {name} has no trainable item vectors for the alignment to act on "
+                          f"(supported: {', '.join(BACKBONES)})")
+    return ItemAccess("embedding")  # checked when the model is built: it must have an item_embedding table
+
+
+class AlignedRecommender:
+    """Mixin put before a RecBole backbone by :func:`aligned`; see the module docstring."""
+
+    backbone: type
+    access: ItemAccess
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        name = type(self).__name__
+        for message in upgrade_renamed(config):
+            logger.warning(f"{name} config: {message}")
+        validate(config, ALIGN_RULES)
+        if config["id_only"]:
+            raise ConfigError(f"{name}: id_only: true leaves the alignment no features; train "
+                              f"{self.backbone.__name__} itself for an ID-only model")
+        features, profiles = features_for_model(config, dataset)
+        if not features:
+            raise FeatureContractError(
+                f"{name} needs item features: set item_modalities ({{name: file}}, e.g. {{text: text.npz}}, or "
+                f"[text, image] for MMRec's <name>_feat.npy) in the config")
+        if profiles is not None:
+            logger.warning(f"{name} does not use user profiles (RecGOAT does): user_profile_feat is ignored")
+        self.align_gamma = float(config["fusion_gamma"] or 0.0)
+        if self.align_gamma > 0 and not self.access.fusable:
+            raise ConfigError(f"{name}: fusion_gamma > 0 puts the feature views into the score, which needs a "
+                              f"backbone whose forward() returns every item's vector; {self.backbone.__name__}'s "
+                              f"does not: set fusion_gamma: 0 (the alignment losses still apply)")
+        table = self._item_table_for_dim()
+        dim = table.shape[1]
+        heads = config["gat_heads"]
+        if config["use_gat"] and dim % heads:
+            raise ConfigError(f"{name}: gat_heads ({heads}) must divide the item vector size of "
+                              f"{self.backbone.__name__} ({dim})")
+        tensors = {m: torch.as_tensor(x, dtype=torch.float32) for m, x in sorted(features.items())}
+        settings = AlignmentSettings.from_config({**{k: config[k] for k in ALIGN_RULES if k != "fusion_gamma"},
+                                                  "embedding_size": dim})
+        device = torch.device(config["device"]) if config["device"] is not None else torch.device("cpu")
+        self.alignment = FeatureAlignment(tensors, settings, build_device=device)
+        self._step: dict | None = None  # what the first forward() of a training step produced
+
+    # ------------------------------------------------------------------------------------------- access
+    def _item_table_for_dim(self) -> torch.Tensor:
+        """The backbone's item vectors once, to size the views (under no_grad, in eval mode)."""
+        if self.access.kind == "embedding":
+            table = getattr(self, self.access.attribute, None)
+            if not isinstance(table, nn.Embedding) or table.num_embeddings != self.n_items:
+                raise ConfigError(
+                    f"{type(self).__name__}: {self.backbone.__name__} has no item embedding table "
+                    f"({self.access.attribute!r} with {self.n_items} rows) for the alignment to act on "
+                    f"(supported: {', '.join(BACKBONES)})")
+            return table.weight
+        modes = [(m, m.training) for m in self.modules()]
+        for m, _ in modes:  # eval mode without calling train(False): SGL's train() redraws its graphs
+            m.training = False
+        try:
+            with torch.no_grad():
+                out = self.backbone.forward(self, *self.access.args(self))
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        return out[self.access.index]
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        if self.access.kind != "forward" or (self._step is None and self.align_gamma == 0):
+            return out
+        items = out[self.access.index]
+        step = self._step
+        if step is not None and "views" in step:
+            views = step["views"]  # later forward calls of the same step (SGL's augmented graphs) reuse them
+        else:
+            views = self.alignment.views(items)
+        if self.align_gamma > 0:
+            items = self.alignment.blend(items, views, self.align_gamma)
+            out = (*out[: self.access.index], items, *out[self.access.index + 1:])
+        if step is not None and "views" not in step:
+            step.update(views=views, items=items)
+        return out
+
+    def calculate_loss(self, interaction):
+        self._step = {}
+        try:
+            base = super().calculate_loss(interaction)
+            step = self._step
+        finally:
+            self._step = None
+        if self.access.kind == "embedding":
+            items = getattr(self, self.access.attribute).weight
+            views = self.alignment.views(items)
+        elif "views" in step:
+            items, views = step["items"], step["views"]
+        else:
+            raise RuntimeError(f"{type(self).__name__}: {self.backbone.__name__}.calculate_loss did not call "
+                               f"forward(), so its item vectors could not be read")
+        terms = self.alignment.loss(views, items, interaction[self.ITEM_ID])
+        base = base if isinstance(base, tuple) else (base,)
+        return (*base, *terms)
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def aligned(backbone: str | type) -> type:
+    """The class ``<Backbone>+Align``: ``backbone`` (a RecBole general recommender, by name or class) with the
+    alignment; registered, so its name works wherever RecBole takes a model name. Made once per backbone."""
+    from recgoat_recbole import registry
+    from recgoat_recbole.dataset import RecGOATDataset
+
+    if isinstance(backbone, str):
+        base_name = backbone[: -len(SUFFIX)] if is_aligned_name(backbone) else backbone
+        if registry.registered(base_name) is not None:
+            raise ConfigError(f"{base_name}{SUFFIX}: {base_name} is one of this project's models; the alignment "
+                              f"plugin takes RecBole's own recommenders (e.g. {', '.join(BACKBONES)})")
+        base = registry.recbole_model(base_name)
+    else:
+        base = backbone
+    if issubclass(base, AlignedRecommender):
+        return base
+    name = base.__name__ + SUFFIX
+    if name in _CLASSES:
+        return _CLASSES[name]
+    access = _access_for(base)
+    cls = type(name, (AlignedRecommender, base), {
+        "backbone": base, "access": access, "__module__": __name__, "__qualname__": name,
+        "__doc__": f"{base.__name__} with the feature alignment of :mod:`recgoat_recbole.aligned`.",
+    })
+    recbole_yaml = _recbole_model_yaml(base.__name__)
+    registry.register_model(cls, RecGOATDataset, [*([recbole_yaml] if recbole_yaml else []), ALIGN_YAML],
+                            trainer_name=base.__name__)
+    _CLASSES[name] = cls
+    return cls
+
+
+def _recbole_model_yaml(name: str) -> str | None:
+    import recbole
+
+    path = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{name}.yaml")
+    return path if os.path.isfile(path) else None
+
+
+def model_factory(name: str) -> type | None:
+    """For the registry: build ``<Backbone>+Align`` on first use of its name (None for other names)."""
+    return aligned(name) if is_aligned_name(name) else None
+
+
+def __getattr__(name: str) -> type:
+    """``recgoat_recbole.aligned.<Backbone>+Align`` (how pickle finds the classes, e.g. for DDP workers)."""
+    if is_aligned_name(name):
+        return aligned(name)
+    raise AttributeError(name)

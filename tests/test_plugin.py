@@ -1,0 +1,172 @@
+"""The alignment plugin: `<Backbone>+Align` adds the feature alignment to RecBole's own recommenders."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.quick_start import load_data_and_model, run_recbole
+from recbole.utils import get_model, get_trainer, init_seed
+
+from recgoat_recbole import aligned
+from recgoat_recbole.aligned import BACKBONES
+from recgoat_recbole.config_check import ConfigError
+from tests.conftest import mini_config
+
+BACKBONE_SETTINGS = {"NCL": {"num_clusters": 10}}
+
+
+def _config(mini_ml, model: str, **overrides) -> Config:
+    base = BACKBONE_SETTINGS.get(model.split("+")[0], {})
+    settings = mini_config(mini_ml, user_profile_feat=None, **{**base, **overrides})
+    return Config(model=model, config_dict=settings)
+
+
+def _build(mini_ml, model: str, **overrides):
+    config = _config(mini_ml, model, **overrides)
+    init_seed(config["seed"], True)
+    train, valid, test = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], True)
+    return config, get_model(model)(config, train.dataset), train
+
+
+def _batch(train, size: int = 64):
+    batch = next(iter(train))
+    return batch[torch.arange(min(size, len(batch)))]
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_each_backbone_gets_alignment_terms_that_reach_its_item_vectors(mini_ml, backbone):
+    """Every listed backbone: its own loss terms plus CMCL and W, finite, with gradients reaching the feature
+    projections *and* the backbone's own item embedding table through the alignment terms alone."""
+    config, model, train = _build(mini_ml, backbone + "+Align", use_gat=True)
+    plain_config, plain, _ = _build(mini_ml, backbone)
+    for m in (model, plain):
+        m.train()  # SGL draws its augmented graphs here
+        if hasattr(m, "e_step"):  # NCL's clustering, which NCLTrainer runs before each epoch
+            m.e_step()
+    batch = _batch(train)
+    plain_terms = plain.calculate_loss(batch)
+    plain_terms = plain_terms if isinstance(plain_terms, tuple) else (plain_terms,)
+    terms = model.calculate_loss(batch)
+    assert len(terms) == len(plain_terms) + 2  # CMCL and W added, nothing replaced
+    assert all(torch.isfinite(t) for t in terms)
+    align = sum(terms[len(plain_terms):])
+    model.zero_grad()
+    align.backward()
+    for m in model.alignment.modalities:
+        assert model.alignment.projections[m].weight.grad.abs().sum() > 0
+        assert model.alignment.gats[m].layers[0].att_src.grad.abs().sum() > 0
+    table = getattr(model, model.access.attribute) if model.access.kind == "embedding" else model.item_embedding
+    assert table.weight.grad is not None and table.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("backbone", ["LightGCN", "BPR", "SGL"])
+def test_with_every_term_off_the_backbone_is_unchanged(mini_ml, backbone):
+    """cmcl_weight = wasserstein_weight = γ = 0: the same losses and scores as RecBole's class, same weights."""
+    off = {"cmcl_weight": 0.0, "wasserstein_weight": 0.0, "fusion_gamma": 0}
+    _, model, train = _build(mini_ml, backbone + "+Align", **off)
+    _, plain, _ = _build(mini_ml, backbone, **off)
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(key.startswith("alignment.") for key in missing)
+    batch = _batch(train)
+    np.random.seed(0)
+    plain.train()  # SGL draws its augmented graphs in train()
+    np.random.seed(0)
+    model.train()
+    ours, theirs = model.calculate_loss(batch), plain.calculate_loss(batch)
+    assert len(ours) == 1
+    torch.testing.assert_close(ours[0], theirs)
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model.full_sort_predict(batch), plain.full_sort_predict(batch))
+
+
+def test_fusion_puts_the_views_into_the_score_where_the_backbone_allows_it(mini_ml):
+    _, fused, train = _build(mini_ml, "LightGCN+Align", fusion_gamma=0.5)
+    _, plain, _ = _build(mini_ml, "LightGCN+Align", fusion_gamma=0)
+    plain.load_state_dict(fused.state_dict())
+    batch = _batch(train)
+    fused.eval(), plain.eval()
+    users, items, *_ = plain.forward()
+    views = plain.alignment.views(items)
+    expected = users @ (0.5 * items + 0.5 * torch.stack(list(views.values())).mean(0)).T
+    got = fused.full_sort_predict(batch).view(len(batch), -1)
+    torch.testing.assert_close(got, expected[batch[plain.USER_ID]])
+    with pytest.raises(ConfigError, match="fusion_gamma > 0.*BPR"):
+        _build(mini_ml, "BPR+Align", fusion_gamma=0.5)
+
+
+@pytest.mark.parametrize("name, why", [
+    ("GRU4Rec+Align", "sequential model"), ("FM+Align", "context model"), ("EASE+Align", "no trainable item vectors"),
+    ("RecGOAT+Align", "one of this project's models"), ("Nope+Align", "unknown model"),
+])
+def test_out_of_scope_backbones_are_one_clear_error(name, why):
+    with pytest.raises(ValueError, match=why.split()[0]) as info:
+        aligned(name)
+    assert "\n" not in str(info.value)
+
+
+def test_features_are_required_and_checked(mini_ml):
+    with pytest.raises(ConfigError, match="needs item features"):
+        _build(mini_ml, "LightGCN+Align", item_modalities=None)
+    with pytest.raises(ConfigError, match="cmcl_weight"):
+        _build(mini_ml, "LightGCN+Align", cmcl_weight=-1)
+
+
+def test_one_config_change_trains_reloads_and_is_deterministic(mini_ml):
+    """run_recbole with the registered name; the checkpoint reloads through load_data_and_model and scores the
+    same; a second run with the same seed gives the same numbers; NCL+Align keeps NCL's own trainer."""
+    settings = mini_config(mini_ml, user_profile_feat=None, epochs=2)
+    first = run_recbole(model="SGL+Align", config_dict=settings)
+    second = run_recbole(model="SGL+Align", config_dict=settings)
+    assert first["test_result"] == second["test_result"]
+    import glob
+    import os
+
+    checkpoint = max(glob.glob("saved/SGL+Align-*.pth"), key=os.path.getmtime)
+    config, model, _, _, _, test = load_data_and_model(checkpoint)
+    assert type(model).__name__ == "SGL+Align"
+    from recbole.trainer import Trainer
+
+    reloaded = Trainer(config, model).evaluate(test, load_best_model=False, show_progress=False)
+    assert dict(reloaded) == dict(first["test_result"])
+    assert get_trainer(None, "NCL+Align").__name__ == "NCLTrainer"
+    assert pickle.loads(pickle.dumps(aligned("SGL"))) is aligned("SGL")
+
+
+def test_alignment_loss_falls_while_training(mini_ml):
+    """Training moves the right way: the alignment term falls over a few epochs of LightGCN+Align."""
+    config, model, train = _build(mini_ml, "LightGCN+Align", wasserstein_weight=0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    curve = []
+    for _ in range(6):
+        total = 0.0
+        for batch in train:
+            terms = model.calculate_loss(batch)
+            optimizer.zero_grad()
+            sum(terms).backward()
+            optimizer.step()
+            total += float(terms[-1].detach())
+        curve.append(total)
+    assert curve[-1] < 0.9 * curve[0], curve
+
+
+def test_recgoat_checkpoints_of_earlier_versions_still_load(mini_ml):
+    """RecGOAT's alignment moved into ``self.alignment``: old parameter names are renamed on load."""
+    from tests.conftest import mini_config as recgoat_config
+
+    config = Config(model="RecGOAT", config_dict=recgoat_config(mini_ml, user_profile_feat=None))
+    init_seed(config["seed"], True)
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = get_model("RecGOAT")(config, train.dataset)
+    state = model.state_dict()
+    old = {key.replace("alignment.projections.", "item_projections.").replace("alignment.gats.", "item_gats.")
+           .replace("alignment.oat_maps.", "oat_maps."): value for key, value in state.items()}
+    assert any(key.startswith("item_projections.") for key in old)
+    fresh = get_model("RecGOAT")(config, train.dataset)
+    fresh.load_state_dict(old)
+    for key, value in state.items():
+        torch.testing.assert_close(fresh.state_dict()[key], value)

@@ -170,3 +170,22 @@ def test_recgoat_checkpoints_of_earlier_versions_still_load(mini_ml):
     fresh.load_state_dict(old)
     for key, value in state.items():
         torch.testing.assert_close(fresh.state_dict()[key], value)
+
+
+def test_bench_align_adds_a_row_after_each_backbone_with_a_grid_of_the_same_size(tmp_path):
+    from recgoat_recbole.bench.design import build_specs
+    from recgoat_recbole.bench.tuning import GRIDS, grid_for, grid_points, grid_specs
+
+    with_features = tmp_path / "mm.yaml"
+    with_features.write_text("dataset: mm\nitem_modalities: {text: text.npz}\n")
+    without = tmp_path / "plain.yaml"
+    without.write_text("dataset: plain\n")
+    configs = {"mm": str(with_features), "plain": str(without)}
+    specs = build_specs(["mm", "plain"], ["EASE", "SGL", "BPR"], [1], {}, configs, align=True, log=lambda _: None)
+    assert [s.model for s in specs if s.dataset == "mm"] == ["EASE", "SGL", "SGL+Align", "BPR", "BPR+Align"]
+    assert [s.model for s in specs if s.dataset == "plain"] == ["EASE", "SGL", "BPR"]
+    for backbone in ("LightGCN", "SGL", "NCL", "BPR", "NGCF", "SimpleX"):
+        grid = grid_for(backbone + "+Align", GRIDS)
+        assert len(grid_points(grid)) == len(grid_points(GRIDS[backbone])) == 9 and "cmcl_weight" in grid
+    runs = grid_specs(["mm"], ["SGL"], [1], {}, configs, GRIDS, align=True)
+    assert sum(spec.model == "SGL+Align" for spec, _ in runs) == 9

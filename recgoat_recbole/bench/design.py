@@ -15,10 +15,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from recgoat_recbole.bench.names import BUILTIN_BASELINES, DEFAULT_MODELS, MULTIMODAL_PEERS
+from recgoat_recbole.bench.names import ALIGN_SUFFIX, ALIGNABLE, BUILTIN_BASELINES, DEFAULT_MODELS, MULTIMODAL_PEERS
 
 __all__ = ["RunSpec", "ABLATIONS", "BUILTIN_BASELINES", "MULTIMODAL_PEERS", "DEFAULT_MODELS", "find_config",
-           "build_specs", "has_item_features", "models_for_dataset"]
+           "build_specs", "has_item_features", "models_for_dataset", "with_aligned"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,19 +118,37 @@ def models_for_dataset(dataset: str, models: Sequence[str] | None, config_files:
     return chosen
 
 
+def with_aligned(dataset: str, models: Sequence[str], config_files: Sequence[str],
+                 overrides: dict[str, Any] | None = None, log: Callable[[str], Any] | None = None) -> list[str]:
+    """``models`` with ``<Backbone>+Align`` right after each backbone of :data:`ALIGNABLE` (``--align``), on a
+    dataset whose config has item features (a logged note and no extra rows otherwise)."""
+    if not has_item_features(config_files, overrides):
+        (log or logger.warning)(f"{dataset}: --align adds no rows: its config has no item_modalities")
+        return list(models)
+    out = []
+    for model in models:
+        out.append(model)
+        if model in ALIGNABLE and model + ALIGN_SUFFIX not in models:
+            out.append(model + ALIGN_SUFFIX)
+    return out
+
+
 def build_specs(datasets: Sequence[str], models: Sequence[str] | None, seeds: Sequence[int], common: dict[str, Any],
                 configs: dict[str, str] | None = None, ablations: bool = False,
                 gammas: Sequence[float] = (), tuned: dict[str, dict[str, dict]] | None = None,
-                log: Callable[[str], Any] | None = None) -> list[RunSpec]:
+                log: Callable[[str], Any] | None = None, align: bool = False) -> list[RunSpec]:
     """One spec per dataset x (model | ablation | γ) x seed. ``tuned`` (``{dataset: {model: settings}}``, as
     ``recgoat tune`` writes) adds those settings to the models it names, tagged ``tuned``. ``models=None`` (or
     exactly :data:`DEFAULT_MODELS`) is the default selection: RecGOAT, the built-ins, and FREEDOM and LGMRec on
-    the datasets with item features (:func:`models_for_dataset`)."""
+    the datasets with item features (:func:`models_for_dataset`). ``align`` adds ``<Backbone>+Align`` after
+    each alignable backbone (:func:`with_aligned`)."""
     specs = []
     for dataset in datasets:
         files = ((configs or {}).get(dataset) or find_config(dataset),)
         chosen = (tuned or {}).get(dataset, {})
         dataset_models = models_for_dataset(dataset, models, files, common, log=log)
+        if align:
+            dataset_models = with_aligned(dataset, dataset_models, files, common, log=log)
         for seed in seeds:
             for model in dataset_models:
                 if model in chosen:

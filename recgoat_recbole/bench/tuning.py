@@ -17,11 +17,11 @@ import itertools
 import os
 from typing import Any, Mapping, Sequence
 
-from recgoat_recbole.bench.design import RunSpec, models_for_dataset
+from recgoat_recbole.bench.design import RunSpec, models_for_dataset, with_aligned
 from recgoat_recbole.bench.execute import run_all
-from recgoat_recbole.bench.names import DEFAULT_MODELS
+from recgoat_recbole.bench.names import ALIGN_SUFFIX, DEFAULT_MODELS
 
-__all__ = ["GRIDS", "grid_points", "grid_specs", "choose", "load_grids", "write_choice", "tuning_table",
+__all__ = ["GRIDS", "ALIGN_KNOB", "grid_for", "grid_points", "grid_specs", "choose", "load_grids", "write_choice", "tuning_table",
            "run_grid", "GridRun"]
 
 #: knob -> values per model: RecBole 1.2.1's config keys, 9 points each (the default of every knob included)
@@ -44,6 +44,22 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     # (Baby 4 / 0.3, Sports 4 / 0.6, Clothing 64 / 0.2)
     "LGMRec": {"hyper_num": [4, 16, 64], "alpha": [0.2, 0.3, 0.6]},
 }
+
+
+#: the alignment's own knob in a ``<Backbone>+Align`` grid (next to the backbone's first knob: 3 x 3 points)
+ALIGN_KNOB = {"cmcl_weight": [0.016, 0.032, 0.064]}
+
+
+def grid_for(model: str, grids: Mapping[str, Mapping[str, Sequence[Any]]]) -> dict[str, list[Any]]:
+    """The grid of ``model``: its own, or for ``<Backbone>+Align`` without one, the backbone's first knob x
+    λ_c (the same number of points as every other model)."""
+    if model in grids:
+        return {k: list(v) for k, v in grids[model].items()}
+    if model.endswith(ALIGN_SUFFIX) and model[: -len(ALIGN_SUFFIX)] in grids:
+        base = grids[model[: -len(ALIGN_SUFFIX)]]
+        first = next(iter(base), None)
+        return {**({first: list(base[first])} if first else {}), **ALIGN_KNOB}
+    return {}
 
 
 def load_grids(path: str | None) -> dict[str, dict[str, list[Any]]]:
@@ -80,18 +96,23 @@ GridRun = tuple[RunSpec, dict[str, Any]]
 
 
 def grid_specs(datasets: Sequence[str], models: Sequence[str] | None, seeds: Sequence[int], common: dict[str, Any],
-               configs: Mapping[str, str], grids: Mapping[str, Mapping[str, Sequence[Any]]]) -> list[GridRun]:
+               configs: Mapping[str, str], grids: Mapping[str, Mapping[str, Sequence[Any]]],
+               align: bool = False) -> list[GridRun]:
     """One run per dataset x model x grid point x seed; a model without a grid runs with its defaults.
 
     ``models=None`` (or exactly the default selection of ``recgoat tune``: the models of
     :data:`~recgoat_recbole.bench.names.DEFAULT_MODELS` that have a grid) adds FREEDOM and LGMRec on the
-    datasets whose config has item features (:func:`~recgoat_recbole.bench.design.models_for_dataset`)."""
+    datasets whose config has item features (:func:`~recgoat_recbole.bench.design.models_for_dataset`);
+    ``align`` adds ``<Backbone>+Align`` after each alignable backbone, with :func:`grid_for`'s grid."""
     default = [m for m in DEFAULT_MODELS if m in grids]
     runs = []
     for dataset in datasets:
         files = (configs[dataset],)
-        for model in models_for_dataset(dataset, models, files, common, default=default):
-            for point in grid_points(grids.get(model, {})):
+        chosen = models_for_dataset(dataset, models, files, common, default=default)
+        if align:
+            chosen = with_aligned(dataset, chosen, files, common)
+        for model in chosen:
+            for point in grid_points(grid_for(model, grids)):
                 for seed in seeds:
                     runs.append((RunSpec(dataset, model, seed, _label(point), files, {**common, **point}), point))
     return runs

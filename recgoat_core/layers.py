@@ -1,4 +1,4 @@
-"""Propagation layers: LightGCN over a normalised sparse adjacency, and GAT on torch's own scatter ops."""
+"""Propagation layers: LightGCN over a normalised sparse adjacency, and multi-head GAT as one fused CSR kernel."""
 
 from __future__ import annotations
 
@@ -45,10 +45,9 @@ def lightgcn_propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> t
 def segment_softmax(scores: torch.Tensor, index: torch.Tensor, n_segments: int) -> torch.Tensor:
     """Softmax of ``scores`` [E, H] within the groups given by ``index`` [E] (max-shifted, stable)."""
     heads = scores.shape[1]
-    idx = index[:, None].expand(-1, heads)
     # softmax is shift-invariant, so the max needs no gradient (and amax's backward is costly)
     peak = scores.detach().new_full((n_segments, heads), -torch.inf).scatter_reduce(
-        0, idx, scores.detach(), "amax", include_self=True
+        0, index[:, None].expand(-1, heads), scores.detach(), "amax", include_self=True
     )
     e = torch.exp(scores - peak.index_select(0, index))
     total = scores.new_zeros(n_segments, heads).index_add_(0, index, e)
@@ -56,11 +55,15 @@ def segment_softmax(scores: torch.Tensor, index: torch.Tensor, n_segments: int) 
 
 
 class AttentionGraph(nn.Module):
-    """A *symmetric* graph prepared for :class:`GATConv`: self-loops added, edges sorted by target, and the
-    CSR layout of a block-diagonal (node, head) × (node, head) matrix, so that multi-head aggregation is one
-    sparse-dense product.
+    r"""A *symmetric* graph prepared for :class:`GATConv`: self-loops added, edges sorted by target, and the
+    CSR layout of the head-major block-diagonal matrix :math:`A \in \mathbb R^{HN\times HN}`,
+    :math:`A_{(h,i),(h,j)} = \alpha^h_{ij}`, whose values in CSR order are exactly an [H, E] array of per-edge
+    weights (edges sorted by target), so multi-head aggregation is one sparse-dense product with no permutation.
 
-    Everything is a dense index buffer: it follows ``.to(device)`` and survives ``deepcopy``.
+    Buffers (non-persistent, following ``.to(device)`` and ``deepcopy``): ``src``/``dst``/``rev`` [E] (``rev``:
+    each edge's twin), ``crow``/``col`` (int32, stored once: the CSR kernels want int32 and would otherwise
+    convert int64 on every call), ``row`` [H·E] (the block row of each value) and ``twin`` [H·E] (the value
+    index of each value's twin, which gives :math:`A^\top` the same layout as :math:`A`).
     """
 
     def __init__(self, edge_index: torch.Tensor, n_nodes: int, heads: int) -> None:
@@ -74,55 +77,94 @@ class AttentionGraph(nn.Module):
         if (rev >= len(key)).any() or not torch.equal(key[rev.clamp_max(len(key) - 1)], src * n_nodes + dst):
             raise ValueError("AttentionGraph needs a symmetric graph (every j->i edge with its i->j twin)")
         n_edges = len(src)
+        if heads * max(n_nodes, n_edges) >= 2**31:
+            raise ValueError(f"graph too large for int32 CSR indices: {n_nodes} nodes, {n_edges} edges x {heads} heads")
         deg = torch.bincount(dst, minlength=n_nodes)
-        start = torch.zeros(n_nodes + 1, dtype=torch.long)
-        start[1:] = torch.cumsum(deg, 0)
-        h = torch.arange(heads)
-        # value (edge e, head h) sits at row (dst_e, h) of the big matrix, after the row's earlier edges
-        pos = start[dst][:, None] * heads + h[None, :] * deg[dst][:, None] + (torch.arange(n_edges) - start[dst])[:, None]
-        perm = torch.empty(n_edges * heads, dtype=torch.long)
-        perm[pos.flatten()] = torch.arange(n_edges * heads)
-        col = torch.empty(n_edges * heads, dtype=torch.long)
-        col[pos.flatten()] = (src[:, None] * heads + h[None, :]).flatten()
-        crow = torch.zeros(n_nodes * heads + 1, dtype=torch.long)
-        crow[1:] = torch.cumsum(deg.repeat_interleave(heads), 0)
+        h = torch.arange(heads)[:, None]
+        crow = torch.zeros(heads * n_nodes + 1, dtype=torch.long)
+        crow[1:] = torch.cumsum(deg.repeat(heads), 0)
         self.n_nodes, self.heads, self.n_edges = n_nodes, heads, n_edges
-        for name, value in (("src", src), ("dst", dst), ("rev", rev), ("perm", perm), ("crow", crow), ("col", col)):
+        buffers = {
+            "src": src, "dst": dst, "rev": rev, "crow": crow.int(), "col": (h * n_nodes + src).flatten().int(),
+            "row": (h * n_nodes + dst).flatten(), "twin": (h * n_edges + rev).flatten(),
+        }
+        for name, value in buffers.items():
             self.register_buffer(name, value, persistent=False)
 
-    def block_matrix(self, alpha: torch.Tensor) -> torch.Tensor:
-        """The (node·head)² CSR matrix holding ``alpha`` [E, H]."""
+    def block_matrix(self, values: torch.Tensor) -> torch.Tensor:
+        """The (head·node)² CSR matrix holding ``values`` [H, E] (or flat [H·E])."""
         size = self.n_nodes * self.heads
-        return torch.sparse_csr_tensor(self.crow, self.col, alpha.reshape(-1)[self.perm], (size, size),
+        return torch.sparse_csr_tensor(self.crow, self.col, values.reshape(-1), (size, size),
                                        check_invariants=False)
+
+    def segment_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum of ``values`` [H·E] over each (head, target) row: [H·N] (one sparse matrix-vector product)."""
+        return torch.mv(self.block_matrix(values), values.new_ones(self.n_nodes * self.heads))
 
     def extra_repr(self) -> str:
         return f"nodes={self.n_nodes}, edges={self.n_edges} (with self-loops), heads={self.heads}"
 
 
-class _AttentionAggregate(torch.autograd.Function):
-    """``out[i, h] = Σ_j alpha[(j→i), h] · x[j, h]`` by one CSR product; backward by CSR and SDDMM."""
+# below this spread of the scores a per-head constant replaces the per-target max (see _GraphAttention)
+_BOUND_SPREAD = {torch.float64: 300.0, torch.float32: 30.0}
+
+
+class _GraphAttention(torch.autograd.Function):
+    r"""Fused multi-head attention aggregation over an :class:`AttentionGraph`, in head-major layout.
+
+    Per head, with :math:`s_{ij} = \mathrm{LeakyReLU}(p_j + q_i)`, a shift :math:`m_i`,
+    :math:`e_{ij} = \exp(s_{ij} - m_i)`, :math:`Z_i = \sum_j e_{ij}` and the dropout factor :math:`k_{ij}`,
+
+    .. math::
+        \mathrm{out}_i = \frac{1}{Z_i}\sum_j e_{ij} k_{ij} x_j \quad(= \textstyle\sum_j \alpha_{ij} k_{ij} x_j),
+
+    normalised once per node. Backward, with :math:`g'_i = g_i / Z_i` and :math:`c_i = g'_i\cdot\mathrm{out}_i`:
+    :math:`\partial s_{ij} = e_{ij}\,(k_{ij}\,g'_i\cdot x_j - c_i)` (one SDDMM), :math:`\partial x = A^\top g'`
+    (the twin edges' weights), and :math:`\partial p, \partial q` by sparse matrix-vector sums.
+    Softmax is shift-invariant, so :math:`m` only keeps ``exp`` in range: on CPU, when
+    :math:`\mathrm{spread}(p) + \mathrm{spread}(q)` of a head is below ``_BOUND_SPREAD`` (checked), it is the
+    constant :math:`\mathrm{LeakyReLU}(\max p + \max q) \ge s_{ij}`, which keeps every row's self-loop term above
+    :math:`e^{-\text{spread}}` (LeakyReLU is 1-Lipschitz), so only rounding differs from the exact per-target
+    max used otherwise (and on GPUs, where the segment max is cheap and the check would be a host sync).
+
+    Inputs ``p``, ``q`` [H·N] and ``x`` [H·N, D] are head-major; ``keep`` [E] or ``None``; returns [H·N, D].
+    """
 
     @staticmethod
-    def forward(ctx, alpha: torch.Tensor, x: torch.Tensor, graph: AttentionGraph) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(alpha, x)
-        ctx.graph = graph
-        n, heads, dim = x.shape
-        return (graph.block_matrix(alpha) @ x.reshape(n * heads, dim)).view(n, heads, dim)
+    def forward(ctx, p: torch.Tensor, q: torch.Tensor, x: torch.Tensor, keep: torch.Tensor | None,  # type: ignore[override]
+                graph: AttentionGraph, slope: float) -> torch.Tensor:
+        heads = graph.heads
+        raw = p.index_select(0, graph.col) + q.index_select(0, graph.row)
+        score = F.leaky_relu(raw, slope)
+        p2, q2 = p.view(heads, -1), q.view(heads, -1)
+        top = p2.amax(1) + q2.amax(1)
+        if x.device.type == "cpu" and float((top - p2.amin(1) - q2.amin(1)).max()) < _BOUND_SPREAD.get(p.dtype, 0.0):
+            e = (score.view(heads, -1) - F.leaky_relu(top, slope)[:, None]).exp_().view(-1)
+        else:
+            shift = torch.segment_reduce(score, "max", offsets=graph.crow.long(), axis=0)
+            e = (score - shift.index_select(0, graph.row)).exp_()
+        total = graph.segment_sum(e).clamp_min(torch.finfo(e.dtype).tiny)
+        w = e if keep is None else (e.view(heads, -1) * keep).view(-1)
+        out = (graph.block_matrix(w) @ x).div_(total[:, None])
+        ctx.save_for_backward(e, w, keep, raw, total, x, out)
+        ctx.graph, ctx.slope = graph, slope
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        alpha, x = ctx.saved_tensors
+        e, w, keep, raw, total, x, out = ctx.saved_tensors
         graph: AttentionGraph = ctx.graph
-        n, heads, dim = x.shape
-        grad = grad.contiguous().reshape(n * heads, dim)
-        # the graph is symmetric: the transpose has the same layout, with each edge's twin's weight
-        grad_x = (graph.block_matrix(alpha[graph.rev]) @ grad).view(n, heads, dim)
-        pattern = graph.block_matrix(alpha.new_zeros(alpha.shape))
-        sampled = torch.sparse.sampled_addmm(pattern, grad, x.reshape(n * heads, dim).T, beta=0.0).values()
-        grad_alpha = torch.empty_like(sampled)
-        grad_alpha[graph.perm] = sampled
-        return grad_alpha.view_as(alpha), grad_x, None
+        g = grad / total[:, None]
+        c = (g * out).sum(1)
+        sampled = torch.sparse.sampled_addmm(graph.block_matrix(w), g, x.T, beta=0.0).values()
+        if keep is not None:
+            sampled = (sampled.view(graph.heads, -1) * keep).view(-1)
+        grad_score = (sampled - c.index_select(0, graph.row)).mul_(e)
+        grad_raw = torch.ops.aten.leaky_relu_backward(grad_score, raw, ctx.slope, False)
+        grad_q = graph.segment_sum(grad_raw)
+        grad_p = graph.segment_sum(grad_raw.index_select(0, graph.twin))
+        grad_x = graph.block_matrix(w.index_select(0, graph.twin)) @ g
+        return grad_p, grad_q, grad_x, None, None, None
 
 
 class GATConv(nn.Module):
@@ -134,8 +176,9 @@ class GATConv(nn.Module):
 
     with attention dropout (one mask per edge, shared by its heads); ``residual`` adds :math:`x_i` to the output. The graph is an
     :class:`AttentionGraph` (or a symmetric ``edge_index`` [2, E] of (source j, target i) pairs without
-    self-loops, prepared on each call). Aggregation is one CSR product per layer, about 3x faster than
-    gather/scatter on CPU (``benchmarks/bench_speed.py``).
+    self-loops, prepared on each call). Attention and aggregation are one fused autograd function
+    (:class:`_GraphAttention`: index_select gathers, CSR segment sums, normalisation once per node, one CSR
+    product each way and one SDDMM); ``benchmarks/bench_gat.py`` times it against the previous kernel.
     """
 
     def __init__(self, dim: int, heads: int = 8, dropout: float = 0.1, negative_slope: float = 0.2,
@@ -159,14 +202,19 @@ class GATConv(nn.Module):
             graph = AttentionGraph(graph, n, self.heads).to(x.device)
         if graph.heads != self.heads or graph.n_nodes != n:
             raise ValueError(f"graph prepared for {graph.n_nodes} nodes x {graph.heads} heads, got {n} x {self.heads}")
-        h = self.lin(x).view(n, self.heads, self.head_dim)
-        score = (h * self.att_src).sum(-1).index_select(0, graph.src) + (h * self.att_dst).sum(-1).index_select(0, graph.dst)
-        alpha = segment_softmax(F.leaky_relu(score, self.negative_slope), graph.dst, n)
+        heads, d = self.heads, self.head_dim
+        keep = None
         if self.training and self.dropout > 0:
             # one mask per edge, shared by the heads: 1/H of the random draws (the RNG dominates on CPU)
-            keep = torch.rand(len(alpha), 1, device=alpha.device) >= self.dropout
-            alpha = alpha * keep / (1.0 - self.dropout)
-        out = _AttentionAggregate.apply(alpha, h, graph).reshape(n, self.dim) + self.bias
+            keep = (torch.rand(graph.n_edges, 1, device=x.device) >= self.dropout).view(-1).to(x.dtype)
+            keep = keep / (1.0 - self.dropout)
+        weight = self.lin.weight.view(heads, d, self.dim)  # W^h, head-major: h = W^h x without a transpose
+        h = torch.matmul(x, weight.transpose(1, 2)).view(heads * n, d)
+        # a_h^T [W^h x_i || W^h x_j] = q_i + p_j, with the attention vectors folded into W (a [dim, 2H] product)
+        fold = torch.cat([(weight * self.att_src[:, :, None]).sum(1), (weight * self.att_dst[:, :, None]).sum(1)])
+        pq = (x @ fold.T).T.reshape(2, heads * n)
+        out = _GraphAttention.apply(pq[0], pq[1], h, keep, graph, self.negative_slope)
+        out = out.view(heads, n, d).transpose(0, 1).reshape(n, self.dim) + self.bias
         return out + x if self.residual else out
 
 

@@ -131,14 +131,15 @@ def test_symmetric_spmm_and_lightgcn_propagation():
     torch.testing.assert_close(out, (x + dense @ x + dense @ dense @ x).detach() / 3, atol=1e-6, rtol=1e-5)
 
 
-def test_attention_aggregate_gradcheck_and_symmetry_required():
-    from recgoat_core.layers import AttentionGraph, _AttentionAggregate
+def test_attention_gradcheck_and_symmetry_required():
+    from recgoat_core.layers import AttentionGraph, _GraphAttention
 
     torch.manual_seed(0)
     edges = knn_graph(torch.randn(9, 4), 2, skip_first=False)
     graph = AttentionGraph(edges, 9, heads=2)
-    alpha = torch.rand(graph.n_edges, 2, dtype=torch.float64, requires_grad=True)
-    x = torch.randn(9, 2, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, h: _AttentionAggregate.apply(a, h, graph), (alpha, x))
+    p = torch.randn(2 * 9, dtype=torch.float64, requires_grad=True)  # head-major [H·N]
+    q = torch.randn(2 * 9, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2 * 9, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, h: _GraphAttention.apply(a, b, h, None, graph, 0.2), (p, q, x))
     with pytest.raises(ValueError, match="symmetric"):
         AttentionGraph(torch.tensor([[0], [1]]), 3, heads=1)

@@ -257,6 +257,80 @@ def test_wasserstein_zero_for_identical_clouds_and_gradient_finite():
     assert float(WassersteinLoss(sample_size=8)(torch.randn(100, 5), torch.randn(100, 5))) > 0
 
 
+@SETTINGS
+@given(cost_matrices(), st.sampled_from([1e-3, 1e-2, 0.1, 1.0, 10.0]))
+def test_scaling_sinkhorn_matches_log_domain_where_safe(cost, eps):
+    """``method="auto"`` takes the scaling domain exactly when the range over ε is within SCALING_LIMIT, and there
+    returns the log-domain plan (same iterations) up to rounding, feasible and never below exact OT."""
+    from recgoat_core.alignment.sinkhorn import scaling_is_safe
+
+    c = torch.tensor(cost)
+    assume(scaling_is_safe(c, eps))
+    for steps in (None, 0):
+        log = sinkhorn_plan(c, epsilon=eps, scaling_steps=steps, max_iter=300)
+        fast = sinkhorn_plan(c, epsilon=eps, scaling_steps=steps, max_iter=300, method="auto")
+        torch.testing.assert_close(fast, log, atol=1e-9, rtol=1e-6)
+    exact = ot.emd2(np.full(c.shape[0], 1 / c.shape[0]), np.full(c.shape[1], 1 / c.shape[1]), cost)
+    assert float((fast * c).sum()) >= exact - 1e-9 * (1 + cost.max())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_scaling_sinkhorn_matches_pot_and_falls_back_when_unbounded(seed):
+    g = torch.Generator().manual_seed(seed)
+    x = F.normalize(torch.randn(40, 8, generator=g, dtype=torch.float64), dim=-1)
+    y = F.normalize(torch.randn(30, 8, generator=g, dtype=torch.float64), dim=-1)
+    cost = pairwise_euclidean(x, y)  # in [0, 2]
+    plan = sinkhorn_plan(cost, epsilon=0.1, scaling_steps=0, max_iter=2000, tol=1e-12, method="scaling",
+                         round_plan=False)
+    pot = ot.sinkhorn(np.full(40, 1 / 40), np.full(30, 1 / 30), cost.numpy(), 0.1, numItermax=20000, stopThr=1e-13)
+    np.testing.assert_allclose(plan.numpy(), pot, atol=1e-10)
+    f32 = sinkhorn_plan(cost.float(), epsilon=0.1, scaling_steps=0, max_iter=2000, tol=1e-7, method="scaling",
+                        dtype=torch.float32)
+    np.testing.assert_allclose(f32.double().numpy(), pot, atol=2e-6)
+    # unbounded relative to ε: auto keeps the (stable) log domain, forced scaling would underflow
+    wide = sinkhorn_plan(cost * 1e3, epsilon=1.0, method="auto", max_iter=50)
+    torch.testing.assert_close(wide, sinkhorn_plan(cost * 1e3, epsilon=1.0, max_iter=50))
+    assert torch.isfinite(wide).all()
+    with pytest.raises(ValueError, match="method"):
+        sinkhorn_plan(cost, method="fast")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_wasserstein_auto_solver_matches_the_log_domain_solver(seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(128, 64, generator=g, requires_grad=True)
+    y = torch.randn(128, 64, generator=g)
+    fast = wasserstein_distance(x, y, epsilon=0.1, max_iter=30, scaling_steps=0)
+    slow = wasserstein_distance(x.detach(), y, epsilon=0.1, max_iter=30, scaling_steps=0, method="log", check_every=5)
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast.detach(), slow, atol=1e-5, rtol=1e-5)
+    fast.backward()
+    assert torch.isfinite(x.grad).all()
+    assert WassersteinLoss().method == "auto"
+
+
+def test_cmcl_max_items_bounds_the_batch_and_keeps_pairs():
+    torch.manual_seed(0)
+    v, t = torch.randn(50, 8), torch.randn(50, 8)
+    assert CMCLoss(0.2, max_items=None)(v, t) == info_nce(v, t, 0.2)  # exactly the old loss
+    assert CMCLoss(0.2, max_items=50)(v, t) == info_nce(v, t, 0.2)  # B <= M: no sampling
+    torch.manual_seed(3)
+    a = CMCLoss(0.2, max_items=16)(v, t)
+    torch.manual_seed(3)
+    b = CMCLoss(0.2, max_items=16)(v, t)
+    assert a.shape == () and a == b  # deterministic under a fixed seed
+    torch.manual_seed(3)
+    keep = torch.randperm(50)[:16]
+    assert a == info_nce(v[keep], t[keep], 0.2)  # the same rows of view and target: pairs kept
+    assert float(CMCLoss(0.2, max_items=16)(v, v)) < float(a)  # aligned pairs still score best
+    vg = v.clone().requires_grad_()
+    CMCLoss(0.2, max_items=16)(vg, t).backward()
+    assert int((vg.grad.abs().sum(1) > 0).sum()) == 16  # only the sampled rows get gradients
+    with pytest.raises(ValueError):
+        CMCLoss(0.2, max_items=0)
+    assert "max_items=16" in repr(CMCLoss(0.2, max_items=16))
+
+
 # -------------------------------------------------------------------------------------------------- OAT
 @SETTINGS
 @given(st.integers(1, 50), st.integers(1, 8), st.integers(0, 1000))

@@ -53,19 +53,37 @@ def info_nce(view: torch.Tensor, target: torch.Tensor, temperature: float = 0.2)
 
 
 class CMCLoss(nn.Module):
-    """:func:`info_nce` as a module, with the temperature τ as its one setting."""
+    r""":func:`info_nce` as a module: temperature τ and an optional bound ``max_items`` on the batch.
 
-    def __init__(self, temperature: float = 0.2) -> None:
+    With ``max_items = M`` and a batch of B > M items, the loss is InfoNCE over a uniformly random subset
+    :math:`S` of M rows (the same rows of ``view`` and ``target``, so pairs stay together):
+
+    .. math::
+        \mathcal L_S = \frac1M\sum_{i\in S} -\log
+            \frac{\exp(z^m_i\cdot z_i/\tau)}{\sum_{j\in S}\exp(z^m_i\cdot z_j/\tau)},
+
+    O(M²) instead of O(B²) per modality. It is not an unbiased estimate of the full-batch loss: with fewer
+    negatives it is typically lower (by :math:`\log(B/M)` when all logits are equal); only the rows in S get
+    gradients. The subset is drawn with ``torch.randperm`` on the inputs' device (reproducible under
+    ``torch.manual_seed``). ``None`` (default), or B ≤ M, is exactly :func:`info_nce`.
+    """
+
+    def __init__(self, temperature: float = 0.2, max_items: int | None = None) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
+        if max_items is not None and max_items < 1:
+            raise ValueError(f"max_items must be None or >= 1, got {max_items}")
+        self.temperature, self.max_items = temperature, max_items
 
     def forward(self, view: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.max_items is not None and len(view) > self.max_items and view.shape == target.shape:
+            keep = torch.randperm(len(view), device=view.device)[: self.max_items]
+            view, target = view.index_select(0, keep), target.index_select(0, keep)
         return info_nce(view, target, self.temperature)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
+        return f"temperature={self.temperature}, max_items={self.max_items}"
 
 
 def alignment_bound(view: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -1,14 +1,27 @@
 """RecGOAT vs RecBole's LightGCN: epoch time, full-sort evaluation time and peak memory at equal settings.
 
-    python benchmarks/bench_speed.py --dataset ml-100k --epochs 3 --out docs/speed.md
+    python benchmarks/bench_speed.py --dataset ml-100k --epochs 3 --variant shipped --variant all-terms
+    python benchmarks/bench_speed.py --dataset synthetic-512 --epochs 3 --variant shipped --variant all-terms
+    python benchmarks/bench_speed.py --dataset tiktok --config recbole_configs/tiktok.yaml --data-path /tmp/tiktok_data
 
-Both models get the same embedding size, LightGCN layers, batch size, split and seed; RecGOAT additionally
-has the ml-100k text modality (auto: titles/genres/year, offline MiniLM; ``--profiles`` adds the template user
-profiles and the user–user GAT). Features are encoded once, before timing. Each model runs in its own
-subprocess so that peak RSS (CPU) / ``torch.cuda.max_memory_allocated`` (GPU) belong to that model alone.
+Both models get the same embedding size, LightGCN layers, batch size, split and seed. RecGOAT runs its
+*shipped* config (the YAML files as they are, user profiles included; ``--no-profiles`` drops them) and, with
+``--variant all-terms``, the same config with every alignment term on (GAT, OAT map, CMCL, W term, γ = 0.5):
+one Markdown table with a row per variant and its ratio to LightGCN.
+
+``--dataset synthetic-512`` writes (once, into ``--cache``) an Amazon-sized MMRec folder -- 2,900 users,
+1,600 items, ~30k interactions, two 512-d modalities ``text`` and ``image``, fixed seed -- and imports it with
+:func:`recgoat_recbole.importers.import_mmrec`; ``--data-path`` points an imported dataset's YAML (whose
+``data_path`` is relative) at the folder holding it.
+
+Every measurement runs in a fresh interpreter (``subprocess.run``), and so does the feature warm-up (which
+encodes LM features once, before timing): this parent imports nothing heavy. That matters for the peak memory
+column: Linux keeps ``ru_maxrss`` across ``execve``, and the pre-exec address space of a child forked from a
+big parent is the parent's, so a child started from a parent that had loaded the text encoder reports the
+parent's peak. Each child reads ``getrusage(RUSAGE_SELF)`` (CPU) / ``torch.cuda.max_memory_allocated`` (GPU).
 Epoch time is the median of ``--epochs`` training epochs after one warm-up epoch; evaluation time is the
-median of seven full-sort passes over the validation split. The two models alternate for ``--rounds``
-rounds and each keeps its fastest round (this VM's timings vary by up to 2x between runs; noise only adds time).
+median of seven full-sort passes over the validation split. The models alternate for ``--rounds`` rounds and
+each keeps its fastest round (this VM's timings vary by up to 2x between runs; noise only adds time).
 """
 
 from __future__ import annotations
@@ -25,6 +38,13 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+
+VARIANTS: dict[str, dict] = {
+    "shipped": {},
+    "all-terms": {"use_gat": True, "use_oat": True, "cmcl_weight": 0.032, "wasserstein_weight": 0.001,
+                  "fusion_gamma": 0.5},
+}
+SYNTHETIC = {"synthetic-512": dict(name="synth512", users=2900, items=1600, per_user=10.5, dim=512, seed=2020)}
 
 
 def measure(model_name: str, dataset: str, config_files: list[str], overrides: dict, epochs: int) -> dict:
@@ -53,86 +73,166 @@ def measure(model_name: str, dataset: str, config_files: list[str], overrides: d
         if cuda:
             torch.cuda.synchronize()
         evals.append(time.perf_counter() - t0)
-    peak = peak_memory_mib(config["device"])
     return {
         "model": model_name, "device": str(config["device"]), "build_s": result.build_s,
-        "epoch_s": statistics.median(result.epoch_times[1:]), "eval_s": statistics.median(evals), "peak_mib": peak,
-        "params": sum(p.numel() for p in result.model.parameters()),
+        "epoch_s": statistics.median(result.epoch_times[1:]), "eval_s": statistics.median(evals),
+        "peak_mib": peak_memory_mib(config["device"]), "params": sum(p.numel() for p in result.model.parameters()),
     }
+
+
+def warm_up(dataset: str, config_files: list[str], overrides: dict) -> dict:
+    """Build RecGOAT's dataset once (LM features encoded and cached), in a child: no timing, no peak."""
+    import recgoat_recbole  # noqa: F401
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+
+    config = Config(model="RecGOAT", dataset=dataset, config_file_list=config_files, config_dict=overrides)
+    data_preparation(config, create_dataset(config))
+    return {"ok": True}
+
+
+def synthetic_dataset(kind: str, cache: str) -> tuple[str, str]:
+    """(dataset name, config YAML) of a synthetic MMRec dataset, written and imported once under ``cache``.
+
+    Items sit in 32 clusters; each modality is its cluster centre plus noise (so the kNN graphs have structure),
+    users draw ~``per_user`` items from two favourite clusters, 80/10/10 per user into train/valid/test."""
+    spec = SYNTHETIC[kind]
+    name = spec["name"]
+    dst = os.path.join(cache, "bench_data")
+    config = os.path.join(dst, name, f"{name}.yaml")
+    if os.path.isfile(config):
+        return name, config
+    import numpy as np
+
+    from recgoat_recbole.importers import import_mmrec
+
+    rng = np.random.default_rng(spec["seed"])
+    n_users, n_items, dim, n_clusters = spec["users"], spec["items"], spec["dim"], 32
+    cluster = rng.integers(n_clusters, size=n_items)
+    rows = []
+    for u in range(n_users):
+        favourite = rng.choice(n_clusters, size=2, replace=False)
+        pool = np.flatnonzero(np.isin(cluster, favourite))
+        k = min(len(pool), max(5, int(rng.poisson(spec["per_user"]))))
+        items = rng.choice(pool, size=k, replace=False)
+        labels = np.zeros(k, dtype=int)
+        labels[int(0.8 * k):] = 1
+        labels[int(0.9 * k):] = 2
+        rows += [f"{u}\t{i}\t{lab}" for i, lab in zip(items, rng.permutation(labels))]
+    os.makedirs(cache, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as src:
+        with open(os.path.join(src, f"{name}.inter"), "w", encoding="utf-8") as f:
+            f.write("userID\titemID\tx_label\n" + "\n".join(rows) + "\n")
+        for modality in ("text", "image"):
+            centres = rng.standard_normal((n_clusters, dim)).astype(np.float32)
+            feats = centres[cluster] + 0.7 * rng.standard_normal((n_items, dim)).astype(np.float32)
+            np.save(os.path.join(src, f"{modality}_feat.npy"), feats)
+        import_mmrec(src, dst, name=name)
+    return name, config
+
+
+def child_command(args: argparse.Namespace, role: str, dataset: str, configs: list[str], overrides: dict) -> list[str]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", role, "--dataset", dataset,
+           "--epochs", str(args.epochs), "--overrides-json", json.dumps(overrides)]
+    return cmd + sum((["--config", os.path.abspath(c)] for c in configs), [])
+
+
+def run_child(cmd: list[str], tmp: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{cmd[3:5]} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--dataset", default="ml-100k", help=f"a RecBole dataset or one of {sorted(SYNTHETIC)}")
     parser.add_argument("--config", action="append", default=None,
-                        help="RecBole YAML(s) for RecGOAT (default: recbole_configs/ml-100k.yaml)")
+                        help="RecBole YAML(s) for both models (default: recbole_configs/<dataset>.yaml)")
+    parser.add_argument("--data-path", default=None, help="override the YAML's data_path (an imported dataset)")
+    parser.add_argument("--variant", action="append", default=None, choices=sorted(VARIANTS),
+                        help="RecGOAT configuration(s) to measure, repeatable (default: shipped)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
+                        help="extra override for RecGOAT in every variant (value parsed as YAML), repeatable")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--embedding-size", type=int, default=64)
     parser.add_argument("--n-layers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: RecBole's choice)")
-    parser.add_argument("--out", default=None, help="also write a Markdown table here")
+    parser.add_argument("--out", default=None, help="also write the Markdown table here")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="alternate the two models this many times and keep each one's best (default 3)")
-    parser.add_argument("--profiles", action="store_true", help="keep the config's user profiles (default: text only)")
-    parser.add_argument("--cache", default="recgoat_cache", help="feature cache folder")
+                        help="alternate the models this many times and keep each one's best (default 3)")
+    parser.add_argument("--no-profiles", action="store_true", help="drop the config's user profiles")
+    parser.add_argument("--cache", default="recgoat_cache", help="feature (and synthetic dataset) cache folder")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--overrides-json", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    configs = args.config or [os.path.join(ROOT, "recbole_configs", f"{args.dataset}.yaml")]
+    if args.child:
+        sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv
+        configs, overrides = args.config or [], json.loads(args.overrides_json)
+        if args.child == "warm-up":
+            print(json.dumps(warm_up(args.dataset, configs, overrides)))
+        elif args.child == "make-data":
+            print(json.dumps(synthetic_dataset(args.dataset, os.path.abspath(args.cache))))
+        else:
+            print(json.dumps(measure(args.child, args.dataset, configs, overrides, args.epochs)))
+        return
+
+    cache = os.path.abspath(args.cache)
+    os.makedirs(cache, exist_ok=True)
+    dataset, configs = args.dataset, list(args.config or [])
+    if dataset in SYNTHETIC:  # numpy / pandas in a child too: this process stays small
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", "make-data", "--dataset", dataset, "--cache", cache]
+        dataset, generated = run_child(cmd, cache)
+        configs = [generated] + configs
+    elif not configs:
+        configs = [os.path.join(ROOT, "recbole_configs", f"{dataset}.yaml")]
     common = {"embedding_size": args.embedding_size, "n_layers": args.n_layers,
               "train_batch_size": args.batch_size, "show_progress": False, "seed": 2020,
-              "feature_cache_dir": os.path.abspath(args.cache), "save_dataset": False}
+              "feature_cache_dir": cache, "save_dataset": False}
+    if args.data_path:
+        common["data_path"] = os.path.abspath(args.data_path)
     if args.device == "cpu":
         common["use_gpu"] = False
-    recgoat_only = {} if args.profiles else {"user_profile_feat": None}
-    if args.child:
-        name = args.child
-        extra = recgoat_only if name == "RecGOAT" else {}
-        print(json.dumps(measure(name, args.dataset, configs, {**common, **extra}, args.epochs)))
-        return
-    # encode the LM features once here (no training), so that no child's peak memory includes the text encoder
-    import recgoat_recbole  # noqa: F401
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
+    import yaml
 
-    warm = Config(model="RecGOAT", dataset=args.dataset, config_file_list=configs,
-                  config_dict={**common, **recgoat_only})
-    data_preparation(warm, create_dataset(warm))
+    recgoat = {"user_profile_feat": None} if args.no_profiles else {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        recgoat[key] = yaml.safe_load(value)
+    variants = list(dict.fromkeys(args.variant or ["shipped"]))
+    jobs = {"LightGCN": ("LightGCN", common)}
+    jobs.update({v: ("RecGOAT", {**common, **recgoat, **VARIANTS[v]}) for v in variants})
     best: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("LightGCN", "RecGOAT") * args.rounds:
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--dataset", args.dataset,
-                   "--epochs", str(args.epochs), "--embedding-size", str(args.embedding_size),
-                   "--n-layers", str(args.n_layers), "--batch-size", str(args.batch_size)]
-            cmd += sum((["--config", os.path.abspath(c)] for c in configs), [])
-            cmd += ["--cache", os.path.abspath(args.cache)] + (["--profiles"] if args.profiles else [])
-            if args.device:
-                cmd += ["--device", args.device]
-            env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            out = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
-            if out.returncode != 0:
-                sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            if name in best:  # keep the fastest round of each measure: noise only ever adds time
-                for key in ("epoch_s", "eval_s", "build_s", "peak_mib"):
-                    row[key] = min(row[key], best[name][key])
-            best[name] = row
-    rows = [best["LightGCN"], best["RecGOAT"]]
-    base, ours = rows
-    ratio = {k: ours[k] / base[k] for k in ("epoch_s", "eval_s", "peak_mib")}
+        # LM features encoded once, in a child, so that neither this process nor any timed one holds the encoder
+        for v in variants:
+            run_child(child_command(args, "warm-up", dataset, configs, jobs[v][1]), tmp)
+        for _ in range(args.rounds):
+            for key, (model, overrides) in jobs.items():
+                row = run_child(child_command(args, model, dataset, configs, overrides), tmp)
+                if key in best:  # keep the fastest round of each measure: noise only ever adds time
+                    for k in ("epoch_s", "eval_s", "build_s", "peak_mib"):
+                        row[k] = min(row[k], best[key][k])
+                best[key] = row
+    base = best["LightGCN"]
     lines = [
         f"Dataset {args.dataset}, d={args.embedding_size}, LightGCN layers={args.n_layers}, "
-        f"batch={args.batch_size}, seed 2020, device {base['device']}; command: "
+        f"batch={args.batch_size}, seed 2020, device {base['device']}, best of {args.rounds} rounds; command: "
         f"`{shlex.join(['python', 'benchmarks/bench_speed.py', *sys.argv[1:]])}`",
         "",
-        "| model | epoch (s) | full-sort eval (s) | peak memory (MiB) | parameters | build (s) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| model | epoch (s) | full-sort eval (s) | peak memory (MiB) | parameters | build (s) | epoch / LightGCN "
+        "| eval / LightGCN | peak / LightGCN |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['epoch_s']:.2f} | {r['eval_s']:.3f} | {r['peak_mib']:.0f} | "
-                     f"{r['params']:,} | {r['build_s']:.2f} |")
-    lines.append(f"| ratio RecGOAT / LightGCN | {ratio['epoch_s']:.2f}x | {ratio['eval_s']:.2f}x | "
-                 f"{ratio['peak_mib']:.2f}x | | |")
+    for key, r in best.items():
+        name = "LightGCN" if key == "LightGCN" else f"RecGOAT ({key})"
+        ratios = " | | |" if key == "LightGCN" else (
+            f" {r['epoch_s'] / base['epoch_s']:.2f}x | {r['eval_s'] / base['eval_s']:.2f}x | "
+            f"{r['peak_mib'] / base['peak_mib']:.2f}x |")
+        lines.append(f"| {name} | {r['epoch_s']:.2f} | {r['eval_s']:.3f} | {r['peak_mib']:.0f} | "
+                     f"{r['params']:,} | {r['build_s']:.2f} |{ratios}")
     text = "\n".join(lines)
     print(text)
     if args.out:

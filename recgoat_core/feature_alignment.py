@@ -17,7 +17,8 @@ of :math:`Z` without gradient (``match_scale``). Over the distinct items :math:`
     \mathcal L_{align} = \lambda_c \sum_m \mathrm{InfoNCE}_\tau(\tilde Z^m_B, Z_B)
                        + \lambda_{ot} \sum_m W_\varepsilon(\tilde Z^m_B, Z_B),
 
-(:mod:`recgoat_core.alignment.cmcl`, :mod:`recgoat_core.alignment.wasserstein`); with ``detach_target`` the
+(:mod:`recgoat_core.alignment.cmcl`, :mod:`recgoat_core.alignment.wasserstein`; ``cmcl_max_items`` bounds the
+InfoNCE batch to a random subset of B); with ``detach_target`` the
 target :math:`Z_B` gets no gradient. :meth:`FeatureAlignment.blend` puts the views into the score:
 :math:`(1-\gamma) Z + \gamma\,\frac1M\sum_m \tilde Z^m`.
 """
@@ -57,6 +58,7 @@ class AlignmentSettings:
     oat_plan_grad: bool = False
     cmcl_weight: float = 0.032
     cmcl_temperature: float = 0.2
+    cmcl_max_items: int | None = None
     wasserstein_weight: float = 0.001
     wasserstein_epsilon: float = 0.1
     wasserstein_iters: int = 30
@@ -120,7 +122,7 @@ class FeatureAlignment(nn.Module):
             if s.use_oat:
                 self.oat_maps[name] = OATMap(s.embedding_size, s.oat_epsilon, s.oat_cost_scale, s.oat_iters,
                                              s.oat_scale_plan, s.oat_residual_init, s.oat_plan_grad)
-        self.cmcl = CMCLoss(s.cmcl_temperature)
+        self.cmcl = CMCLoss(s.cmcl_temperature, s.cmcl_max_items)
         self.wasserstein = WassersteinLoss(s.wasserstein_epsilon, s.wasserstein_iters, s.wasserstein_sample_size)
 
     @property

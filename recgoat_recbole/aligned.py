@@ -54,7 +54,7 @@ ALIGN_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "propertie
 ALIGN_RULES = {key: RULES[key] for key in (
     "feature_norm", "missing_features", "knn_k", "knn_chunk_size", "use_gat", "gat_layers", "gat_heads",
     "gat_dropout", "use_oat", "oat_epsilon", "oat_cost_scale", "oat_iters", "oat_scale_plan", "oat_residual_init",
-    "oat_plan_grad", "cmcl_weight", "cmcl_temperature", "wasserstein_weight", "wasserstein_epsilon",
+    "oat_plan_grad", "cmcl_weight", "cmcl_temperature", "cmcl_max_items", "wasserstein_weight", "wasserstein_epsilon",
     "wasserstein_iters", "wasserstein_sample_size", "align_detach_target", "match_scale", "fusion_gamma")}
 
 

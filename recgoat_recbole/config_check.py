@@ -100,6 +100,7 @@ RULES: dict[str, _Rule] = {
     "oat_plan_grad": _BOOL,
     "cmcl_weight": _WEIGHT,
     "cmcl_temperature": _POSITIVE,
+    "cmcl_max_items": _int(1, optional=True),
     "wasserstein_weight": _WEIGHT,
     "wasserstein_epsilon": _POSITIVE,
     "wasserstein_iters": _int(1),

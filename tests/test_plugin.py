@@ -203,3 +203,32 @@ def test_two_tower_example_shows_the_features_helping():
     plain = example.run(seed=0, align_on=False, gamma=0.0, epochs=15)
     aligned_ = example.run(seed=0, align_on=True, gamma=0.0, epochs=15)
     assert aligned_ > 1.2 * plain, (plain, aligned_)
+
+
+def test_cmcl_max_items_bounds_the_infonce_batch_of_recgoat_and_the_plugin(mini_ml):
+    """cmcl_max_items reaches the loss: with M rows, the CMCL term is InfoNCE over M of the batch's items."""
+    from recgoat_core.alignment import info_nce
+
+    for model_name in ("RecGOAT", "LightGCN+Align"):
+        _, model, train = _build(mini_ml, model_name, cmcl_max_items=8, wasserstein_weight=0.0)
+        assert model.alignment.cmcl.max_items == 8
+        calls = []
+        original = model.alignment.cmcl.forward
+
+        def spy(view, target, original=original):
+            out = original(view, target)
+            calls.append(len(view))
+            return out
+
+        model.alignment.cmcl.forward = spy
+        model.calculate_loss(_batch(train))
+        assert calls and all(n > 8 for n in calls)  # the batch had more items; the loss saw 8 of them
+        torch.manual_seed(0)
+        v, t = torch.randn(20, 4), torch.randn(20, 4)
+        torch.manual_seed(1)
+        bounded = model.alignment.cmcl(v, t)
+        torch.manual_seed(1)
+        keep = torch.randperm(20)[:8]
+        torch.testing.assert_close(bounded, info_nce(v[keep], t[keep], model.alignment.cmcl.temperature))
+    with pytest.raises(ConfigError, match="cmcl_max_items"):
+        _build(mini_ml, "RecGOAT", cmcl_max_items=0)

@@ -17,13 +17,23 @@ __all__ = ["peak_memory_mib", "run_spec"]
 
 
 def peak_memory_mib(device) -> float:
-    """Peak memory of this process: CUDA's peak allocation on a GPU, else the peak RSS."""
+    """Peak memory of this process: CUDA's peak allocation on a GPU, else the peak RSS.
+
+    On Linux the peak RSS is ``VmHWM`` of ``/proc/self/status``: ``ru_maxrss`` carries over ``exec`` from the
+    parent, so a child started by a large process would report the parent's peak."""
     import resource
 
     import torch
 
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

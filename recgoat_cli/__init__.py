@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -28,7 +29,14 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     """The RecBole config options of the commands that build one RecBole ``Config`` (run, features profiles)."""
     p.add_argument("--config", "-c", nargs="+", default=[], metavar="FILE", help="RecBole YAML file(s)")
     p.add_argument("--dataset", "-d", default=None, help="dataset name (default: the config's)")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys (YAML values)")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+                   help="override config keys (YAML values); RecBole's --KEY=VALUE works too")
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    """``--verbose``: every library warning, progress bar and RecBole log line (quiet by default)."""
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show everything: library warnings, progress bars, RecBole's full log")
 
 
 def _add_encoder_args(p: argparse.ArgumentParser, batch_size: int | None) -> None:
@@ -59,7 +67,8 @@ def _add_budget(p: argparse.ArgumentParser, epochs: int, out: str, learning_rate
     p.add_argument("--learning-rate", type=float, default=learning_rate,
                    help=f"same for every model (default: {learning_rate if learning_rate else 'each its own'})")
     p.add_argument("--device", default=None, help="cpu to force the CPU")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config keys for every run")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+                   help="override config keys for every run; RecBole's --KEY=VALUE works too")
     p.add_argument("--out", default=out, help="output folder (runs/, results.csv/.md/.png); reruns resume")
 
 
@@ -119,7 +128,9 @@ def _add_data(sub) -> None:
     imp.add_argument("dst", help="output data_path (the dataset goes to DST/NAME/)")
     imp.add_argument("--format", choices=["mmrec", "lightgcn"], required=True)
     imp.add_argument("--name", default=None, help="dataset name (default: from the source)")
-    imp.add_argument("--feature", nargs="*", metavar="NAME=FILE.npy", help="lightgcn: item feature files")
+    imp.add_argument("--feature", nargs="*", metavar="NAME=FILE.npy",
+                     help="lightgcn: item feature files; a relative FILE is looked up in SRC first, then in the "
+                          "current directory")
     imp.add_argument("--force", action="store_true",
                      help="overwrite DST/NAME/NAME.yaml even if it was edited since the last import")
     imp.set_defaults(func="cmd_data_import")
@@ -170,20 +181,93 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for add in (_add_run, _add_features, _add_data, _add_bench, _add_tune, _add_demo):
         add(sub)
+    for command in _subparsers(parser):
+        _add_verbose(command)
     return parser
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every leaf subcommand parser (``run``, ``features text``, ``data import``, ...)."""
+    leaves = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                leaves += _subparsers(child) or [child]
+    return leaves
+
+
+_RECBOLE_OVERRIDE = re.compile(r"^--([A-Za-z_][A-Za-z0-9_.]*)=(.*)$", re.S)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; RecBole's ``--key=value`` overrides that no option claims join ``--set`` (on the commands
+    that have it), as in ``run_recbole``: ``recgoat run --epochs=50 --learning_rate=0.002``."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        pairs = [_RECBOLE_OVERRIDE.match(token) for token in extra]
+        if not hasattr(args, "set") or not all(pairs):
+            parser.error("unrecognized arguments: " + " ".join(extra))
+        args.set = list(args.set or []) + [f"{m.group(1)}={m.group(2)}" for m in pairs]
+    return args
+
+
+def _quiet(command: str) -> None:
+    """The quiet default: no deprecation noise from pandas / torch / runpy, no library progress bars, in this
+    process and in the runs it starts (the environment is inherited). ``--verbose`` skips this."""
+    import os
+    import warnings
+
+    rules = [("", FutureWarning, ""), ("", DeprecationWarning, ""), ("", RuntimeWarning, "runpy"),
+             ("Sparse CSR tensor support", UserWarning, ""), ("torch.sparse.SparseTensor", UserWarning, "")]
+    for message, category, module in rules:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    os.environ["PYTHONWARNINGS"] = ",".join(f"ignore:{m}:{c.__name__}:{mod}" for m, c, mod in rules)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if command in ("run", "bench", "tune", "demo"):  # `features` keep their bar (--quiet turns it off)
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ["RECGOAT_VERBOSE"] = "0"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+    import warnings
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     args.argv = argv  # reports record the command exactly as given
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    saved_env = {k: os.environ.get(k) for k in _ENV_KEYS}
+    # RecBole's Config reads sys.argv for --key=value overrides: hide ours from it (they arrive as args.set).
+    saved_argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        with warnings.catch_warnings():
+            if args.verbose:
+                os.environ["RECGOAT_VERBOSE"] = "1"
+            else:
+                _quiet(args.command)
+            return _dispatch(args)
+    finally:
+        sys.argv = saved_argv
+        for key, value in saved_env.items():  # the quiet settings end with the command (tests call main often)
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+#: the environment variables :func:`_quiet` / ``--verbose`` set for the command and the runs it starts
+_ENV_KEYS = ("PYTHONWARNINGS", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE",
+             "RECGOAT_VERBOSE")
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command; the errors a user can fix become one ``recgoat: error:`` line and exit status 2."""
+    if args.command != "run":  # `recgoat run` lets RecBole's init_logger set up its console and its log file
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     from recgoat_recbole import cli as commands  # the adapter (RecBole, torch) loads only now
 
     fixable = commands.fixable_errors()
-    # RecBole's Config reads sys.argv for --key=value overrides: hide ours from it.
-    saved_argv, sys.argv = sys.argv, sys.argv[:1]
     try:
         func: Callable[[argparse.Namespace], int] = getattr(commands, args.func)
         return func(args)
@@ -193,5 +277,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except commands.yaml.YAMLError as exc:  # a config file that is not valid YAML
         print(f"recgoat: error: invalid YAML: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    finally:
-        sys.argv = saved_argv

@@ -49,6 +49,50 @@ def _check_files(paths: Sequence[str] | None) -> list[str]:
     return files
 
 
+def _yaml_data_path(files: Sequence[str], dataset: str | None, overrides: dict[str, Any]) -> dict[str, str]:
+    """``{"data_path": absolute}`` when the YAML that sets ``data_path`` (the last one does, as in RecBole) gives a
+    relative path whose dataset folder lies next to that YAML, e.g. ``data_path: ..`` in the YAML that
+    ``recgoat data import`` writes into ``DST/NAME/``; else ``{}`` (RecBole reads it against the working
+    directory, as before). An explicit ``data_path`` override wins."""
+    if "data_path" in overrides:
+        return {}
+    source, value, name = None, None, dataset
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            continue
+        if "data_path" in data:
+            source, value = path, data["data_path"]
+        if data.get("dataset") and not dataset:
+            name = str(data["dataset"])
+    name = overrides.get("dataset") or name
+    if source is None or not isinstance(value, str) or os.path.isabs(value) or not name:
+        return {}
+    here = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source)), value))
+    return {"data_path": here} if os.path.isdir(os.path.join(here, str(name))) else {}
+
+
+def _with_data_path(spec: Any) -> Any:
+    """A benchmark spec whose YAML holds a data_path relative to itself, with that path made absolute."""
+    import dataclasses
+
+    extra = _yaml_data_path(spec.config_files, spec.dataset, spec.overrides)
+    return dataclasses.replace(spec, overrides={**spec.overrides, **extra}) if extra else spec
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _log_file() -> str | None:
+    """The log file RecBole's ``init_logger`` opened for this run, if any."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return os.path.relpath(handler.baseFilename)
+    return None
+
+
 def _resolve_model(name: str) -> Any:
     import recgoat_recbole  # noqa: F401  (registers RecGOAT)
     from recbole.utils import get_model
@@ -77,9 +121,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     model = _resolve_model(_config_model(files, args.model))
     from recgoat_recbole.training import run_training
 
+    overrides = _overrides(args.set)
+    overrides.update(_yaml_data_path(files, args.dataset, overrides))
+    quiet = not args.verbose
     result = run_training(model=model, dataset=args.dataset, config_file_list=files or None,
-                          config_dict=_overrides(args.set), saved=not args.no_save)
-    for label, values in (("best valid", result.best_valid_result), ("test", result.test_result)):
+                          config_dict=overrides, saved=not args.no_save,
+                          show_progress=False if quiet else None, progress=_progress, quiet=quiet)
+    log = _log_file()
+    if log:
+        print(f"log: {log}")
+    print(f"checkpoint: {os.path.relpath(result.checkpoint) if result.checkpoint else 'none (--no-save)'}")
+    for label, values in (("best valid", result.best_valid_result), ("test", result.test_result)):  # last: metrics
         if not values:  # e.g. a LightGCN-layout dataset without valid.txt: RecBole validates nothing
             print(f"{label}: none (no validation split: the model of the last epoch was tested)")
             continue
@@ -118,8 +170,9 @@ def cmd_features_profiles(args: argparse.Namespace) -> int:
         raise UserError("--backend transformers needs --model (a local model name or path)")
     if args.backend == "http" and not args.url:
         raise UserError("--backend http needs --url (an OpenAI-compatible endpoint)")
-    config = Config(model=model, dataset=args.dataset, config_file_list=files or None,
-                    config_dict=_overrides(args.set))
+    overrides = _overrides(args.set)
+    overrides.update(_yaml_data_path(files, args.dataset, overrides))
+    config = Config(model=model, dataset=args.dataset, config_file_list=files or None, config_dict=overrides)
     try:
         path = extract_profile_features(config, args.output, args.item_table, args.columns, args.id_column,
                                         args.backend, args.model, args.url, args.encoder, args.max_items,
@@ -143,7 +196,7 @@ def cmd_data_import(args: argparse.Namespace) -> int:
             raise UserError(f"--feature expects NAME=FILE.npy, got {pair!r}")
         if modality in features:
             raise UserError(f"--feature {modality} is given twice")
-        features[modality] = path
+        features[modality] = _feature_source(args.src, path)
     try:
         if args.format == "mmrec":
             import_mmrec(args.src, args.dst, args.name, force=args.force)  # logs its report
@@ -152,6 +205,19 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     except ImportError_ as exc:
         raise UserError(str(exc)) from None
     return 0
+
+
+def _feature_source(src: str, path: str) -> str:
+    """A ``--feature`` file: a relative path is looked up in SRC first, then in the current directory."""
+    if os.path.isabs(path):
+        return path
+    in_src = os.path.join(src, path)
+    if os.path.isfile(in_src) or not os.path.isdir(src):  # (a missing SRC: the importer says so)
+        return in_src
+    if not os.path.isfile(path):
+        raise UserError(f"feature file not found: {path} (looked in {src} and in the current directory)")
+    logging.getLogger(__name__).info(f"--feature {path}: not in {src}, using ./{path} from the current directory")
+    return path
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -172,7 +238,7 @@ def _bench_common(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Train RecGOAT and RecBole's built-ins on the same split with the same budget; tables, CSV and a plot."""
-    from recgoat_recbole.bench import build_specs, run_benchmark
+    from recgoat_recbole.bench import build_specs
 
     configs = _dataset_configs(args)
     for model in args.models or ():  # None: the default selection (with the multimodal peers where features exist)
@@ -180,14 +246,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     tuned = _load_tuned(args.tuned) if args.tuned else None
     specs = build_specs(args.datasets, args.models, args.seeds, _bench_common(args), configs, args.ablations,
                         args.gamma or (), tuned)
+    specs = [_with_data_path(spec) for spec in specs]
     title = f"`{_command(args)}`"
     if args.report_only:
         title += " (tables from the finished runs only)"
     reuse = [os.path.dirname(os.path.abspath(args.tuned))] if args.tuned else []
     reuse += args.reuse or []
-    paths = run_benchmark(specs, args.out, title, train=not args.report_only, jobs=args.jobs, reuse_from=reuse)
-    print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    _run_suite(specs, args.out, title, train=not args.report_only, jobs=args.jobs, reuse_from=reuse)
     return 0
+
+
+def _run_suite(specs: Sequence[Any], out: str, title: str, train: bool = True, jobs: int = 1,
+               reuse_from: Sequence[str] = ()) -> dict[str, str]:
+    """Run (or collect) the specs, write results.csv / .md / .png, and print one final block: the table, and
+    where the logs, the CSV, the Markdown and the PNG are."""
+    from recgoat_recbole.bench import METRICS
+    from recgoat_recbole.bench.execute import run_all
+    from recgoat_recbole.bench.report import markdown_table, summarise, write_outputs
+
+    records = run_all(specs, out, train=train, jobs=jobs, reuse_from=reuse_from)
+    if not records:
+        raise FileNotFoundError(f"no finished runs in {out}/runs for these settings")
+    paths = write_outputs(records, out, METRICS, title)
+    rule = "=" * 100
+    print(f"\n{rule}\n{markdown_table(summarise(records, METRICS), METRICS)}\n")
+    print(f"logs:        {os.path.join(out, 'work', '<run>', 'log', '<model>')}/*.log (RecBole's log of each run)")
+    print("checkpoints: not kept by benchmark runs (only their metrics, in "
+          f"{os.path.join(out, 'runs')}/*.json); `recgoat run` saves one to saved/")
+    print(f"csv:         {paths['csv']}\nmarkdown:    {paths['markdown']}\npng:         {paths['png']}\n{rule}")
+    return paths
 
 
 def _dataset_configs(args: argparse.Namespace) -> dict[str, str]:
@@ -227,7 +314,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     models = args.models  # None: every model with a grid (the multimodal peers where the dataset has features)
     for model in models or ():
         _resolve_model(model)
-    grid = grid_specs(args.datasets, models, args.seeds, _bench_common(args), configs, grids)
+    grid = [(_with_data_path(spec), point) for spec, point in
+            grid_specs(args.datasets, models, args.seeds, _bench_common(args), configs, grids)]
     records = run_grid(grid, args.out, jobs=args.jobs, train=not args.report_only)
     if not records:
         raise FileNotFoundError(f"no finished grid runs in {args.out}/runs for these settings")
@@ -246,14 +334,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """MovieLens-100k end to end: text features + template profiles, RecGOAT and LightGCN on one split."""
     import shutil
 
-    from recgoat_recbole.bench import build_specs, run_benchmark
+    from recgoat_recbole.bench import build_specs
 
     if args.fresh and os.path.isdir(os.path.join(args.out, "runs")):
         shutil.rmtree(os.path.join(args.out, "runs"))  # re-train; the feature cache (./recgoat_cache) stays
     specs = build_specs(["ml-100k"], ["RecGOAT", "LightGCN"], args.seeds, _bench_common(args))
-    paths = run_benchmark(specs, args.out, f"`{_command(args)}` (ml-100k, RecBole's RS 8:1:1 split, seeds "
-                                           f"{' '.join(map(str, args.seeds))})")
-    print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    _run_suite(specs, args.out, f"`{_command(args)}` (ml-100k, RecBole's RS 8:1:1 split, seeds "
+                                f"{' '.join(map(str, args.seeds))})")
     return 0
 
 

@@ -14,6 +14,7 @@ Importing this module loads neither torch nor RecBole; :func:`run_training` does
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import sys
@@ -21,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-__all__ = ["run_training", "TrainingResult"]
+__all__ = ["run_training", "TrainingResult", "format_seconds"]
 
 #: ``on_epoch(epoch_index, seconds, loss)``: called after every training epoch
 EpochCallback = Callable[[int, float, Any], None]
@@ -99,11 +100,56 @@ def _time_epochs(trainer: Any, device: Any, on_epoch: EpochCallback | None) -> l
     return times
 
 
+def _console_level(logger: logging.Logger, level: int) -> None:
+    """Raise the level of ``logger``'s console handlers (not its log files) to ``level``."""
+    for handler in logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(max(handler.level, level))
+
+
+def _warn_one_user_per_batch(config: Any, dataset: Any, logger: logging.Logger) -> None:
+    """One warning line when ``eval_batch_size`` makes full-ranking evaluation score one user per batch
+    (RecBole fits ``eval_batch_size // n_items`` users in a batch, at least one)."""
+    mode = (config["eval_args"] or {}).get("mode")
+    full = mode == "full" or (isinstance(mode, dict) and "full" in mode.values())
+    size, items = int(config["eval_batch_size"]), int(dataset.item_num)
+    if full and size < 2 * items:
+        suggest = min(max(4096, 64 * items), 2**22)
+        logger.warning(f"eval_batch_size {size} < 2 x {items:,} items: full-ranking evaluation scores one user per "
+                       f"batch (slow); set eval_batch_size: {suggest} (64 users per batch)")
+
+
+def format_seconds(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _progress_lines(emit: Callable[[str], Any], epochs: int, then: EpochCallback | None) -> EpochCallback:
+    """An ``on_epoch`` that emits ``epoch k/N`` with the time per epoch (training and the evaluation before it)
+    and the time left at most (early stopping may end sooner), then calls ``then``."""
+    start = time.perf_counter()
+
+    def on_epoch(epoch: int, seconds: float, loss: Any) -> None:
+        done = epoch + 1
+        per = (time.perf_counter() - start) / done
+        emit(f"epoch {done}/{epochs}  {per:.1f} s/epoch  ETA ≤ {format_seconds(per * (epochs - done))}")
+        if then is not None:
+            then(epoch, seconds, loss)
+
+    return on_epoch
+
+
 def run_training(model: Any = None, dataset: str | None = None, config_file_list: Sequence[str] | None = None,
                  config_dict: dict[str, Any] | None = None, *, saved: bool = True, evaluate_test: bool = True,
                  show_progress: bool | None = None, log_details: bool = True,
                  on_epoch: EpochCallback | None = None,
-                 before_model: BeforeModel | None = None) -> TrainingResult:
+                 before_model: BeforeModel | None = None,
+                 progress: Callable[[str], Any] | None = None, quiet: bool = False) -> TrainingResult:
     """Train ``model`` with early stopping on validation, then evaluate the best model on test once.
 
     ``model``, ``dataset``, ``config_file_list``, ``config_dict`` and ``saved`` mean what they mean for
@@ -116,6 +162,9 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     - ``on_epoch(epoch_index, seconds, loss)`` is called after every training epoch.
     - ``before_model(config, dataset)`` runs after the split and before the model is built: it may change the
       config (the keys it returns are recorded in ``adjusted``).
+    - ``progress(line)`` gets one line per epoch: ``epoch k/N``, seconds per epoch and the time left at most
+      (``recgoat run`` prints them).
+    - ``quiet=True`` keeps RecBole's INFO lines out of the console (its log file still gets them).
     """
     _ensure_registered()
     from logging import getLogger
@@ -129,6 +178,8 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
+    if quiet:
+        _console_level(logger, logging.WARNING)
     if log_details:
         logger.info(sys.argv)
         logger.info(config)
@@ -138,6 +189,7 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     if log_details:
         logger.info(data)
     train, valid, test = data_preparation(config, data)
+    _warn_one_user_per_batch(config, data, logger)
     adjusted = dict((before_model(config, data) if before_model is not None else None) or {})
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -153,6 +205,8 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
         logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    if progress is not None:
+        on_epoch = _progress_lines(progress, int(config["epochs"]), on_epoch)
     epoch_times = _time_epochs(trainer, config["device"], on_epoch)
     progress = config["show_progress"] if show_progress is None else show_progress
     best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=progress)

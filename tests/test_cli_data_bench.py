@@ -110,9 +110,10 @@ def test_lightgcn_import_and_training(tmp_path):
     np.save(tmp_path / "img.npy", rng.normal(size=(40, 5)).astype(np.float32))
     report = import_lightgcn(str(src), str(tmp_path / "out"), "lg", {"image": str(tmp_path / "img.npy")})
     assert report.interactions == {"train": 180, "valid": 30, "test": 30}
+    # run_recbole reads the YAML's relative data_path (..) against the working directory: pass it (docs/data.md)
     result = run_recbole(model="RecGOAT", config_file_list=[report.config],
-                         config_dict={"epochs": 1, "show_progress": False, "embedding_size": 16, "gat_heads": 2},
-                         saved=False)
+                         config_dict={"epochs": 1, "show_progress": False, "embedding_size": 16, "gat_heads": 2,
+                                      "data_path": str(tmp_path / "out")}, saved=False)
     assert 0 <= result["test_result"]["ndcg@10"] <= 1
     (src / "train.txt").write_text("0 1 x\n")
     with pytest.raises(ImportError_, match="integers"):

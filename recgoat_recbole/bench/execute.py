@@ -6,13 +6,17 @@ same overrides, YAML files and YAML contents), here or from an earlier output fo
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from recgoat_recbole.bench.design import RunSpec
 
@@ -39,14 +43,17 @@ def _absolute_paths(spec: RunSpec) -> dict[str, str]:
     return {k: os.path.abspath(v) for k, v in found.items() if isinstance(v, str) and not os.path.isabs(v)}
 
 
-def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: bool = True) -> dict:
+def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: bool = True,
+            progress: Callable[[int, int, float, float], Any] | None = None) -> dict:
     """Run ``spec`` in a subprocess (working directory ``out_dir/work/<key>``) and save its result JSON.
 
     Each run has its own working directory because RecBole names a checkpoint ``saved/<model>-<time to the
     second>.pth``: two runs of one model started in the same second (``--jobs``) would share, overwrite and
     delete each other's best model.
 
-    With ``verbose`` the subprocess's RecBole log (one line per epoch) streams to this process's stderr.
+    With ``verbose`` the subprocess's RecBole log (one line per epoch) streams to this process's stderr;
+    without, only its warnings and errors do (the full log is in ``out_dir/work/<key>/log``).
+    ``progress(epoch, epochs, seconds_per_epoch, setup_seconds)`` is called after every training epoch.
     """
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
     work = os.path.join(out_dir, "work", spec.key)
@@ -55,16 +62,65 @@ def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: 
     fields["overrides"] = {**spec.overrides, **_absolute_paths(spec)}
     payload = json.dumps(fields)
     cmd = [sys.executable, "-m", "recgoat_recbole.bench.worker", payload]
-    proc = subprocess.run(cmd, cwd=work, stdout=subprocess.PIPE, stderr=None if verbose else subprocess.PIPE,
-                          text=True, timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    tail: deque[str] = deque(maxlen=15)
+    epochs = spec.overrides.get("epochs")
+    watch = _EpochWatcher(int(epochs) if isinstance(epochs, int) else 0, progress)
+    read_end, write_end = os.pipe()  # the run's stderr, read line by line while it runs
+
+    def read_stderr() -> None:
+        with os.fdopen(read_end, "r", encoding="utf-8", errors="replace") as stream:
+            for line in stream:
+                tail.append(line.rstrip("\n"))
+                watch.feed(line)
+                if verbose or _shown_when_quiet(line):
+                    sys.stderr.write(line)
+                    sys.stderr.flush()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.run(cmd, cwd=work, stdout=subprocess.PIPE, stderr=write_end, text=True, timeout=timeout,
+                              env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    finally:
+        os.close(write_end)
+        reader.join()
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or "").strip().splitlines()[-15:])
         raise RuntimeError(f"run {spec.key} failed (exit {proc.returncode}); see the log above or in "
-                           f"{work}/log\n{tail}")
+                           f"{work}/log\n" + "\n".join(tail))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     record = {**asdict(spec), "label": spec.label, "key": spec.key, **result,
               "config_sha": config_digest(fields["config_files"])}
     return _save(record, os.path.join(out_dir, "runs", f"{spec.key}.json"))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EPOCH = re.compile(r"epoch (\d+) training \[time: ([0-9.]+)s")
+#: RecBole log lines shown without --verbose: warnings, errors, and the slow first-time feature encoding
+_QUIET_SHOWN = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Error:|text features: encoding")
+
+
+def _shown_when_quiet(line: str) -> bool:
+    return bool(_QUIET_SHOWN.search(_ANSI.sub("", line)))
+
+
+class _EpochWatcher:
+    """Reads a run's RecBole log lines and reports each finished training epoch to ``progress``."""
+
+    def __init__(self, epochs: int, progress: Callable[[int, int, float, float], Any] | None) -> None:
+        self.epochs, self.progress = epochs, progress
+        self.start = time.perf_counter()
+        self.fit_start: float | None = None
+
+    def feed(self, line: str) -> None:
+        match = _EPOCH.search(_ANSI.sub("", line))
+        if match is None or self.progress is None:
+            return
+        now = time.perf_counter()
+        done = int(match.group(1)) + 1
+        if self.fit_start is None:  # the first epoch began when its training began
+            self.fit_start = now - float(match.group(2))
+        per = (now - self.fit_start) / done
+        self.progress(done, self.epochs or done, per, self.fit_start - self.start)
 
 
 def config_digest(files: Sequence[str]) -> str:
@@ -113,6 +169,13 @@ def find_identical(spec: RunSpec, folder: str) -> dict | None:
     return None
 
 
+def _clock(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``."""
+    from recgoat_recbole.training import format_seconds
+
+    return format_seconds(seconds)
+
+
 def _save(record: dict, path: str) -> dict:
     """Write ``record`` to ``path`` atomically (a run is either finished on disk or absent)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -122,7 +185,7 @@ def _save(record: dict, path: str) -> dict:
     return record
 
 
-def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = True,
+def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool | None = None,
             show_test: bool = True, train: bool = True, jobs: int = 1,
             reuse_from: Sequence[str] = ()) -> list[dict]:
     """Run every spec not already finished in ``out_dir/runs``; returns all records (old and new), in spec order.
@@ -130,6 +193,8 @@ def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = T
     With ``train=False`` nothing is trained: the records are the finished runs, and the others are listed.
     ``jobs`` runs that many subprocesses at once. A spec whose identical run (same dataset, model, seed, config
     files and overrides) is finished in one of the ``reuse_from`` folders is copied from there, not trained.
+    ``verbose`` streams every run's RecBole log; without it (``None``: the ``recgoat`` command's ``--verbose``,
+    else on) a run shows ``epoch k/N`` lines with the time left for the run and for the whole job.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -158,17 +223,41 @@ def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool = T
         todo.append((n, spec))
     which = "test" if show_test else "valid"
     failed: list[str] = []
+    if verbose is None:
+        verbose = os.environ.get("RECGOAT_VERBOSE") != "0"
+    pending = {n: spec for n, spec in todo}
+    seen: dict[str, tuple[float, float]] = {}  # model -> (setup seconds, seconds per epoch) of its last run
+
+    def job_left(n: int, spec: RunSpec, run_left: float, setup: float, per: float) -> float:
+        """The time left for the runs not started yet, from what the runs so far took (a rough upper bound)."""
+        later = 0.0
+        for m, other in pending.items():
+            if m == n:
+                continue
+            s0, p0 = seen.get(other.model, (setup, per))
+            later += s0 + p0 * float(other.overrides.get("epochs") or 0)
+        return run_left + later / max(jobs, 1)
 
     def one(item: tuple[int, RunSpec]) -> tuple[int, dict | None]:
         n, spec = item
         log(f"[{n}/{len(specs)}] {spec.key}: running ...")
         t0 = time.perf_counter()
+
+        def progress(epoch: int, epochs: int, per: float, setup: float) -> None:
+            seen[spec.model] = (setup, per)
+            run_left = per * (epochs - epoch)
+            log(f"[{n}/{len(specs)}] {spec.label} epoch {epoch}/{epochs}  {per:.1f} s/epoch  "
+                f"ETA run ≤ {_clock(run_left)}, all ≤ {_clock(job_left(n, spec, run_left, setup, per))}")
+
         try:
-            record = run_one(spec, out_dir, verbose=verbose and jobs == 1)
+            extra = {"progress": progress} if "progress" in inspect.signature(run_one).parameters else {}
+            record = run_one(spec, out_dir, verbose=verbose and jobs == 1, **extra)  # (tests replace run_one)
         except RuntimeError as exc:  # the other runs go on; the failures are raised together at the end
             log(f"[{n}/{len(specs)}] {exc}")
             failed.append(spec.key)
             return n, None
+        finally:
+            pending.pop(n, None)
         log(f"[{n}/{len(specs)}] {spec.key}: {which} NDCG@10 {record[which].get('ndcg@10', float('nan')):.4f} "
             f"in {time.perf_counter() - t0:.0f} s ({record['epochs']} epochs)")
         return n, record

@@ -1,18 +1,24 @@
 """The benchmark's outputs: ``results.csv`` (one row per run), ``results.md`` (mean ± std over seeds) and
-``results.png`` (an NDCG bar chart), from the run records that :mod:`recgoat_recbole.bench.execute` saves.
+``results.png`` (Recall@10 and NDCG@10 bars), from the run records that :mod:`recgoat_recbole.bench.execute` saves.
+
+Every table and plot says where its numbers come from: the test split, each run's model chosen on the
+validation split; how many seeds; and what the ± and the error bars are (the standard deviation over seeds).
+A row of one seed shows its value alone, never ``± 0.0000``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 from typing import Any, Iterable, Sequence
 
-__all__ = ["summarise", "markdown_table", "write_outputs"]
+__all__ = ["summarise", "markdown_table", "caption", "write_outputs"]
 
 
 def summarise(records: Iterable[dict], metrics: Sequence[str]) -> list[dict]:
-    """Mean and standard deviation over seeds, per (dataset, label), in first-seen order."""
+    """Mean and standard deviation over seeds, per (dataset, label), in first-seen order. ``<metric>_std`` is
+    0.0 for one seed (no spread measured): check ``seeds`` before calling it a spread."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         groups.setdefault((r["dataset"], r["label"]), []).append(r)
@@ -23,25 +29,67 @@ def summarise(records: Iterable[dict], metrics: Sequence[str]) -> list[dict]:
             values = [r["test"][m] for r in runs if m in r["test"]]
             row[m] = statistics.mean(values) if values else float("nan")
             row[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[f"{m}_n"] = len(values)
         for k in ("epoch_s", "total_s", "peak_mib", "epochs"):
             row[k] = statistics.mean(r[k] for r in runs)
         rows.append(row)
     return rows
 
 
+def _seeds_phrase(rows: Sequence[dict]) -> str:
+    counts = sorted({int(r["seeds"]) for r in rows})
+    if counts == [1]:
+        return "1 seed: single values, no spread measured"
+    if len(counts) == 1:
+        return f"mean ± std over {counts[0]} seeds"
+    return ("mean ± std over the seeds in the last column (" + ", ".join(map(str, counts)) +
+            "); a row of 1 seed shows its value alone")
+
+
+def caption(rows: Sequence[dict]) -> str:
+    """What the numbers are: the split, how the model was chosen, the seeds and what ± means."""
+    return (f"Test split; each run's model is the epoch chosen on the validation split (early stopping on "
+            f"valid_metric); {_seeds_phrase(rows)}.")
+
+
+def _cell(row: dict, metric: str) -> str:
+    value = row[metric]
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    if row.get(f"{metric}_n", row["seeds"]) > 1:
+        return f"{value:.4f} ± {row[f'{metric}_std']:.4f}"
+    return f"{value:.4f}"
+
+
 def markdown_table(rows: Sequence[dict], metrics: Sequence[str]) -> str:
+    """The caption (:func:`caption`), then one row per (dataset, model) with Recall and NDCG side by side."""
+    metrics = _recall_next_to_ndcg(metrics)
     head = "| dataset | model | " + " | ".join(metrics) + " | epochs | epoch (s) | total (s) | peak MiB | seeds |"
-    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    lines = [caption(rows), "", head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
-        cells = [f"{r[m]:.4f} ± {r[f'{m}_std']:.4f}" for m in metrics]
+        cells = [_cell(r, m) for m in metrics]
         lines.append(f"| {r['dataset']} | {r['model']} | " + " | ".join(cells) +
                      f" | {r['epochs']:.0f} | {r['epoch_s']:.2f} | {r['total_s']:.0f} | {r['peak_mib']:.0f} | "
                      f"{r['seeds']} |")
     return "\n".join(lines)
 
 
+def _recall_next_to_ndcg(metrics: Sequence[str]) -> list[str]:
+    """``recall@k`` and ``ndcg@k`` next to each other, by k (the order of first appearance otherwise)."""
+    out: list[str] = []
+    for m in metrics:
+        if m in out:
+            continue
+        out.append(m)
+        name, _, k = m.partition("@")
+        twin = {"recall": "ndcg", "ndcg": "recall"}.get(name)
+        if twin and f"{twin}@{k}" in metrics and f"{twin}@{k}" not in out:
+            out.append(f"{twin}@{k}")
+    return out
+
+
 def write_outputs(records: Sequence[dict], out_dir: str, metrics: Sequence[str], title: str) -> dict[str, str]:
-    """``results.csv`` (one row per run), ``results.md`` (mean ± std) and ``results.png`` (NDCG bar chart)."""
+    """``results.csv`` (one row per run), ``results.md`` (mean ± std) and ``results.png`` (Recall/NDCG bars)."""
     import csv
 
     os.makedirs(out_dir, exist_ok=True)
@@ -58,26 +106,49 @@ def write_outputs(records: Sequence[dict], out_dir: str, metrics: Sequence[str],
     with open(md_path, "w", encoding="utf-8") as f:
         f.write(f"{title}\n\n{markdown_table(rows, metrics)}\n")
     png_path = os.path.join(out_dir, "results.png")
-    _plot(rows, metrics[0] if "ndcg@10" not in metrics else "ndcg@10", png_path)
+    shown = [m for m in ("recall@10", "ndcg@10") if m in metrics] or list(metrics[:1])
+    _plot(rows, shown, png_path)
     return {"csv": csv_path, "markdown": md_path, "png": png_path}
 
 
-def _plot(rows: Sequence[dict], metric: str, path: str) -> None:
+def _plot(rows: Sequence[dict], metrics: Sequence[str], path: str) -> None:
+    """Grouped bars per dataset (one group per model, one bar per metric) with the value on each bar, error
+    bars of the std over seeds where there are several, and a footnote saying so."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 + 0.6 * len(rows) / max(len(datasets), 1), 3.8),
+    per = max(len([r for r in rows if r["dataset"] == d]) for d in datasets)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(len(datasets) * (2.5 + 0.9 * per * len(metrics)), 4.4),
                              squeeze=False)
+    from matplotlib.patches import Patch
+
+    width = 0.8 / len(metrics)
+    hatches = ("", "//", "..", "xx")
     for ax, dataset in zip(axes[0], datasets):
         sub = [r for r in rows if r["dataset"] == dataset]
-        ax.bar(range(len(sub)), [r[metric] for r in sub], yerr=[r[f"{metric}_std"] for r in sub], capsize=3,
-               color=["#c0392b" if "RecGOAT" in r["model"] else "#7f8c8d" for r in sub])
+        colours = ["#c0392b" if "RecGOAT" in r["model"] else "#7f8c8d" for r in sub]
+        top = 0.0
+        for k, metric in enumerate(metrics):
+            xs = [i + (k - (len(metrics) - 1) / 2) * width for i in range(len(sub))]
+            values = [r[metric] for r in sub]
+            errors = [r[f"{metric}_std"] if r.get(f"{metric}_n", r["seeds"]) > 1 else 0.0 for r in sub]
+            bars = ax.bar(xs, values, width, yerr=errors if any(errors) else None, capsize=3, color=colours,
+                          hatch=hatches[k % len(hatches)], edgecolor="white")
+            ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=2, fontsize=7)
+            top = max(top, *(v + e for v, e in zip(values, errors) if not math.isnan(v)))
+        ax.set_ylim(0, top * 1.18 if top > 0 else 1)
         ax.set_xticks(range(len(sub)), [r["model"] for r in sub], rotation=45, ha="right", fontsize=8)
         ax.set_title(dataset)
-        ax.set_ylabel(metric)
-    fig.tight_layout()
+        ax.set_ylabel("test metric")
+        ax.legend(handles=[Patch(facecolor="#bdc3c7", edgecolor="white", hatch=hatches[k % len(hatches)], label=m)
+                           for k, m in enumerate(metrics)], fontsize=7, loc="lower right")
+    note = ("Test split, model chosen on validation; " +
+            ("1 seed: single values, no error bars" if all(r["seeds"] == 1 for r in rows)
+             else "error bars: std over seeds (" + _seeds_phrase(rows) + ")"))
+    fig.text(0.5, 0.01, note, ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

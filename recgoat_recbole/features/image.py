@@ -56,10 +56,7 @@ def load_vision_encoder(model: str, device: str | None = None, allow_download: b
         processor = AutoImageProcessor.from_pretrained(model, local_files_only=not allow_download)
         net = AutoModel.from_pretrained(model, local_files_only=not allow_download)
     except OSError as exc:
-        raise FileNotFoundError(
-            f"vision model {model!r} is neither a local path nor in the Hugging Face cache; download it first or "
-            "pass allow_download=True (--allow-download)"
-        ) from exc
+        raise FileNotFoundError(_not_found("vision model", model, allow_download, exc)) from exc
     return processor, net.to(device or "cpu").eval()
 
 
@@ -124,3 +121,13 @@ def extract_image_features(source: str, output: str, model: str, device: str | N
     if (~mask).any():
         logger.warning(f"{int((~mask).sum())} of {len(mask)} images missing or unreadable: zero rows, mask=False")
     return write_features(output, tokens, features, mask)
+
+
+def _not_found(what: str, model: str, allow_download: bool, exc: BaseException) -> str:
+    """Why a model could not be loaded; tells the user to pass ``--allow-download`` only when they did not."""
+    if allow_download:
+        reason = " ".join(str(exc).split())[:200]
+        return (f"{what} {model!r} could not be loaded nor downloaded ({reason}): check the name and the "
+                "network, or pass a local path")
+    return (f"{what} {model!r} is neither a local path nor in the Hugging Face cache; download it first or "
+            "pass --allow-download (allow_download=True in Python)")

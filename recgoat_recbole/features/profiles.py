@@ -150,9 +150,13 @@ def _embed_profiles(profiles: dict[str, str], output: str, encoder: str | None, 
     """Embed the profile texts with the text encoder and write them keyed by user token, with the training
     split's fingerprint ``split``; returns the path."""
     users = sorted(profiles)
-    vectors = encode_texts([profiles[u] for u in users], load_text_encoder(encoder, allow_download=allow_download),
+    texts = [profiles[u] for u in users]
+    vectors = encode_texts(texts, load_text_encoder(encoder, allow_download=allow_download),
                            show_progress=show_progress)
-    return write_features(output, users, vectors, split=split)
+    mask = [bool(t.strip()) for t in texts]  # False: an empty profile (an LLM that answered nothing), a zero row
+    if not all(mask):
+        logger.warning(f"{mask.count(False)} of {len(mask)} user profiles are empty: zero rows, mask=False")
+    return write_features(output, users, vectors, mask, split=split)
 
 
 # ------------------------------------------------------------------------------------------------ template

@@ -39,10 +39,7 @@ def load_text_encoder(model: str | None = None, device: str | None = None, allow
     try:
         return SentenceTransformer(model, device=device, local_files_only=not allow_download)
     except OSError as exc:
-        raise FileNotFoundError(
-            f"text encoder {model!r} is neither a local path nor in the Hugging Face cache; download it first "
-            "or pass allow_download=True (--allow-download)"
-        ) from exc
+        raise FileNotFoundError(_not_found("text encoder", model, allow_download, exc)) from exc
 
 
 def read_table(path: str | os.PathLike, sep: str | None = None) -> pd.DataFrame:
@@ -135,3 +132,13 @@ def cached_text_features(
         return out
     logger.info(f"text features: encoding {os.fspath(table)} columns {list(columns)} -> {out}")
     return extract_text_features(table, out, columns, model=model, show_progress=show_progress)
+
+
+def _not_found(what: str, model: str, allow_download: bool, exc: BaseException) -> str:
+    """Why a model could not be loaded; tells the user to pass ``--allow-download`` only when they did not."""
+    if allow_download:
+        reason = " ".join(str(exc).split())[:200]
+        return (f"{what} {model!r} could not be loaded nor downloaded ({reason}): check the name and the "
+                "network, or pass a local path")
+    return (f"{what} {model!r} is neither a local path nor in the Hugging Face cache; download it first or "
+            "pass --allow-download (allow_download=True in Python)")

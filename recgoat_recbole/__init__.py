@@ -14,9 +14,11 @@ import os
 
 from recgoat_recbole import compat as _compat
 from recgoat_recbole import registry as _registry
+from recgoat_recbole import yaml_paths as _yaml_paths
 
 _compat.apply()
 _registry.install()
+_yaml_paths.install()  # a YAML's relative data_path is read against the YAML's folder where the data is there
 
 from recgoat_recbole.dataset import RecGOATDataset  # noqa: E402
 from recgoat_recbole.model import RecGOAT  # noqa: E402

@@ -162,3 +162,31 @@ def test_allow_download_message_does_not_ask_for_the_flag_already_given(monkeypa
     with pytest.raises(FileNotFoundError) as not_given:
         load_text_encoder("someone/model")
     assert "--allow-download" in str(not_given.value)
+
+
+def test_run_recbole_reads_a_generated_yaml_from_any_directory(tmp_path, monkeypatch):
+    """The generated YAML's relative data_path is read against the YAML by RecBole's own Config (not only by
+    `recgoat`): run_recbole users need no data_path override after moving the folder."""
+    import os
+
+    from recbole.config import Config
+
+    from recgoat_recbole.yaml_paths import ORIGINALS, resolve_data_path
+
+    folder = tmp_path / "moved" / "toy"
+    folder.mkdir(parents=True)
+    (folder / "toy.yaml").write_text("dataset: toy\ndata_path: ..\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = Config(model="LightGCN", config_file_list=[str(folder / "toy.yaml")])
+    assert os.path.samefile(config["data_path"], tmp_path / "moved" / "toy")  # RecBole appends the dataset name
+    # RecBole alone reads it against the working directory
+    raw = ORIGINALS["_load_config_files"](config, [str(folder / "toy.yaml")])
+    assert raw["data_path"] == ".."
+    # a data_path whose dataset folder is not next to the YAML is left for the working directory
+    assert resolve_data_path({"dataset": "other", "data_path": "data"}, str(folder / "toy.yaml"))["data_path"] == "data"
+    # config_dict still wins
+    config = Config(model="LightGCN", config_file_list=[str(folder / "toy.yaml")],
+                    config_dict={"data_path": str(elsewhere)})
+    assert os.path.normpath(config["data_path"]) == os.path.normpath(str(elsewhere / "toy"))

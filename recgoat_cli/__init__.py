@@ -57,6 +57,8 @@ def _add_suite_args(p: argparse.ArgumentParser, models: list[str] | None, models
     p.add_argument("--config", nargs="*", metavar="DATASET=FILE", help="YAML per dataset (default: recbole_configs/)")
     p.add_argument("--report-only", action="store_true", help=report_only_help)
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
+    p.add_argument("--align", action="store_true",
+                   help="add <Backbone>+Align after LightGCN, NGCF, SGL, NCL, BPR and SimpleX (docs/plugin.md)")
 
 
 def _add_budget(p: argparse.ArgumentParser, epochs: int, out: str, learning_rate: float | None = None) -> None:

@@ -245,7 +245,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _resolve_model(model)
     tuned = _load_tuned(args.tuned) if args.tuned else None
     specs = build_specs(args.datasets, args.models, args.seeds, _bench_common(args), configs, args.ablations,
-                        args.gamma or (), tuned)
+                        args.gamma or (), tuned, align=args.align)
     specs = [_with_data_path(spec) for spec in specs]
     title = f"`{_command(args)}`"
     if args.report_only:
@@ -315,7 +315,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for model in models or ():
         _resolve_model(model)
     grid = [(_with_data_path(spec), point) for spec, point in
-            grid_specs(args.datasets, models, args.seeds, _bench_common(args), configs, grids)]
+            grid_specs(args.datasets, models, args.seeds, _bench_common(args), configs, grids, align=args.align)]
     records = run_grid(grid, args.out, jobs=args.jobs, train=not args.report_only)
     if not records:
         raise FileNotFoundError(f"no finished grid runs in {args.out}/runs for these settings")

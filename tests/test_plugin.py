@@ -232,3 +232,24 @@ def test_cmcl_max_items_bounds_the_infonce_batch_of_recgoat_and_the_plugin(mini_
         torch.testing.assert_close(bounded, info_nce(v[keep], t[keep], model.alignment.cmcl.temperature))
     with pytest.raises(ConfigError, match="cmcl_max_items"):
         _build(mini_ml, "RecGOAT", cmcl_max_items=0)
+
+
+def test_recgoat_bench_align_flag_reaches_the_design(monkeypatch, tmp_path):
+    import recgoat_cli
+    import recgoat_recbole.bench as bench
+
+    seen = {}
+
+    def fake_build_specs(*args, **kwargs):
+        seen.update(kwargs)
+        return []
+
+    monkeypatch.setattr(bench, "build_specs", fake_build_specs)
+    yaml_file = tmp_path / "mm.yaml"
+    yaml_file.write_text("dataset: mm\nitem_modalities: {text: text.npz}\n")
+    try:
+        recgoat_cli.main(["bench", "--datasets", "mm", "--config", f"mm={yaml_file}", "--models", "SGL", "--align",
+                          "--report-only", "--out", str(tmp_path / "out")])
+    except SystemExit:
+        pass
+    assert seen.get("align") is True

@@ -87,6 +87,11 @@ BACKBONES: dict[str, ItemAccess] = {
 }
 
 
+#: general models RecBole gives a special data loader by name (recbole/data/utils.py ``get_dataloader``)
+_OWN_DATALOADER = frozenset({"MultiDAE", "MultiVAE", "MacridVAE", "CDAE", "ENMF", "RaCT", "RecVAE", "DiffRec",
+                             "LDiffRec"})
+
+
 def is_aligned_name(name: str) -> bool:
     return isinstance(name, str) and name.endswith(SUFFIX) and len(name) > len(SUFFIX)
 
@@ -109,6 +114,9 @@ def _access_for(backbone: type) -> ItemAccess:
                                                                               "ADMMSLIM", "NCEPLRec", "Random"}:
         raise ConfigError(f"{name}{SUFFIX}: {name} has no trainable item vectors for the alignment to act on "
                           f"(supported: {', '.join(BACKBONES)})")
+    if name in _OWN_DATALOADER:
+        raise ConfigError(f"{name}{SUFFIX}: {name} trains on its own user-wise data loader, which RecBole picks by "
+                          f"model name; the alignment's item batches do not fit it (supported: {', '.join(BACKBONES)})")
     return ItemAccess("embedding")  # checked when the model is built: it must have an item_embedding table
 
 
@@ -163,6 +171,7 @@ class AlignedRecommender:
                     f"({self.access.attribute!r} with {self.n_items} rows) for the alignment to act on "
                     f"(supported: {', '.join(BACKBONES)})")
             return table.weight
+        self.to(self.device)  # the backbone's graph is already on the device; its embeddings not yet
         modes = [(m, m.training) for m in self.modules()]
         for m, _ in modes:  # eval mode without calling train(False): SGL's train() redraws its graphs
             m.training = False
@@ -178,16 +187,15 @@ class AlignedRecommender:
         out = super().forward(*args, **kwargs)
         if self.access.kind != "forward" or (self._step is None and self.align_gamma == 0):
             return out
-        items = out[self.access.index]
         step = self._step
         if step is not None and "views" in step:
-            views = step["views"]  # later forward calls of the same step (SGL's augmented graphs) reuse them
-        else:
-            views = self.alignment.views(items)
+            return out  # later forward calls of the same step (SGL's augmented graphs) stay the backbone's own
+        items = out[self.access.index]
+        views = self.alignment.views(items)
         if self.align_gamma > 0:
             items = self.alignment.blend(items, views, self.align_gamma)
             out = (*out[: self.access.index], items, *out[self.access.index + 1:])
-        if step is not None and "views" not in step:
+        if step is not None:
             step.update(views=views, items=items)
         return out
 

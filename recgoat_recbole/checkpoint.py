@@ -221,6 +221,6 @@ def _is_recommender_class(module: str, attr: str) -> bool:
         return False
     try:
         obj = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError, ValueError):  # ValueError: a <Backbone>+Align name out of scope
         return False
     return isinstance(obj, type) and issubclass(obj, AbstractRecommender)

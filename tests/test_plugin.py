@@ -51,8 +51,25 @@ def test_each_backbone_gets_alignment_terms_that_reach_its_item_vectors(mini_ml,
     batch = _batch(train)
     plain_terms = plain.calculate_loss(batch)
     plain_terms = plain_terms if isinstance(plain_terms, tuple) else (plain_terms,)
+    seen = {}
+    original_loss = model.alignment.loss
+
+    def spy(views, item_rep, items):
+        seen["item_rep"] = item_rep.detach().clone()
+        return original_loss(views, item_rep, items)
+
+    model.alignment.loss = spy
     terms = model.calculate_loss(batch)
     assert len(terms) == len(plain_terms) + 2  # CMCL and W added, nothing replaced
+    with torch.no_grad():  # the target is the backbone's own item representation (SGL: the un-augmented graph)
+        if model.access.kind == "forward":
+            expected = type(model).backbone.forward(model, *model.access.args(model))[model.access.index]
+            if backbone in ("NGCF",):  # NGCF's message dropout draws again: compare shapes only
+                assert seen["item_rep"].shape == expected.shape
+            else:
+                torch.testing.assert_close(seen["item_rep"], expected)
+        else:
+            torch.testing.assert_close(seen["item_rep"], getattr(model, model.access.attribute).weight)
     assert all(torch.isfinite(t) for t in terms)
     align = sum(terms[len(plain_terms):])
     model.zero_grad()
@@ -84,23 +101,37 @@ def test_with_every_term_off_the_backbone_is_unchanged(mini_ml, backbone):
     torch.testing.assert_close(model.full_sort_predict(batch), plain.full_sort_predict(batch))
 
 
-def test_fusion_puts_the_views_into_the_score_where_the_backbone_allows_it(mini_ml):
-    _, fused, train = _build(mini_ml, "LightGCN+Align", fusion_gamma=0.5)
-    _, plain, _ = _build(mini_ml, "LightGCN+Align", fusion_gamma=0)
+@pytest.mark.parametrize("backbone", ["LightGCN", "NCL", "SGL"])
+def test_fusion_puts_the_views_into_the_score_where_the_backbone_allows_it(mini_ml, backbone):
+    _, fused, train = _build(mini_ml, backbone + "+Align", fusion_gamma=0.5)
+    _, plain, _ = _build(mini_ml, backbone + "+Align", fusion_gamma=0)
     plain.load_state_dict(fused.state_dict())
     batch = _batch(train)
     fused.eval(), plain.eval()
-    users, items, *_ = plain.forward()
+    users, items, *_ = plain.forward(*plain.access.args(plain))
     views = plain.alignment.views(items)
     expected = users @ (0.5 * items + 0.5 * torch.stack(list(views.values())).mean(0)).T
     got = fused.full_sort_predict(batch).view(len(batch), -1)
     torch.testing.assert_close(got, expected[batch[plain.USER_ID]])
+    if backbone == "SGL":  # the augmented graphs of a training step stay SGL's own (no views in its SSL loss)
+        fused.train()
+        fused._step = {}
+        first = fused.forward(fused.train_graph)[1]
+        second = fused.forward(fused.sub_graph1)[1]
+        raw = type(fused).backbone.forward(fused, fused.sub_graph1)[1]
+        fused._step = None
+        torch.testing.assert_close(second, raw)
+        assert not torch.allclose(first, type(fused).backbone.forward(fused, fused.train_graph)[1])
+
+
+def test_fusion_needs_a_backbone_that_returns_every_item(mini_ml):
     with pytest.raises(ConfigError, match="fusion_gamma > 0.*BPR"):
         _build(mini_ml, "BPR+Align", fusion_gamma=0.5)
 
 
 @pytest.mark.parametrize("name, why", [
     ("GRU4Rec+Align", "sequential model"), ("FM+Align", "context model"), ("EASE+Align", "no trainable item vectors"),
+    ("ENMF+Align", "own user-wise data loader"), ("MultiVAE+Align", "own user-wise data loader"),
     ("RecGOAT+Align", "one of this project's models"), ("Nope+Align", "unknown model"),
 ])
 def test_out_of_scope_backbones_are_one_clear_error(name, why):
@@ -119,7 +150,7 @@ def test_features_are_required_and_checked(mini_ml):
 def test_one_config_change_trains_reloads_and_is_deterministic(mini_ml):
     """run_recbole with the registered name; the checkpoint reloads through load_data_and_model and scores the
     same; a second run with the same seed gives the same numbers; NCL+Align keeps NCL's own trainer."""
-    settings = mini_config(mini_ml, user_profile_feat=None, epochs=2)
+    settings = mini_config(mini_ml, user_profile_feat=None, epochs=2, fusion_gamma=0.5)
     first = run_recbole(model="SGL+Align", config_dict=settings)
     second = run_recbole(model="SGL+Align", config_dict=settings)
     assert first["test_result"] == second["test_result"]
@@ -131,6 +162,7 @@ def test_one_config_change_trains_reloads_and_is_deterministic(mini_ml):
     assert type(model).__name__ == "SGL+Align"
     from recbole.trainer import Trainer
 
+    model.restore_user_e = model.restore_item_e = None  # score from the reloaded parameters, not a saved cache
     reloaded = Trainer(config, model).evaluate(test, load_best_model=False, show_progress=False)
     assert dict(reloaded) == dict(first["test_result"])
     assert get_trainer(None, "NCL+Align").__name__ == "NCLTrainer"
@@ -253,3 +285,17 @@ def test_recgoat_bench_align_flag_reaches_the_design(monkeypatch, tmp_path):
     except SystemExit:
         pass
     assert seen.get("align") is True
+
+
+@pytest.mark.parametrize("qualified", ["os.Nope+Align", "recgoat_recbole.aligned.EASE+Align",
+                                       "recgoat_recbole.aligned.Nope+Align", "os.SGL+Align"])
+def test_checkpoint_names_with_align_are_refused_cleanly(qualified):
+    """A checkpoint naming an impossible <X>+Align class is refused as unsafe, not a stray ValueError."""
+    import pickle as pickle_module
+
+    from recgoat_recbole.checkpoint import checkpoint_allowlist_entry
+    from recgoat_recbole.compat.safe_checkpoints import _allowed_checkpoint_global
+
+    assert checkpoint_allowlist_entry(qualified) is None
+    with pytest.raises(pickle_module.UnpicklingError):
+        _allowed_checkpoint_global(qualified)

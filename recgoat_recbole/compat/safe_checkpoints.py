@@ -62,7 +62,13 @@ def _allowed_checkpoint_global(qualified: str) -> Any:
             pass
     from recgoat_recbole.registry import registered
 
-    registration = registered(attr)
+    registration = None
+    # a <Backbone>+Align class is made on first use of its name: only under its own module, never an error here
+    if module_name == "recgoat_recbole.aligned" or not attr.endswith("+Align"):
+        try:
+            registration = registered(attr)
+        except ValueError:
+            registration = None
     if registration is not None and registration.model_class.__module__ == module_name:
         from recgoat_recbole.checkpoint import GlobalRef
 

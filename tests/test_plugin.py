@@ -299,3 +299,16 @@ def test_checkpoint_names_with_align_are_refused_cleanly(qualified):
     assert checkpoint_allowlist_entry(qualified) is None
     with pytest.raises(pickle_module.UnpicklingError):
         _allowed_checkpoint_global(qualified)
+
+
+@pytest.mark.parametrize("backbone", sorted(set(BACKBONES) - {"SGL"}))  # SGL+Align: the reload test above
+def test_each_backbone_trains_and_evaluates_end_to_end(mini_ml, backbone):
+    """run_recbole with `<Backbone>+Align`: the backbone's trainer, the alignment's parameters trained and
+    saved with the checkpoint."""
+    import glob
+
+    settings = mini_config(mini_ml, user_profile_feat=None, epochs=1, **BACKBONE_SETTINGS.get(backbone, {}))
+    result = run_recbole(model=backbone + "+Align", config_dict=settings)
+    assert set(result["test_result"]) == {"recall@10", "ndcg@10"}
+    state = torch.load(glob.glob(f"saved/{backbone}+Align-*.pth")[0], weights_only=False)["state_dict"]
+    assert any(key.startswith("alignment.projections.") for key in state)

@@ -257,22 +257,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _run_suite(specs: Sequence[Any], out: str, title: str, train: bool = True, jobs: int = 1,
-               reuse_from: Sequence[str] = ()) -> dict[str, str]:
+               reuse_from: Sequence[str] = (), keep_checkpoints: bool = False) -> dict[str, str]:
     """Run (or collect) the specs, write results.csv / .md / .png, and print one final block: the table, and
     where the logs, the CSV, the Markdown and the PNG are."""
     from recgoat_recbole.bench import METRICS
     from recgoat_recbole.bench.execute import run_all
     from recgoat_recbole.bench.report import markdown_table, summarise, write_outputs
 
-    records = run_all(specs, out, train=train, jobs=jobs, reuse_from=reuse_from)
+    records = run_all(specs, out, train=train, jobs=jobs, reuse_from=reuse_from, keep_checkpoints=keep_checkpoints)
     if not records:
         raise FileNotFoundError(f"no finished runs in {out}/runs for these settings")
     paths = write_outputs(records, out, METRICS, title)
     rule = "=" * 100
     print(f"\n{rule}\n{markdown_table(summarise(records, METRICS), METRICS)}\n")
     print(f"logs:        {os.path.join(out, 'work', '<run>', 'log', '<model>')}/*.log (RecBole's log of each run)")
-    print("checkpoints: not kept by benchmark runs (only their metrics, in "
-          f"{os.path.join(out, 'runs')}/*.json); `recgoat run` saves one to saved/")
+    kept = [r["checkpoint"] for r in records if r.get("checkpoint")]
+    if kept:
+        print("checkpoints: " + "\n             ".join(kept) + "  (recbole's load_data_and_model reads them)")
+    else:
+        print("checkpoints: not kept by benchmark runs (only their metrics, in "
+              f"{os.path.join(out, 'runs')}/*.json); `recgoat run` saves one to saved/")
     print(f"csv:         {paths['csv']}\nmarkdown:    {paths['markdown']}\npng:         {paths['png']}\n{rule}")
     return paths
 
@@ -340,7 +344,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(os.path.join(args.out, "runs"))  # re-train; the feature cache (./recgoat_cache) stays
     specs = build_specs(["ml-100k"], ["RecGOAT", "LightGCN"], args.seeds, _bench_common(args))
     _run_suite(specs, args.out, f"`{_command(args)}` (ml-100k, RecBole's RS 8:1:1 split, seeds "
-                                f"{' '.join(map(str, args.seeds))})")
+                                f"{' '.join(map(str, args.seeds))})", keep_checkpoints=True)
     return 0
 
 

@@ -138,6 +138,13 @@ def test_bench_runs_the_worker_module_which_calls_run_training(tmp_path, monkeyp
     assert not os.path.exists(tmp_path / "best.pth")  # the checkpoint is removed once the metrics are kept
     assert record["epochs"] == 2 and record["epoch_s"] == 2.0 and record["total_s"] == 9.0
     assert record["test"] == {"ndcg@10": 0.25} and record["valid"] == {"ndcg@10": 0.5}
+    assert record["checkpoint"] is None
+    # recgoat demo keeps each run's best checkpoint and reports where it is
+    _fake_result(str(tmp_path))
+    assert os.path.exists(tmp_path / "best.pth")
+    kept = execute.run_one(RunSpec("d", "NCL", 4, "", (str(tmp_path / "d.yaml"),), {"epochs": 2}), "out",
+                           keep_checkpoint=True)
+    assert os.path.exists(tmp_path / "best.pth") and kept["checkpoint"].endswith("best.pth")
     assert record["adjusted"] == {"num_clusters": 2} and record["peak_mib"] > 0
     assert json.load(open(os.path.join("out", "runs", f"{spec.key}.json")))["epochs"] == 2
 

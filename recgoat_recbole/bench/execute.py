@@ -44,7 +44,7 @@ def _absolute_paths(spec: RunSpec) -> dict[str, str]:
 
 
 def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: bool = True,
-            progress: Callable[[int, int, float, float], Any] | None = None) -> dict:
+            progress: Callable[[int, int, float, float], Any] | None = None, keep_checkpoint: bool = False) -> dict:
     """Run ``spec`` in a subprocess (working directory ``out_dir/work/<key>``) and save its result JSON.
 
     Each run has its own working directory because RecBole names a checkpoint ``saved/<model>-<time to the
@@ -54,13 +54,15 @@ def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: 
     With ``verbose`` the subprocess's RecBole log (one line per epoch) streams to this process's stderr;
     without, only its warnings and errors do (the full log is in ``out_dir/work/<key>/log``).
     ``progress(epoch, epochs, seconds_per_epoch, setup_seconds)`` is called after every training epoch.
+    ``keep_checkpoint`` keeps the run's best checkpoint (in ``out_dir/work/<key>/saved/``; the record's
+    ``checkpoint``); by default only the metrics are kept.
     """
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
     work = os.path.join(out_dir, "work", spec.key)
     os.makedirs(work, exist_ok=True)
     fields = {**asdict(spec), "config_files": [os.path.abspath(f) for f in spec.config_files]}
     fields["overrides"] = {**spec.overrides, **_absolute_paths(spec)}
-    payload = json.dumps(fields)
+    payload = json.dumps({**fields, "keep_checkpoint": keep_checkpoint})
     cmd = [sys.executable, "-m", "recgoat_recbole.bench.worker", payload]
     tail: deque[str] = deque(maxlen=15)
     epochs = spec.overrides.get("epochs")
@@ -88,6 +90,8 @@ def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: 
         raise RuntimeError(f"run {spec.key} failed (exit {proc.returncode}); see the log above or in "
                            f"{work}/log\n" + "\n".join(tail))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result.get("checkpoint"):
+        result["checkpoint"] = os.path.relpath(os.path.join(work, result["checkpoint"]))
     record = {**asdict(spec), "label": spec.label, "key": spec.key, **result,
               "config_sha": config_digest(fields["config_files"])}
     return _save(record, os.path.join(out_dir, "runs", f"{spec.key}.json"))
@@ -187,7 +191,7 @@ def _save(record: dict, path: str) -> dict:
 
 def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool | None = None,
             show_test: bool = True, train: bool = True, jobs: int = 1,
-            reuse_from: Sequence[str] = ()) -> list[dict]:
+            reuse_from: Sequence[str] = (), keep_checkpoints: bool = False) -> list[dict]:
     """Run every spec not already finished in ``out_dir/runs``; returns all records (old and new), in spec order.
 
     With ``train=False`` nothing is trained: the records are the finished runs, and the others are listed.
@@ -195,6 +199,7 @@ def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool | N
     files and overrides) is finished in one of the ``reuse_from`` folders is copied from there, not trained.
     ``verbose`` streams every run's RecBole log; without it (``None``: the ``recgoat`` command's ``--verbose``,
     else on) a run shows ``epoch k/N`` lines with the time left for the run and for the whole job.
+    ``keep_checkpoints``: each new run keeps its best checkpoint (:func:`run_one`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -250,7 +255,10 @@ def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool | N
                 f"ETA run ≤ {_clock(run_left)}, all ≤ {_clock(job_left(n, spec, run_left, setup, per))}")
 
         try:
-            extra = {"progress": progress} if "progress" in inspect.signature(run_one).parameters else {}
+            accepted = inspect.signature(run_one).parameters
+            extra = {"progress": progress} if "progress" in accepted else {}
+            if keep_checkpoints and "keep_checkpoint" in accepted:
+                extra["keep_checkpoint"] = True
             record = run_one(spec, out_dir, verbose=verbose and jobs == 1, **extra)  # (tests replace run_one)
         except RuntimeError as exc:  # the other runs go on; the failures are raised together at the end
             log(f"[{n}/{len(specs)}] {exc}")

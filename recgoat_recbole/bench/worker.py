@@ -63,9 +63,13 @@ def run_spec(spec: dict) -> dict:
     result = run_training(spec["model"], config_file_list=list(spec["config_files"]) or None,
                           config_dict=overrides, saved=True, show_progress=False, log_details=False,
                           before_model=_fit_to_dataset)
-    if result.checkpoint:
+    checkpoint = None
+    if result.checkpoint and spec.get("keep_checkpoint"):
+        checkpoint = os.path.relpath(result.checkpoint)  # relative to the run's working directory
+    elif result.checkpoint:
         os.remove(result.checkpoint)  # the metrics are kept; the checkpoint is not needed
     return {
+        "checkpoint": checkpoint,
         "test": {k: float(v) for k, v in result.test_result.items()},
         "valid": {k: float(v) for k, v in result.best_valid_result.items()},
         "epochs": result.epochs,

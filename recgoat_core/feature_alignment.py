@@ -14,9 +14,10 @@ where :math:`\mathcal G^m_{kNN}` is the frozen cosine top-k graph of :math:`X^m`
 of :math:`Z` without gradient (``match_scale``). Over the distinct items :math:`B` of a batch,
 
 .. math::
-    \mathcal L_{align} = \lambda_c \sum_m \mathrm{InfoNCE}_\tau(\tilde Z^m_B, Z_B)
-                       + \lambda_{ot} \sum_m W_\varepsilon(\tilde Z^m_B, Z_B),
+    \mathcal L_{align} = \lambda_c \sum_m w_m\,\mathrm{InfoNCE}_\tau(\tilde Z^m_B, Z_B)
+                       + \lambda_{ot} \sum_m w_m\,W_\varepsilon(\tilde Z^m_B, Z_B),
 
+with per-modality weights :math:`w_m` (default 1)
 (:mod:`recgoat_core.alignment.cmcl`, :mod:`recgoat_core.alignment.wasserstein`; ``cmcl_max_items`` bounds the
 InfoNCE batch to a random subset of B); with ``detach_target`` the
 target :math:`Z_B` gets no gradient. :meth:`FeatureAlignment.blend` puts the views into the score:
@@ -89,15 +90,22 @@ class FeatureAlignment(nn.Module):
         build_device: where to build the kNN graphs (the graphs are then kept on the CPU until ``.to()``).
         knn_edges: ``{modality: edge_index}`` built already (by :func:`recgoat_core.graphs.knn_graph`), to
             reuse instead of building them again.
+        modality_weights: ``{modality: w}`` multiplying that modality's terms in :meth:`loss` (default 1; 0
+            turns its alignment off, e.g. when its features carry no signal: :mod:`recgoat_core.feature_signal`).
     """
 
     def __init__(self, features: Mapping[str, torch.Tensor], settings: AlignmentSettings | Mapping[str, Any],
                  build_device: torch.device | str | None = None,
-                 knn_edges: Mapping[str, torch.Tensor] | None = None) -> None:
+                 knn_edges: Mapping[str, torch.Tensor] | None = None,
+                 modality_weights: Mapping[str, float] | None = None) -> None:
         super().__init__()
         s = settings if isinstance(settings, AlignmentSettings) else AlignmentSettings.from_config(settings)
         self.settings = s
         self.modalities = sorted(features)
+        unknown = set(modality_weights or {}) - set(self.modalities)
+        if unknown:
+            raise ValueError(f"modality_weights names unknown modalities {sorted(unknown)}")
+        self.modality_weights = {m: float((modality_weights or {}).get(m, 1.0)) for m in self.modalities}
         self.projections = nn.ModuleDict()
         self.graphs = nn.ModuleDict()
         self.gats = nn.ModuleDict()
@@ -132,7 +140,8 @@ class FeatureAlignment(nn.Module):
     @property
     def has_loss(self) -> bool:
         """Whether :meth:`loss` has any term switched on (and any modality to apply it to)."""
-        return bool(self.modalities) and (self.settings.cmcl_weight > 0 or self.settings.wasserstein_weight > 0)
+        return (any(w > 0 for w in self.modality_weights.values())
+                and (self.settings.cmcl_weight > 0 or self.settings.wasserstein_weight > 0))
 
     def views(self, item_rep: torch.Tensor) -> dict[str, torch.Tensor]:
         r""":math:`\tilde Z^m` for every modality, aligned to ``item_rep`` [n_items, d] (all items)."""
@@ -168,11 +177,13 @@ class FeatureAlignment(nn.Module):
         target = item_rep[batch]
         if s.align_detach_target:  # move the LM views towards the item representation, not the reverse
             target = target.detach()
+        weighted = [(self.modality_weights.get(m, 1.0), v) for m, v in views.items()]
+        weighted = [(w, v) for w, v in weighted if w > 0]
         terms = []
         if s.cmcl_weight > 0:
-            terms.append(s.cmcl_weight * sum(self.cmcl(v[batch], target) for v in views.values()))
+            terms.append(s.cmcl_weight * sum(w * self.cmcl(v[batch], target) for w, v in weighted))
         if s.wasserstein_weight > 0:
-            terms.append(s.wasserstein_weight * sum(self.wasserstein(v[batch], target) for v in views.values()))
+            terms.append(s.wasserstein_weight * sum(w * self.wasserstein(v[batch], target) for w, v in weighted))
         return terms
 
     def blend(self, item_rep: torch.Tensor, views: Mapping[str, torch.Tensor], gamma: float) -> torch.Tensor:

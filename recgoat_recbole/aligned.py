@@ -55,7 +55,8 @@ ALIGN_RULES = {key: RULES[key] for key in (
     "feature_norm", "missing_features", "knn_k", "knn_chunk_size", "use_gat", "gat_layers", "gat_heads",
     "gat_dropout", "use_oat", "oat_epsilon", "oat_cost_scale", "oat_iters", "oat_scale_plan", "oat_residual_init",
     "oat_plan_grad", "cmcl_weight", "cmcl_temperature", "cmcl_max_items", "wasserstein_weight", "wasserstein_epsilon",
-    "wasserstein_iters", "wasserstein_sample_size", "align_detach_target", "match_scale", "fusion_gamma")}
+    "wasserstein_iters", "wasserstein_sample_size", "align_detach_target", "match_scale", "fusion_gamma",
+    "align_gate", "align_gate_min_lift")}
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,10 @@ class AlignedRecommender:
                               f"{self.backbone.__name__} ({dim})")
         tensors = {m: torch.as_tensor(x, dtype=torch.float32) for m, x in sorted(features.items())}
         settings = AlignmentSettings.from_config({**{k: config[k] for k in ALIGN_RULES if k != "fusion_gamma"},
-                                                  "embedding_size": dim})
+                                                  "embedding_size": dim})  # (from_config ignores other keys)
         device = torch.device(config["device"]) if config["device"] is not None else torch.device("cpu")
-        self.alignment = FeatureAlignment(tensors, settings, build_device=device)
+        gate = modality_gate(config, tensors, dataset, name)
+        self.alignment = FeatureAlignment(tensors, settings, build_device=device, modality_weights=gate)
         self._step: dict | None = None  # what the first forward() of a training step produced
 
     # ------------------------------------------------------------------------------------------- access
@@ -217,6 +219,27 @@ class AlignedRecommender:
         terms = self.alignment.loss(views, items, interaction[self.ITEM_ID])
         base = base if isinstance(base, tuple) else (base,)
         return (*base, *terms)
+
+
+def modality_gate(config, features: dict[str, torch.Tensor], dataset, owner: str) -> dict[str, float]:
+    """``align_gate``: weight 1 for each modality whose co-occurrence lift on the training split
+    (:func:`recgoat_core.feature_signal.cooccurrence_lift`) reaches ``align_gate_min_lift``, else 0 (its
+    alignment terms off); every weight 1 when the gate is off. Each decision is logged."""
+    if not config["align_gate"]:
+        return {m: 1.0 for m in features}
+    from recgoat_core.feature_signal import cooccurrence_lift
+
+    inter = dataset.inter_feat
+    users, items = inter[dataset.uid_field], inter[dataset.iid_field]
+    threshold = float(config["align_gate_min_lift"])
+    weights = {}
+    for m, x in sorted(features.items()):
+        lift = cooccurrence_lift(x, users, items, k=config["knn_k"] or 10, chunk_size=config["knn_chunk_size"] or 2048)
+        weights[m] = 1.0 if lift >= threshold else 0.0
+        verdict = "aligned" if weights[m] else "its alignment terms are off (align_gate)"
+        logger.info(f"{owner}: modality {m!r} co-occurrence lift {lift:.2f} "
+                    f"({'≥' if weights[m] else '<'} {threshold:g}): {verdict}")
+    return weights
 
 
 _CLASSES: dict[str, type] = {}

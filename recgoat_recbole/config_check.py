@@ -106,6 +106,8 @@ RULES: dict[str, _Rule] = {
     "wasserstein_iters": _int(1),
     "wasserstein_sample_size": _int(1),
     "align_detach_target": _BOOL,
+    "align_gate": _BOOL,
+    "align_gate_min_lift": _num(1.0),
     "match_scale": _BOOL,
     "fusion": _Rule("choice", choices=("fixed", "learned", "sum", "concat")),
     "fusion_gamma": _num(0, 1, optional=True),

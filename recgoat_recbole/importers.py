@@ -231,9 +231,8 @@ def _write(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], s
             part.to_csv(os.path.join(tmp, f"{name}.{split}.inter"), sep="\t", header=header, index=False)
         config = {
             "dataset": name,
-            # relative to this YAML's folder (DST/NAME/), so the folder can be moved or shared: recgoat run /
-            # bench / tune / features profiles resolve it there; run_recbole reads it against the working
-            # directory (see _DATA_PATH_NOTE)
+            # relative to this YAML's folder (DST/NAME/), so the folder can be moved or shared: with
+            # `import recgoat_recbole`, RecBole reads it against this YAML (recgoat_recbole/yaml_paths.py)
             "data_path": "..",
             "benchmark_filename": list(SPLITS),
             "load_col": {"inter": ["user_id", "item_id", *extra]},
@@ -248,7 +247,16 @@ def _write(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], s
             "valid_metric": "NDCG@10",
             # full ranking scores eval_batch_size // n_items users per batch: 64 of them, not one
             "eval_batch_size": eval_batch_size(n_items),
+            # early stopping patience: at RecBole's 10, LightGCN and FREEDOM stop in an early validation dip
+            # on Amazon Scientific (docs/results.md); 50 for every model
+            "stopping_step": 50,
         }
+        if modalities:
+            # RecGOAT's defaults for imported multimodal data (docs/results.md, "Amazon Scientific" and
+            # "TikTok"): the GAT views cost quality, the views stay out of the score (γ 0) and shape the ID
+            # embeddings through CMCL / W, and only modalities whose features carry collaborative signal are
+            # aligned (align_gate). The paper's configuration: use_gat: true, fusion_gamma: ~, align_gate: false
+            config.update({"use_gat": False, "fusion_gamma": 0.0, "align_gate": True})
         body = (_DATA_PATH_NOTE + yaml.safe_dump(config, sort_keys=False)).encode("utf-8")
         one_line_source = " ".join(str(source).splitlines())
         with open(os.path.join(tmp, f"{name}.yaml"), "wb") as f:

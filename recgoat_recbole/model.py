@@ -28,6 +28,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recgoat_core.feature_alignment import AlignmentSettings, FeatureAlignment
+from recgoat_recbole.aligned import modality_gate
 from recgoat_recbole.config_check import ConfigError, upgrade_renamed, validate
 from recgoat_recbole.dataset import features_for_model
 from recgoat_recbole.graph_buffers import GraphBuffers
@@ -95,7 +96,9 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         if self.use_gat or self.item_graph_layers:
             edges = {name: knn_graph(x, config["knn_k"], config["knn_chunk_size"], device=self._build_device(config))
                      for name, x in tensors.items()}
-        self.alignment = FeatureAlignment(tensors, AlignmentSettings.from_config(config), knn_edges=edges)
+        gate = modality_gate(config, tensors, dataset, "RecGOAT") if self.modalities else {}
+        self.alignment = FeatureAlignment(tensors, AlignmentSettings.from_config(config), knn_edges=edges,
+                                          modality_weights=gate)
         item_graph = None
         for name in self.modalities if self.item_graph_layers else ():
             # our extension: FREEDOM's frozen modality graph over the ID embeddings

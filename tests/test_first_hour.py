@@ -190,3 +190,17 @@ def test_run_recbole_reads_a_generated_yaml_from_any_directory(tmp_path, monkeyp
     config = Config(model="LightGCN", config_file_list=[str(folder / "toy.yaml")],
                     config_dict={"data_path": str(elsewhere)})
     assert os.path.normpath(config["data_path"]) == os.path.normpath(str(elsewhere / "toy"))
+
+
+def test_imported_multimodal_yaml_carries_the_validated_defaults(tmp_path):
+    """#17: an imported dataset with item features gets RecGOAT's validated defaults (no GAT views, γ 0, the
+    alignment gate) and patience 50 for every model; one without features gets no RecGOAT keys."""
+    src = _lightgcn_source(tmp_path / "src")
+    assert main(["data", "import", "--format", "lightgcn", str(src), "out", "--name", "mm",
+                 "--feature", "image=img.npy"]) == 0
+    config = yaml.safe_load(open("out/mm/mm.yaml"))
+    assert config["use_gat"] is False and config["fusion_gamma"] == 0.0 and config["align_gate"] is True
+    assert config["stopping_step"] == 50
+    assert main(["data", "import", "--format", "lightgcn", str(src), "out", "--name", "plain"]) == 0
+    plain = yaml.safe_load(open("out/plain/plain.yaml"))
+    assert "use_gat" not in plain and "align_gate" not in plain and plain["stopping_step"] == 50

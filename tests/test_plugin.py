@@ -20,7 +20,8 @@ BACKBONE_SETTINGS = {"NCL": {"num_clusters": 10}}
 
 
 def _config(mini_ml, model: str, **overrides) -> Config:
-    base = BACKBONE_SETTINGS.get(model.split("+")[0], {})
+    # the gate is tested on its own below; here every modality is aligned, whatever its lift on the fixture
+    base = {"align_gate": False, **BACKBONE_SETTINGS.get(model.split("+")[0], {})}
     settings = mini_config(mini_ml, user_profile_feat=None, **{**base, **overrides})
     return Config(model=model, config_dict=settings)
 
@@ -150,7 +151,7 @@ def test_features_are_required_and_checked(mini_ml):
 def test_one_config_change_trains_reloads_and_is_deterministic(mini_ml):
     """run_recbole with the registered name; the checkpoint reloads through load_data_and_model and scores the
     same; a second run with the same seed gives the same numbers; NCL+Align keeps NCL's own trainer."""
-    settings = mini_config(mini_ml, user_profile_feat=None, epochs=2, fusion_gamma=0.5)
+    settings = mini_config(mini_ml, user_profile_feat=None, epochs=2, fusion_gamma=0.5, align_gate=False)
     first = run_recbole(model="SGL+Align", config_dict=settings)
     second = run_recbole(model="SGL+Align", config_dict=settings)
     assert first["test_result"] == second["test_result"]
@@ -307,8 +308,39 @@ def test_each_backbone_trains_and_evaluates_end_to_end(mini_ml, backbone):
     saved with the checkpoint."""
     import glob
 
-    settings = mini_config(mini_ml, user_profile_feat=None, epochs=1, **BACKBONE_SETTINGS.get(backbone, {}))
+    settings = mini_config(mini_ml, user_profile_feat=None, epochs=1, align_gate=False,
+                           **BACKBONE_SETTINGS.get(backbone, {}))
     result = run_recbole(model=backbone + "+Align", config_dict=settings)
     assert set(result["test_result"]) == {"recall@10", "ndcg@10"}
     state = torch.load(glob.glob(f"saved/{backbone}+Align-*.pth")[0], weights_only=False)["state_dict"]
     assert any(key.startswith("alignment.projections.") for key in state)
+
+
+
+def test_cooccurrence_lift_separates_informative_from_random_features():
+    """Features that encode the items' latent factors (which drive the interactions) have a lift far above 1;
+    random features have a lift near 1."""
+    from recgoat_core.feature_signal import cooccurrence_lift
+
+    rng = np.random.default_rng(0)
+    factors = rng.normal(size=(400, 8))
+    users = rng.normal(size=(300, 8))
+    pairs = [(u, i) for u in range(300) for i in np.argsort(-(users[u] @ factors.T))[:10]]
+    u, i = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+    informative = torch.tensor(factors @ rng.normal(size=(8, 32)), dtype=torch.float32)
+    noise = torch.tensor(rng.normal(size=(400, 32)), dtype=torch.float32)
+    assert cooccurrence_lift(informative, u, i) > 3.0
+    assert 0.6 < cooccurrence_lift(noise, u, i) < 1.6
+
+
+@pytest.mark.parametrize("model_name", ["RecGOAT", "LightGCN+Align"])
+def test_align_gate_turns_off_the_terms_of_a_modality_below_the_lift(mini_ml, model_name):
+    """align_gate: a modality below align_gate_min_lift contributes no CMCL / W term; above it, it does."""
+    _, closed, train = _build(mini_ml, model_name, align_gate=True, align_gate_min_lift=1000.0)
+    assert set(closed.alignment.modality_weights.values()) == {0.0} and not closed.alignment.has_loss
+    batch = _batch(train)
+    terms = closed.calculate_loss(batch)
+    assert len(terms) == 1  # the recommender's own loss only
+    _, open_, _ = _build(mini_ml, model_name, align_gate=True, align_gate_min_lift=1.0)
+    assert set(open_.alignment.modality_weights.values()) == {1.0}
+    assert len(open_.calculate_loss(batch)) == 3

@@ -1,0 +1,65 @@
+r"""Does a modality carry collaborative signal? The co-occurrence lift of its feature neighbours.
+
+For the items with training interactions, let :math:`N_k(i)` be the k nearest neighbours of item i by cosine
+similarity of the modality's features, and :math:`\mathrm{co}(i, j)` whether some training user interacted
+with both i and j. Then
+
+.. math::
+    \mathrm{lift} = \frac{P\big(\mathrm{co}(i, j) \mid j \in N_k(i)\big)}{P\big(\mathrm{co}(i, j) \mid j \text{ uniform}\big)},
+
+estimated on (at most) ``max_pairs`` kNN edges and as many uniformly drawn pairs. A lift near 1 means the
+features' neighbourhoods say nothing about who consumes what; Amazon Scientific's text and image features
+have lifts of about 5, TikTok's image and audio features about 1.2 (docs/results.md). Only the training
+split is read, so the statistic can choose model settings without touching validation or test.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from recgoat_core.graphs import knn_graph
+
+__all__ = ["cooccurrence_lift", "shares_user"]
+
+
+def shares_user(keys: torch.Tensor, start: torch.Tensor, n_users: int, a: torch.Tensor,
+                b: torch.Tensor) -> torch.Tensor:
+    """Whether items ``a[p]`` and ``b[p]`` have a common user, for each pair p.
+
+    ``keys`` are the sorted distinct ``item * n_users + user`` of the interactions, ``start[i]`` the first
+    position of item i in ``keys`` (``start[n_items]`` = ``len(keys)``).
+    """
+    deg = start[a + 1] - start[a]
+    total = int(deg.sum())
+    if total == 0:
+        return torch.zeros(len(a), dtype=torch.bool)
+    pair = torch.repeat_interleave(torch.arange(len(a)), deg)
+    offset = torch.arange(total) - torch.repeat_interleave(torch.cumsum(deg, 0) - deg, deg)
+    users = keys[torch.repeat_interleave(start[a], deg) + offset] % n_users
+    query = b[pair] * n_users + users
+    pos = torch.searchsorted(keys, query).clamp_max(len(keys) - 1)
+    hits = (keys[pos] == query).to(torch.float64)
+    return torch.zeros(len(a), dtype=torch.float64).index_add_(0, pair, hits) > 0
+
+
+def cooccurrence_lift(features: torch.Tensor, users: torch.Tensor, items: torch.Tensor, k: int = 10,
+                      max_pairs: int = 50_000, chunk_size: int = 2048, seed: int = 0) -> float:
+    """The lift of the module docstring for ``features`` [n_items, d] (row = item id) and the training
+    interactions ``(users, items)``; ``nan`` when there are fewer than two items with interactions."""
+    users, items = users.long().cpu(), items.long().cpu()
+    n_items, n_users = len(features), int(users.max()) + 1 if len(users) else 1
+    keys = torch.unique(items * n_users + users)  # sorted
+    start = torch.searchsorted(keys, torch.arange(n_items + 1) * n_users)
+    warm = torch.nonzero(start[1:] > start[:-1]).flatten()
+    if len(warm) < 2:
+        return float("nan")
+    generator = torch.Generator().manual_seed(seed)
+    edges = knn_graph(torch.as_tensor(features, dtype=torch.float32)[warm], min(k, len(warm) - 1), chunk_size)
+    if edges.shape[1] > max_pairs:
+        edges = edges[:, torch.randperm(edges.shape[1], generator=generator)[:max_pairs]]
+    a, b = warm[edges[0]], warm[edges[1]]
+    ra = warm[torch.randint(len(warm), (len(a),), generator=generator)]
+    rb = warm[torch.randint(len(warm), (len(a),), generator=generator)]
+    near = shares_user(keys, start, n_users, a, b).double().mean()
+    rand = shares_user(keys, start, n_users, ra, rb).double().mean()
+    return float(near / rand.clamp_min(1.0 / len(a)))

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recgoat_core.feature_files import FeatureFileError, write_features
+from recgoat_recbole.features.text import model_not_found as _not_found
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "load_vision_encoder", "encode_images", "extract_image_features"]
 
@@ -121,13 +122,3 @@ def extract_image_features(source: str, output: str, model: str, device: str | N
     if (~mask).any():
         logger.warning(f"{int((~mask).sum())} of {len(mask)} images missing or unreadable: zero rows, mask=False")
     return write_features(output, tokens, features, mask)
-
-
-def _not_found(what: str, model: str, allow_download: bool, exc: BaseException) -> str:
-    """Why a model could not be loaded; tells the user to pass ``--allow-download`` only when they did not."""
-    if allow_download:
-        reason = " ".join(str(exc).split())[:200]
-        return (f"{what} {model!r} could not be loaded nor downloaded ({reason}): check the name and the "
-                "network, or pass a local path")
-    return (f"{what} {model!r} is neither a local path nor in the Hugging Face cache; download it first or "
-            "pass --allow-download (allow_download=True in Python)")

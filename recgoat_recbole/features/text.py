@@ -39,7 +39,7 @@ def load_text_encoder(model: str | None = None, device: str | None = None, allow
     try:
         return SentenceTransformer(model, device=device, local_files_only=not allow_download)
     except OSError as exc:
-        raise FileNotFoundError(_not_found("text encoder", model, allow_download, exc)) from exc
+        raise FileNotFoundError(model_not_found("text encoder", model, allow_download, exc)) from exc
 
 
 def read_table(path: str | os.PathLike, sep: str | None = None) -> pd.DataFrame:
@@ -134,7 +134,7 @@ def cached_text_features(
     return extract_text_features(table, out, columns, model=model, show_progress=show_progress)
 
 
-def _not_found(what: str, model: str, allow_download: bool, exc: BaseException) -> str:
+def model_not_found(what: str, model: str, allow_download: bool, exc: BaseException) -> str:
     """Why a model could not be loaded; tells the user to pass ``--allow-download`` only when they did not."""
     if allow_download:
         reason = " ".join(str(exc).split())[:200]

@@ -210,6 +210,8 @@ def test_ncl_clusters_are_fitted_to_a_small_dataset():
     config = {"model": "NCL", "num_clusters": 1000}
     assert _fit_to_dataset(config, large) == {} and config["num_clusters"] == 1000
     assert _fit_to_dataset({"model": "LightGCN"}, small) == {}
+    config = {"model": "NCL+Align", "num_clusters": 1000}  # the plugin on NCL failed on ml-100k for this
+    assert _fit_to_dataset(config, small) == {"num_clusters": 94}
 
 
 def test_recgoat_run_without_a_validation_split_prints_instead_of_crashing(tmp_path, capsys):

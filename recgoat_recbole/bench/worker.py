@@ -41,10 +41,11 @@ def _fit_to_dataset(config, dataset) -> dict[str, Any]:
     """Defaults of RecBole built-ins that cannot work on a small dataset, changed (and recorded) before the model.
 
     NCL clusters users and items with k-means into ``num_clusters`` (default 1000); faiss refuses more
-    clusters than points, and ml-100k has 944 users. It gets a tenth of the smaller side instead.
+    clusters than points, and ml-100k has 944 users. It (and ``NCL+Align``) gets a tenth of the smaller side
+    instead.
     """
     adjusted: dict[str, Any] = {}
-    if config["model"] == "NCL":
+    if config["model"] in ("NCL", "NCL+Align"):
         smaller = min(dataset.user_num, dataset.item_num)
         if config["num_clusters"] >= smaller:
             adjusted["num_clusters"] = max(2, smaller // 10)

@@ -103,3 +103,12 @@ def requires_shared(name: str) -> str:
 def copy_tree(src: str, dst: str) -> str:
     shutil.copytree(src, dst)
     return dst
+
+
+def two_dataset_configs(tmp_path) -> dict[str, str]:
+    """Two tiny dataset YAMLs for benchmark-design tests: ``mm`` with an item modality, ``plain`` without."""
+    with_features = tmp_path / "mm.yaml"
+    with_features.write_text("dataset: mm\nitem_modalities: {text: text.npz}\n")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("dataset: plain\n")
+    return {"mm": str(with_features), "plain": str(plain)}

@@ -184,11 +184,9 @@ def test_benchmark_adds_the_peers_where_the_dataset_has_features(tmp_path):
     from recgoat_recbole.bench.names import DEFAULT_MODELS, MULTIMODAL_PEERS
     from recgoat_recbole.bench.tuning import GRIDS, grid_points, grid_specs
 
-    with_features = tmp_path / "mm.yaml"
-    with_features.write_text("dataset: mm\nitem_modalities: {text: text.npz}\n")
-    plain = tmp_path / "plain.yaml"
-    plain.write_text("dataset: plain\n")
-    configs = {"mm": str(with_features), "plain": str(plain)}
+    from tests.conftest import two_dataset_configs
+
+    configs = two_dataset_configs(tmp_path)
     notes = []
     specs = build_specs(["mm", "plain"], None, [1], {}, configs, log=notes.append)  # no --models: the default
     by_dataset = {d: [s.model for s in specs if s.dataset == d] for d in configs}

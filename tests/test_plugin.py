@@ -209,11 +209,9 @@ def test_bench_align_adds_a_row_after_each_backbone_with_a_grid_of_the_same_size
     from recgoat_recbole.bench.design import build_specs
     from recgoat_recbole.bench.tuning import GRIDS, grid_for, grid_points, grid_specs
 
-    with_features = tmp_path / "mm.yaml"
-    with_features.write_text("dataset: mm\nitem_modalities: {text: text.npz}\n")
-    without = tmp_path / "plain.yaml"
-    without.write_text("dataset: plain\n")
-    configs = {"mm": str(with_features), "plain": str(without)}
+    from tests.conftest import two_dataset_configs
+
+    configs = two_dataset_configs(tmp_path)
     specs = build_specs(["mm", "plain"], ["EASE", "SGL", "BPR"], [1], {}, configs, align=True, log=lambda _: None)
     assert [s.model for s in specs if s.dataset == "mm"] == ["EASE", "SGL", "SGL+Align", "BPR", "BPR+Align"]
     assert [s.model for s in specs if s.dataset == "plain"] == ["EASE", "SGL", "BPR"]

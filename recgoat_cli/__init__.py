@@ -65,7 +65,8 @@ def _add_budget(p: argparse.ArgumentParser, epochs: int, out: str, learning_rate
     """The training budget, the same for every run (bench, tune, demo)."""
     p.add_argument("--seeds", type=int, nargs="+", default=[2020])
     p.add_argument("--epochs", type=int, default=epochs, help="epoch budget per run (early stopping on valid)")
-    p.add_argument("--stopping-step", type=int, default=10)
+    p.add_argument("--stopping-step", type=int, default=None,
+                   help="early-stopping patience for every run (default: the dataset YAML's, else RecBole's 10)")
     p.add_argument("--learning-rate", type=float, default=learning_rate,
                    help=f"same for every model (default: {learning_rate if learning_rate else 'each its own'})")
     p.add_argument("--device", default=None, help="cpu to force the CPU")

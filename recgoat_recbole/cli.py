@@ -226,8 +226,9 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _bench_common(args: argparse.Namespace) -> dict[str, Any]:
-    common: dict[str, Any] = {"epochs": args.epochs, "stopping_step": args.stopping_step,
-                              "show_progress": False, "save_dataset": False}
+    common: dict[str, Any] = {"epochs": args.epochs, "show_progress": False, "save_dataset": False}
+    if args.stopping_step is not None:  # else the dataset YAML's (imported data: 50), else RecBole's 10
+        common["stopping_step"] = args.stopping_step
     if args.learning_rate is not None:
         common["learning_rate"] = args.learning_rate
     if args.device == "cpu":

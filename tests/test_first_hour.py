@@ -204,3 +204,15 @@ def test_imported_multimodal_yaml_carries_the_validated_defaults(tmp_path):
     assert main(["data", "import", "--format", "lightgcn", str(src), "out", "--name", "plain"]) == 0
     plain = yaml.safe_load(open("out/plain/plain.yaml"))
     assert "use_gat" not in plain and "align_gate" not in plain and plain["stopping_step"] == 50
+
+
+def test_bench_keeps_the_dataset_yaml_patience_unless_given():
+    """`recgoat bench` used to force stopping_step 10 on every run, overriding the imported YAML's 50."""
+    import argparse
+
+    from recgoat_recbole.cli import _bench_common
+
+    args = argparse.Namespace(epochs=30, stopping_step=None, learning_rate=None, device=None, set=None)
+    assert "stopping_step" not in _bench_common(args)
+    args.stopping_step = 7
+    assert _bench_common(args)["stopping_step"] == 7

@@ -65,11 +65,6 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         self.reg_weight = config["reg_weight"]
         self.id_only = bool(config["id_only"])
         self.use_gat = bool(config["use_gat"])
-        self.use_oat = bool(config["use_oat"])
-        self.cmcl_weight = float(config["cmcl_weight"])  # 0 = off
-        self.wasserstein_weight = float(config["wasserstein_weight"])  # 0 = off
-        self.match_scale = bool(config["match_scale"])
-        self.align_detach_target = bool(config["align_detach_target"])
         self.fusion = config["fusion"]
 
         # ---- ID branch: LightGCN over the (rating-weighted) user–item graph of the training split

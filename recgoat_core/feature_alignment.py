@@ -27,7 +27,7 @@ target :math:`Z_B` gets no gradient. :meth:`FeatureAlignment.blend` puts the vie
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -138,15 +138,23 @@ class FeatureAlignment(nn.Module):
         return {name: getattr(self, f"feat_{name}") for name in self.modalities}
 
     @property
+    def aligned(self) -> list[str]:
+        """The modalities :meth:`loss` trains: weight > 0 and a term switched on (else none)."""
+        if not (self.settings.cmcl_weight > 0 or self.settings.wasserstein_weight > 0):
+            return []
+        return [m for m in self.modalities if self.modality_weights[m] > 0]
+
+    @property
     def has_loss(self) -> bool:
         """Whether :meth:`loss` has any term switched on (and any modality to apply it to)."""
-        return (any(w > 0 for w in self.modality_weights.values())
-                and (self.settings.cmcl_weight > 0 or self.settings.wasserstein_weight > 0))
+        return bool(self.aligned)
 
-    def views(self, item_rep: torch.Tensor) -> dict[str, torch.Tensor]:
-        r""":math:`\tilde Z^m` for every modality, aligned to ``item_rep`` [n_items, d] (all items)."""
+    def views(self, item_rep: torch.Tensor, modalities: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        r""":math:`\tilde Z^m` for every modality (or only those in ``modalities``), aligned to ``item_rep``
+        [n_items, d] (all items)."""
+        names = self.modalities if modalities is None else [m for m in self.modalities if m in set(modalities)]
         views = {}
-        for name in self.modalities:
+        for name in names:
             h = self.projections[name](getattr(self, f"feat_{name}"))
             if self.settings.use_gat:
                 h = self.gats[name](h, self.graphs[name])
@@ -187,10 +195,11 @@ class FeatureAlignment(nn.Module):
         return terms
 
     def blend(self, item_rep: torch.Tensor, views: Mapping[str, torch.Tensor], gamma: float) -> torch.Tensor:
-        r""":math:`(1-\gamma) Z + \gamma\,\mathrm{mean}_m \tilde Z^m` (``item_rep`` itself when γ = 0 or no view)."""
+        r""":math:`(1-\gamma) Z + \gamma\,\mathrm{mean}_m \tilde Z^m` over the given views (``item_rep`` itself
+        when γ = 0 or no view)."""
         if gamma == 0 or not views:
             return item_rep
-        return (1.0 - gamma) * item_rep + gamma * torch.stack([views[m] for m in self.modalities]).mean(0)
+        return (1.0 - gamma) * item_rep + gamma * torch.stack([views[m] for m in sorted(views)]).mean(0)
 
     def extra_repr(self) -> str:
         s = self.settings

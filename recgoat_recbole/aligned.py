@@ -187,13 +187,13 @@ class AlignedRecommender:
 
     def forward(self, *args, **kwargs):
         out = super().forward(*args, **kwargs)
-        if self.access.kind != "forward" or (self._step is None and self.align_gamma == 0):
-            return out
+        if self.access.kind != "forward" or (self.align_gamma == 0 and (self._step is None or not self.alignment.has_loss)):
+            return out  # nothing to blend, nothing to train: the backbone's own output
         step = self._step
         if step is not None and "views" in step:
             return out  # later forward calls of the same step (SGL's augmented graphs) stay the backbone's own
         items = out[self.access.index]
-        views = self.alignment.views(items)
+        views = self.alignment.views(items, None if self.align_gamma > 0 else self.alignment.aligned)
         if self.align_gamma > 0:
             items = self.alignment.blend(items, views, self.align_gamma)
             out = (*out[: self.access.index], items, *out[self.access.index + 1:])
@@ -208,9 +208,11 @@ class AlignedRecommender:
             step = self._step
         finally:
             self._step = None
+        if not self.alignment.has_loss:  # every term off, or every modality gated off
+            return base if isinstance(base, tuple) else (base,)
         if self.access.kind == "embedding":
             items = getattr(self, self.access.attribute).weight
-            views = self.alignment.views(items)
+            views = self.alignment.views(items, self.alignment.aligned)
         elif "views" in step:
             items, views = step["items"], step["views"]
         else:

@@ -118,7 +118,8 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         self._init_fusion(config)
         self.fusion_norm = config["fusion_norm"]
         self.fusion_dropout = nn.Dropout(config["fusion_dropout"])
-        self.cold_items_from_features = bool(config["cold_items_from_features"]) and bool(self.modalities)
+        self.view_modalities = self._used_modalities()
+        self.cold_items_from_features = bool(config["cold_items_from_features"]) and bool(self.view_modalities)
 
         # ---- losses
         self.bpr_loss = BPRLoss()
@@ -179,6 +180,16 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
     cmcl = property(lambda self: self.alignment.cmcl)
     wasserstein = property(lambda self: self.alignment.wasserstein)
 
+    def _used_modalities(self) -> list[str]:
+        """The modalities whose view anything uses: trained by an alignment term, or in the score. A modality
+        the gate closed (or with every term off) and with fusion weight 0 is not computed at all; its view
+        would be an untrained projection, so cold items do not score from it either."""
+        if self.fusion != "fixed":
+            return list(self.modalities)
+        weights = dict(zip(self.modalities, self.fusion_fixed[1:].tolist()))
+        aligned = set(self.alignment.aligned)
+        return [m for m in self.modalities if m in aligned or weights[m] > 0]
+
     @property
     def user_features(self) -> torch.Tensor | None:
         return self.user_profiles if self.use_profiles else None
@@ -204,13 +215,15 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
     def _fuse(self, item_id: torch.Tensor, views: dict[str, torch.Tensor]) -> torch.Tensor:
         if not views:
             return item_id
-        parts = [item_id, *(views[m] for m in self.modalities)]
+        present = [m for m in self.modalities if m in views]  # all, except for fixed fusion (unused views)
+        parts = [item_id, *(views[m] for m in present)]
         if self.fusion == "concat":
             fused = self.concat_projection(torch.cat(parts, dim=1))
         elif self.fusion == "sum":
             fused = torch.stack(parts).sum(0)
         else:
             w = torch.softmax(self.fusion_logits, 0) if self.fusion == "learned" else self.fusion_fixed
+            w = w[[0, *(1 + self.modalities.index(m) for m in present)]]
             fused = torch.einsum("p,pnd->nd", w, torch.stack(parts))
             if self.cold_items_from_features:
                 # items never seen in training: their ID vector is untrained noise; use the modalities alone
@@ -235,7 +248,7 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
             for _ in range(self.item_graph_layers):
                 h = symmetric_spmm(graph, h)
             item_id = item_id + h
-        views = self.modality_views(item_id)
+        views = self.alignment.views(item_id, self.view_modalities)
         items = self._fuse(item_id, views)
         users = user_id
         if self.use_profiles:

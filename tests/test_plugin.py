@@ -11,6 +11,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.quick_start import load_data_and_model, run_recbole
 from recbole.utils import get_model, get_trainer, init_seed
 
+from recgoat_core.layers import lightgcn_propagate
 from recgoat_recbole import aligned
 from recgoat_recbole.aligned import BACKBONES
 from recgoat_recbole.config_check import ConfigError
@@ -342,3 +343,33 @@ def test_align_gate_turns_off_the_terms_of_a_modality_below_the_lift(mini_ml, mo
     _, open_, _ = _build(mini_ml, model_name, align_gate=True, align_gate_min_lift=1.0)
     assert set(open_.alignment.modality_weights.values()) == {1.0}
     assert len(open_.calculate_loss(batch)) == 3
+
+
+@pytest.mark.parametrize("model_name", ["RecGOAT", "LightGCN+Align"])
+def test_a_gated_off_modality_is_not_computed_and_the_model_is_its_id_part(mini_ml, model_name):
+    """Every modality gated off and γ 0: no view is computed in training or scoring (no projection runs), and
+    the scores are the ID part's own (RecGOAT: cold items too, as an untrained view is noise)."""
+    _, closed, train = _build(mini_ml, model_name, align_gate=True, align_gate_min_lift=1000.0, fusion_gamma=0)
+    calls = []
+    for m in closed.alignment.modalities:
+        closed.alignment.projections[m].register_forward_hook(lambda *_: calls.append(1))
+    batch = _batch(train)
+    closed.train()
+    closed.calculate_loss(batch)[0].backward()
+    closed.eval()
+    scores = closed.full_sort_predict(batch)
+    assert not calls
+    if model_name == "RecGOAT":
+        assert not closed.cold_items_from_features and closed.cold_items.any()
+        with torch.no_grad():
+            ego = torch.cat([closed.user_embedding.weight, closed.item_embedding.weight])
+            users, items = torch.split(lightgcn_propagate(closed.adjacency, ego, closed.n_layers),
+                                       [closed.n_users, closed.n_items])
+        torch.testing.assert_close(scores.view(len(batch), -1), users[batch[closed.USER_ID]] @ items.T)
+    # with the gate open the views are computed (the hook can fire)
+    _, open_, _ = _build(mini_ml, model_name, align_gate=True, align_gate_min_lift=1.0, fusion_gamma=0)
+    for m in open_.alignment.modalities:
+        open_.alignment.projections[m].register_forward_hook(lambda *_: calls.append(1))
+    open_.train()
+    open_.calculate_loss(batch)
+    assert calls

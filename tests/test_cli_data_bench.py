@@ -214,6 +214,23 @@ def test_ncl_clusters_are_fitted_to_a_small_dataset():
     assert _fit_to_dataset(config, small) == {"num_clusters": 94}
 
 
+def test_bench_gives_backbones_that_cannot_fuse_gamma_zero_from_a_recgoat_yaml():
+    """recbole_configs/tiktok.yaml sets fusion_gamma 0.1 (for RecGOAT): `bench --align` failed on BPR+Align and
+    SimpleX+Align with it; they get γ 0 (recorded), the graph backbones keep it."""
+    from types import SimpleNamespace
+
+    from recgoat_recbole.bench.worker import _fit_to_dataset
+
+    data = SimpleNamespace(user_num=9308, item_num=6710)
+    for model in ("BPR+Align", "SimpleX+Align"):
+        config = {"model": model, "fusion_gamma": 0.1}
+        assert _fit_to_dataset(config, data) == {"fusion_gamma": 0.0} and config["fusion_gamma"] == 0.0
+    for model in ("LightGCN+Align", "SGL+Align", "BPR"):
+        config = {"model": model, "fusion_gamma": 0.1}
+        assert _fit_to_dataset(config, data) == {} and config["fusion_gamma"] == 0.1
+    assert _fit_to_dataset({"model": "BPR+Align", "fusion_gamma": None}, data) == {}
+
+
 def test_recgoat_run_without_a_validation_split_prints_instead_of_crashing(tmp_path, capsys):
     """The LightGCN layout makes valid.txt optional: `recgoat run` trains, tests and says there was no
     validation (it used to exit 1 with AttributeError: 'NoneType' object has no attribute 'items')."""

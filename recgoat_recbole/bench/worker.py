@@ -43,12 +43,29 @@ def _fit_to_dataset(config, dataset) -> dict[str, Any]:
     NCL clusters users and items with k-means into ``num_clusters`` (default 1000); faiss refuses more
     clusters than points, and ml-100k has 944 users. It (and ``NCL+Align``) gets a tenth of the smaller side
     instead.
+
+    A dataset YAML written for RecGOAT may put the views into the score (``fusion_gamma`` > 0, e.g. TikTok's
+    0.1); ``BPR+Align`` and ``SimpleX+Align`` cannot (their ``forward`` gives no item vectors), so they get
+    γ 0 there: the alignment terms still apply, the score stays the backbone's.
     """
+    from recgoat_recbole.aligned import SUFFIX, _access_for
+
     adjusted: dict[str, Any] = {}
-    if config["model"] in ("NCL", "NCL+Align"):
+    model = config["model"]
+    if model in ("NCL", "NCL+Align"):
         smaller = min(dataset.user_num, dataset.item_num)
         if config["num_clusters"] >= smaller:
             adjusted["num_clusters"] = max(2, smaller // 10)
+    try:
+        gamma = float(config["fusion_gamma"] or 0)
+    except KeyError:
+        gamma = 0.0
+    if isinstance(model, str) and model.endswith(SUFFIX) and gamma > 0:
+        from recgoat_recbole import registry
+
+        base = model[: -len(SUFFIX)]
+        if not _access_for(registry.recbole_model(base)).fusable:
+            adjusted["fusion_gamma"] = 0.0
     for key, value in adjusted.items():
         config[key] = value
     return adjusted

@@ -49,7 +49,9 @@ def _seeds_phrase(rows: Sequence[dict]) -> str:
 def caption(rows: Sequence[dict]) -> str:
     """What the numbers are: the split, how the model was chosen, the seeds and what ± means."""
     return (f"Test split; each run's model is the epoch chosen on the validation split (early stopping on "
-            f"valid_metric); {_seeds_phrase(rows)}.")
+            f"valid_metric); {_seeds_phrase(rows)}. Epoch and total seconds are each run's wall clock on a shared "
+            f"machine (with --jobs N, N runs at once): relative cost only; clean speed ratios come from "
+            f"benchmarks/bench_speed.py.")
 
 
 def _cell(row: dict, metric: str) -> str:

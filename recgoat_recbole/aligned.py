@@ -65,12 +65,16 @@ class ItemAccess:
 
     ``kind == "forward"``: ``forward(*args(model))`` returns a tuple whose element ``index`` is every item's
     vector; ``kind == "embedding"``: the ``nn.Embedding`` attribute ``attribute`` is the item table.
+    ``summed_loss``: the backbone's ranking loss is a *sum* over the batch, not a mean (SGL's BPR); the alignment
+    terms (means) are then multiplied by the batch size, so that λ_c weighs them against the ranking loss as it
+    does on a mean-reduced backbone (unscaled, they were ~1/2048 of SGL's gradient: SGL+Align trained as SGL).
     """
 
     kind: str
     index: int = 1
     attribute: str = "item_embedding"
     args: Callable[[Any], tuple] = lambda model: ()
+    summed_loss: bool = False
 
     @property
     def fusable(self) -> bool:
@@ -81,7 +85,7 @@ class ItemAccess:
 BACKBONES: dict[str, ItemAccess] = {
     "LightGCN": ItemAccess("forward"),
     "NGCF": ItemAccess("forward"),
-    "SGL": ItemAccess("forward", args=lambda model: (model.train_graph,)),
+    "SGL": ItemAccess("forward", args=lambda model: (model.train_graph,), summed_loss=True),
     "NCL": ItemAccess("forward"),
     "BPR": ItemAccess("embedding", attribute="item_embedding"),
     "SimpleX": ItemAccess("embedding", attribute="item_emb"),
@@ -219,6 +223,8 @@ class AlignedRecommender:
             raise RuntimeError(f"{type(self).__name__}: {self.backbone.__name__}.calculate_loss did not call "
                                f"forward(), so its item vectors could not be read")
         terms = self.alignment.loss(views, items, interaction[self.ITEM_ID])
+        if self.access.summed_loss:
+            terms = [len(interaction) * t for t in terms]
         base = base if isinstance(base, tuple) else (base,)
         return (*base, *terms)
 

@@ -110,6 +110,7 @@ RULES: dict[str, _Rule] = {
     "align_gate_min_lift": _num(1.0),
     "match_scale": _BOOL,
     "fusion": _Rule("choice", choices=("fixed", "learned", "sum", "concat")),
+    "align_target": _Rule("choice", choices=("output", "embedding")),
     "fusion_gamma": _num(0, 1, optional=True),
     "fusion_norm": _Rule("choice", choices=("none", "layernorm", "l2")),
     "fusion_dropout": _PROB,

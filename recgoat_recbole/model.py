@@ -65,6 +65,7 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         self.reg_weight = config["reg_weight"]
         self.id_only = bool(config["id_only"])
         self.use_gat = bool(config["use_gat"])
+        self.align_target = config["align_target"] or "output"
         self.fusion = config["fusion"]
 
         # ---- ID branch: LightGCN over the (rating-weighted) user–item graph of the training split
@@ -248,7 +249,8 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
             for _ in range(self.item_graph_layers):
                 h = symmetric_spmm(graph, h)
             item_id = item_id + h
-        views = self.alignment.views(item_id, self.view_modalities)
+        reference = self.item_embedding.weight if self.align_target == "embedding" else item_id
+        views = self.alignment.views(reference, self.view_modalities)
         items = self._fuse(item_id, views)
         users = user_id
         if self.use_profiles:
@@ -268,7 +270,8 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         reg = self.reg_loss(self.user_embedding(user), self.item_embedding(pos), self.item_embedding(neg))
         losses = [rec + self.reg_weight * reg]
         if views:  # CMCL / W between each view and the fused item vectors of the batch's positive items
-            losses += self.alignment.loss(views, items, pos)
+            target = self.item_embedding.weight if self.align_target == "embedding" else items
+            losses += self.alignment.loss(views, target, pos)
         return tuple(losses)
 
     # ------------------------------------------------------------------------------------------ scoring

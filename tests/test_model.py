@@ -178,6 +178,31 @@ def test_gamma_zero_scores_warm_items_by_id_and_cold_items_by_features(mini_ml):
     assert items[cold].norm(dim=1).min() > 0
 
 
+@pytest.mark.parametrize("target", ["output", "embedding"])
+def test_align_target_picks_what_the_views_are_aligned_with(mini_ml, target):
+    """align_target: output (the paper) aligns the views with the fused, propagated item vectors; embedding (our
+    extension) with the layer-0 item table, which then gets the alignment's gradient without propagation."""
+    _, _, train, _, model = _build(mini_ml, align_target=target, use_gat=False, use_oat=False)
+    seen = {}
+    original = model.alignment.loss
+
+    def spy(views, item_rep, items):
+        seen["target"] = item_rep
+        return original(views, item_rep, items)
+
+    model.alignment.loss = spy
+    model.train()
+    batch = _batch(model, train)
+    losses = model.calculate_loss(batch)
+    if target == "embedding":
+        assert seen["target"] is model.item_embedding.weight
+    else:
+        _, items, _ = model.forward()
+        torch.testing.assert_close(seen["target"], items)
+    grads = _grads(model, sum(losses[1:]))
+    assert grads["item_embedding.weight"] > 0
+
+
 def test_predict_and_full_sort_predict_agree_and_cache_is_invalidated(mini_ml):
     _, dataset, train, _, model = _build(mini_ml)
     model.eval()

@@ -111,6 +111,7 @@ RULES: dict[str, _Rule] = {
     "match_scale": _BOOL,
     "fusion": _Rule("choice", choices=("fixed", "learned", "sum", "concat")),
     "align_target": _Rule("choice", choices=("output", "embedding")),
+    "align_gate_fallback": _Rule("choice", choices=("none", "embedding")),
     "fusion_gamma": _num(0, 1, optional=True),
     "fusion_norm": _Rule("choice", choices=("none", "layernorm", "l2")),
     "fusion_dropout": _PROB,

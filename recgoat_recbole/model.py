@@ -93,6 +93,15 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
             edges = {name: knn_graph(x, config["knn_k"], config["knn_chunk_size"], device=self._build_device(config))
                      for name, x in tensors.items()}
         gate = modality_gate(config, tensors, dataset, "RecGOAT") if self.modalities else {}
+        #: per modality, what its view is aligned with: the fused, propagated item vectors ("output", the paper)
+        #: or the layer-0 item embedding table ("embedding": align_target, or align_gate_fallback for the
+        #: modalities the gate closes)
+        self.align_targets = {m: self.align_target for m in self.modalities}
+        if config["align_gate"] and (config["align_gate_fallback"] or "none") == "embedding":
+            for m in [m for m, w in gate.items() if w == 0]:
+                gate[m], self.align_targets[m] = 1.0, "embedding"
+                logger.info(f"RecGOAT: modality {m!r} is aligned with the layer-0 item embeddings "
+                            f"(align_gate_fallback: embedding)")
         self.alignment = FeatureAlignment(tensors, AlignmentSettings.from_config(config), knn_edges=edges,
                                           modality_weights=gate)
         item_graph = None
@@ -249,8 +258,11 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
             for _ in range(self.item_graph_layers):
                 h = symmetric_spmm(graph, h)
             item_id = item_id + h
-        reference = self.item_embedding.weight if self.align_target == "embedding" else item_id
-        views = self.alignment.views(reference, self.view_modalities)
+        views = {}
+        for target, reference in (("output", item_id), ("embedding", self.item_embedding.weight)):
+            names = [m for m in self.view_modalities if self.align_targets[m] == target]
+            if names:
+                views.update(self.alignment.views(reference, names))
         items = self._fuse(item_id, views)
         users = user_id
         if self.use_profiles:
@@ -269,9 +281,13 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         rec = self.bpr_loss((u * items[pos]).sum(-1), (u * items[neg]).sum(-1))
         reg = self.reg_loss(self.user_embedding(user), self.item_embedding(pos), self.item_embedding(neg))
         losses = [rec + self.reg_weight * reg]
-        if views:  # CMCL / W between each view and the fused item vectors of the batch's positive items
-            target = self.item_embedding.weight if self.align_target == "embedding" else items
-            losses += self.alignment.loss(views, target, pos)
+        terms: list[torch.Tensor] = []
+        for target, reference in (("output", items), ("embedding", self.item_embedding.weight)):
+            # CMCL / W between each view and its target's vectors of the batch's positive items
+            group = {m: v for m, v in views.items() if self.align_targets[m] == target}
+            part = self.alignment.loss(group, reference, pos) if group else []
+            terms = [a + b for a, b in zip(terms, part)] if terms and part else (terms or part)
+        losses += terms
         return tuple(losses)
 
     # ------------------------------------------------------------------------------------------ scoring

@@ -203,6 +203,27 @@ def test_align_target_picks_what_the_views_are_aligned_with(mini_ml, target):
     assert grads["item_embedding.weight"] > 0
 
 
+def test_align_gate_fallback_aligns_closed_modalities_with_the_embedding_table(mini_ml):
+    """align_gate_fallback: embedding: a modality the gate closes is aligned with the layer-0 item table (what
+    align_target: embedding does) instead of not at all; an open one keeps the output target."""
+    _, _, train, _, closed = _build(mini_ml, align_gate=True, align_gate_min_lift=1000.0,
+                                    align_gate_fallback="embedding", use_gat=False)
+    assert set(closed.align_targets.values()) == {"embedding"} and closed.alignment.has_loss
+    _, _, _, _, same = _build(mini_ml, align_target="embedding", use_gat=False)
+    same.load_state_dict(closed.state_dict())
+    closed.train(), same.train()
+    batch = _batch(closed, train)
+    torch.manual_seed(0)
+    ours = closed.calculate_loss(batch)
+    torch.manual_seed(0)
+    theirs = same.calculate_loss(batch)
+    assert len(ours) == len(theirs) == 3
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
+    _, _, _, _, opened = _build(mini_ml, align_gate=True, align_gate_min_lift=1.0, align_gate_fallback="embedding")
+    assert set(opened.align_targets.values()) == {"output"}
+
+
 def test_predict_and_full_sort_predict_agree_and_cache_is_invalidated(mini_ml):
     _, dataset, train, _, model = _build(mini_ml)
     model.eval()

@@ -152,7 +152,8 @@ class FeatureAlignment(nn.Module):
     def views(self, item_rep: torch.Tensor, modalities: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         r""":math:`\tilde Z^m` for every modality (or only those in ``modalities``), aligned to ``item_rep``
         [n_items, d] (all items)."""
-        names = self.modalities if modalities is None else [m for m in self.modalities if m in set(modalities)]
+        wanted = set(self.modalities if modalities is None else modalities)
+        names = [m for m in self.modalities if m in wanted]
         views = {}
         for name in names:
             h = self.projections[name](getattr(self, f"feat_{name}"))

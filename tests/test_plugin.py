@@ -83,6 +83,18 @@ def test_each_backbone_gets_alignment_terms_that_reach_its_item_vectors(mini_ml,
     assert table.weight.grad is not None and table.weight.grad.abs().sum() > 0
 
 
+def test_views_of_a_subset_of_modalities_accept_any_iterable():
+    """FeatureAlignment.views(item_rep, modalities): only those modalities, in the module's order; a generator
+    used to yield only the first name (the set of wanted names was rebuilt, from the spent generator, per name)."""
+    from recgoat_core.feature_alignment import FeatureAlignment
+
+    align = FeatureAlignment({"a": torch.randn(5, 4), "b": torch.randn(5, 4)},
+                             {"embedding_size": 4, "use_gat": False, "use_oat": False})
+    items = torch.randn(5, 4)
+    assert list(align.views(items, (m for m in ["b", "a"]))) == ["a", "b"]
+    assert list(align.views(items, ["b"])) == ["b"] and list(align.views(items)) == ["a", "b"]
+
+
 def test_the_alignment_weighs_the_same_against_a_summed_ranking_loss(mini_ml):
     """SGL sums its BPR over the batch where LightGCN averages it: unscaled, the alignment terms were ~1/B of
     SGL's gradient and SGL+Align trained as SGL (ml-100k 0.2933 vs 0.2931, Scientific 0.0724 vs 0.0725). The

@@ -191,7 +191,8 @@ class AlignedRecommender:
 
     def forward(self, *args, **kwargs):
         out = super().forward(*args, **kwargs)
-        if self.access.kind != "forward" or (self.align_gamma == 0 and (self._step is None or not self.alignment.has_loss)):
+        nothing_to_do = self.align_gamma == 0 and (self._step is None or not self.alignment.has_loss)
+        if self.access.kind != "forward" or nothing_to_do:
             return out  # nothing to blend, nothing to train: the backbone's own output
         step = self._step
         if step is not None and "views" in step:

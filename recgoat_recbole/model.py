@@ -65,7 +65,6 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         self.reg_weight = config["reg_weight"]
         self.id_only = bool(config["id_only"])
         self.use_gat = bool(config["use_gat"])
-        self.align_target = config["align_target"] or "output"
         self.fusion = config["fusion"]
 
         # ---- ID branch: LightGCN over the (rating-weighted) user–item graph of the training split
@@ -96,7 +95,7 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         #: per modality, what its view is aligned with: the fused, propagated item vectors ("output", the paper)
         #: or the layer-0 item embedding table ("embedding": align_target, or align_gate_fallback for the
         #: modalities the gate closes)
-        self.align_targets = {m: self.align_target for m in self.modalities}
+        self.align_targets = {m: config["align_target"] or "output" for m in self.modalities}
         if config["align_gate"] and (config["align_gate_fallback"] or "none") == "embedding":
             for m in [m for m, w in gate.items() if w == 0]:
                 gate[m], self.align_targets[m] = 1.0, "embedding"
@@ -129,6 +128,9 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         self.fusion_norm = config["fusion_norm"]
         self.fusion_dropout = nn.Dropout(config["fusion_dropout"])
         self.view_modalities = self._used_modalities()
+        #: the used modalities grouped by what their views are aligned with (fixed at build time)
+        self.view_groups = {target: [m for m in self.view_modalities if self.align_targets[m] == target]
+                            for target in ("output", "embedding")}
         self.cold_items_from_features = bool(config["cold_items_from_features"]) and bool(self.view_modalities)
 
         # ---- losses
@@ -189,6 +191,11 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
     oat_maps = property(lambda self: self.alignment.oat_maps)
     cmcl = property(lambda self: self.alignment.cmcl)
     wasserstein = property(lambda self: self.alignment.wasserstein)
+
+    def _align_references(self, items: torch.Tensor) -> tuple[tuple[str, torch.Tensor], ...]:
+        """What each ``align_targets`` value aligns a view with: ``items`` (the fused, propagated vectors) for
+        "output", the layer-0 item embedding table for "embedding"."""
+        return ("output", items), ("embedding", self.item_embedding.weight)
 
     def _used_modalities(self) -> list[str]:
         """The modalities whose view anything uses: trained by an alignment term, or in the score. A modality
@@ -259,10 +266,9 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
                 h = symmetric_spmm(graph, h)
             item_id = item_id + h
         views = {}
-        for target, reference in (("output", item_id), ("embedding", self.item_embedding.weight)):
-            names = [m for m in self.view_modalities if self.align_targets[m] == target]
-            if names:
-                views.update(self.alignment.views(reference, names))
+        for target, reference in self._align_references(item_id):
+            if self.view_groups[target]:
+                views.update(self.alignment.views(reference, self.view_groups[target]))
         items = self._fuse(item_id, views)
         users = user_id
         if self.use_profiles:
@@ -282,10 +288,11 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         reg = self.reg_loss(self.user_embedding(user), self.item_embedding(pos), self.item_embedding(neg))
         losses = [rec + self.reg_weight * reg]
         terms: list[torch.Tensor] = []
-        for target, reference in (("output", items), ("embedding", self.item_embedding.weight)):
+        for target, reference in self._align_references(items):
             # CMCL / W between each view and its target's vectors of the batch's positive items
-            group = {m: v for m, v in views.items() if self.align_targets[m] == target}
-            part = self.alignment.loss(group, reference, pos) if group else []
+            if not self.view_groups[target]:
+                continue
+            part = self.alignment.loss({m: views[m] for m in self.view_groups[target]}, reference, pos)
             terms = [a + b for a, b in zip(terms, part)] if terms and part else (terms or part)
         losses += terms
         return tuple(losses)

@@ -48,7 +48,7 @@ def _fit_to_dataset(config, dataset) -> dict[str, Any]:
     0.1); ``BPR+Align`` and ``SimpleX+Align`` cannot (their ``forward`` gives no item vectors), so they get
     γ 0 there: the alignment terms still apply, the score stays the backbone's.
     """
-    from recgoat_recbole.aligned import SUFFIX, _access_for
+    from recgoat_recbole.aligned import aligned, is_aligned_name
 
     adjusted: dict[str, Any] = {}
     model = config["model"]
@@ -60,12 +60,8 @@ def _fit_to_dataset(config, dataset) -> dict[str, Any]:
         gamma = float(config["fusion_gamma"] or 0)
     except KeyError:
         gamma = 0.0
-    if isinstance(model, str) and model.endswith(SUFFIX) and gamma > 0:
-        from recgoat_recbole import registry
-
-        base = model[: -len(SUFFIX)]
-        if not _access_for(registry.recbole_model(base)).fusable:
-            adjusted["fusion_gamma"] = 0.0
+    if gamma > 0 and is_aligned_name(model) and not aligned(model).access.fusable:
+        adjusted["fusion_gamma"] = 0.0
     for key, value in adjusted.items():
         config[key] = value
     return adjusted

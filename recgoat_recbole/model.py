@@ -13,6 +13,13 @@ Representations (the paper's §3.2-3.4; docs/method.md)::
 Loss: BPR + λ_reg (‖U⁰_b‖ + ‖I⁰_b+‖ + ‖I⁰_b-‖)/B + λ_c Σ_m InfoNCE(z~_m, z) + λ_ot Σ_m W_ε(z~_m, z), the last two over the batch's
 positive items (with ``align_detach_target`` the unified z is a fixed target: only the views move).
 Every component can be switched off from the config (ablations).
+
+Our extension (off by default, ``id_ssl_weight``): SGL's graph contrast on the ID branch. Each epoch draws two
+edge-dropout subgraphs s₁, s₂ of the user–item graph (drop ratio ρ); with z', z'' LightGCN over them,
+
+    + λ_ssl [InfoNCE_τ'(z'_U, z''_U) + InfoNCE_τ'(z'_I, z''_I)]
+
+over the batch's distinct users U and positive items I (in-batch negatives; SGL takes all nodes).
 """
 
 from __future__ import annotations
@@ -27,13 +34,15 @@ from recbole.model.loss import BPRLoss, EmbLoss
 from recbole.utils import InputType
 from torch import nn
 
+from recgoat_core.alignment.cmcl import info_nce
 from recgoat_core.feature_alignment import AlignmentSettings, FeatureAlignment
 from recgoat_recbole.aligned import modality_gate
 from recgoat_recbole.config_check import ConfigError, upgrade_renamed, validate
 from recgoat_recbole.dataset import features_for_model
 from recgoat_recbole.graph_buffers import GraphBuffers
 from recgoat_recbole.scoring import CachedScoring
-from recgoat_core.graphs import bipartite_adjacency, knn_graph, normalized_adjacency, rating_weights
+from recgoat_core.graphs import (bipartite_adjacency, edge_dropout_adjacency, knn_graph, normalized_adjacency,
+                                 rating_weights)
 from recgoat_core.layers import GAT, AttentionGraph, lightgcn_propagate, symmetric_spmm
 
 __all__ = ["RecGOAT", "FUSIONS"]
@@ -80,6 +89,12 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         self._register_csr("adj", bipartite_adjacency(users, items, self.n_users, self.n_items, weights))
         degree = torch.bincount(items.long(), minlength=self.n_items)
         self.register_buffer("cold_items", degree == 0, persistent=False)
+        # our extension: SGL's edge-dropout graph contrast on the ID branch (id_ssl_weight 0 = off)
+        self.id_ssl_weight = float(config["id_ssl_weight"] or 0.0)
+        self.id_ssl_temperature = float(config["id_ssl_temperature"])
+        self.id_ssl_drop_ratio = float(config["id_ssl_drop_ratio"])
+        self._ssl_edges = (users.long(), items.long(), weights) if self.id_ssl_weight > 0 else None
+        self._ssl_graphs: tuple[torch.Tensor, torch.Tensor] | None = None
 
         # ---- modality branches (recgoat_core.feature_alignment): Linear → GAT over a frozen cosine kNN graph
         # per modality → OAT map; CMCL and W losses. The same module `<Backbone>+Align` adds to other models.
@@ -207,6 +222,33 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         aligned = set(self.alignment.aligned)
         return [m for m in self.modalities if m in aligned or weights[m] > 0]
 
+    def train(self, mode: bool = True) -> "RecGOAT":
+        """As ``nn.Module.train``; entering training (RecBole's trainer does, once an epoch) also draws the
+        two edge-dropout subgraphs of the ID graph contrast when it is on, as SGL does."""
+        super().train(mode)
+        if mode and self._ssl_edges is not None:
+            self._ssl_graphs = None
+        return self
+
+    def _ssl_subgraphs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The epoch's two edge-dropout subgraphs (CSR, on the model's device), drawn on first use."""
+        if self._ssl_graphs is None:
+            users, items, weights = self._ssl_edges
+            device = self.item_embedding.weight.device
+            self._ssl_graphs = tuple(
+                edge_dropout_adjacency(users, items, self.n_users, self.n_items, self.id_ssl_drop_ratio, weights)
+                .to_sparse_csr().to(device) for _ in range(2))
+        return self._ssl_graphs
+
+    def _id_ssl_loss(self, user: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """λ_ssl [InfoNCE(z'_U, z''_U) + InfoNCE(z'_I, z''_I)] over the batch's distinct users and positives."""
+        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
+        (u1, i1), (u2, i2) = (torch.split(lightgcn_propagate(g, ego, self.n_layers), [self.n_users, self.n_items])
+                              for g in self._ssl_subgraphs())
+        users, items = torch.unique(user), torch.unique(pos)
+        tau = self.id_ssl_temperature
+        return self.id_ssl_weight * (info_nce(u1[users], u2[users], tau) + info_nce(i1[items], i2[items], tau))
+
     @property
     def user_features(self) -> torch.Tensor | None:
         return self.user_profiles if self.use_profiles else None
@@ -295,6 +337,8 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
             part = self.alignment.loss({m: views[m] for m in self.view_groups[target]}, reference, pos)
             terms = [a + b for a, b in zip(terms, part)] if terms and part else (terms or part)
         losses += terms
+        if self._ssl_edges is not None:
+            losses.append(self._id_ssl_loss(user, pos))
         return tuple(losses)
 
     # ------------------------------------------------------------------------------------------ scoring

@@ -12,6 +12,7 @@ from recbole.utils import init_seed
 
 from recgoat_recbole import RecGOAT
 from recgoat_core.feature_files import read_features
+from recgoat_core.alignment.cmcl import info_nce
 from recgoat_core.layers import lightgcn_propagate
 from tests.conftest import mini_config
 
@@ -222,6 +223,40 @@ def test_align_gate_fallback_aligns_closed_modalities_with_the_embedding_table(m
         torch.testing.assert_close(a, b)
     _, _, _, _, opened = _build(mini_ml, align_gate=True, align_gate_min_lift=1.0, align_gate_fallback="embedding")
     assert set(opened.align_targets.values()) == {"output"}
+
+
+def test_id_ssl_adds_sgl_graph_contrast_redrawn_each_epoch(mini_ml):
+    """id_ssl_weight (our extension): one more loss term, λ_ssl times InfoNCE between the ID branch propagated
+    over two edge-dropout subgraphs, for the batch's users and positives; it trains the ID embeddings only;
+    train() (once an epoch in RecBole's trainer) draws new subgraphs; scoring never uses them; 0 is off."""
+    _, _, train, _, off = _build(mini_ml, use_gat=False)
+    _, _, _, _, model = _build(mini_ml, use_gat=False, id_ssl_weight=0.5, id_ssl_drop_ratio=0.2)
+    model.load_state_dict(off.state_dict())
+    model.train(), off.train()
+    batch = _batch(model, train)
+    base, ours = off.calculate_loss(batch), model.calculate_loss(batch)
+    assert len(ours) == len(base) + 1 and off._ssl_edges is None
+    for a, b in zip(base, ours):
+        torch.testing.assert_close(a, b)
+    ssl = ours[-1]
+    g1, g2 = model._ssl_subgraphs()
+    ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight])
+    z1, z2 = lightgcn_propagate(g1, ego, model.n_layers), lightgcn_propagate(g2, ego, model.n_layers)
+    u, i = torch.unique(batch[model.USER_ID]), torch.unique(batch[model.ITEM_ID]) + model.n_users
+    expected = 0.5 * (info_nce(z1[u], z2[u], 0.5) + info_nce(z1[i], z2[i], 0.5))
+    torch.testing.assert_close(ssl, expected)
+    n_edges = 2 * len(train._dataset.inter_feat)
+    assert 0.6 * n_edges < g1.values().numel() < 0.95 * n_edges  # about 80% of the edges kept
+    assert not torch.equal(g1.to_dense(), g2.to_dense())
+    grads = _grads(model, ssl)
+    assert grads["user_embedding.weight"] > 0 and grads["item_embedding.weight"] > 0
+    assert all(v == 0 for k, v in grads.items() if not k.endswith("embedding.weight"))
+    model.train()
+    assert not torch.equal(model._ssl_subgraphs()[0].to_dense(), g1.to_dense())
+    model.eval()
+    users = torch.tensor([1, 2, 3])
+    torch.testing.assert_close(model.full_sort_predict(Interaction({model.USER_ID: users})),
+                               off.eval().full_sort_predict(Interaction({off.USER_ID: users})))
 
 
 def test_predict_and_full_sort_predict_agree_and_cache_is_invalidated(mini_ml):

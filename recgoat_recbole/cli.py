@@ -49,38 +49,6 @@ def _check_files(paths: Sequence[str] | None) -> list[str]:
     return files
 
 
-def _yaml_data_path(files: Sequence[str], dataset: str | None, overrides: dict[str, Any]) -> dict[str, str]:
-    """``{"data_path": absolute}`` when the YAML that sets ``data_path`` (the last one does, as in RecBole) gives a
-    relative path whose dataset folder lies next to that YAML, e.g. ``data_path: ..`` in the YAML that
-    ``recgoat data import`` writes into ``DST/NAME/``; else ``{}`` (RecBole reads it against the working
-    directory, as before). An explicit ``data_path`` override wins."""
-    if "data_path" in overrides:
-        return {}
-    source, value, name = None, None, dataset
-    for path in files:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            continue
-        if "data_path" in data:
-            source, value = path, data["data_path"]
-        if data.get("dataset") and not dataset:
-            name = str(data["dataset"])
-    name = overrides.get("dataset") or name
-    if source is None or not isinstance(value, str) or os.path.isabs(value) or not name:
-        return {}
-    here = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source)), value))
-    return {"data_path": here} if os.path.isdir(os.path.join(here, str(name))) else {}
-
-
-def _with_data_path(spec: Any) -> Any:
-    """A benchmark spec whose YAML holds a data_path relative to itself, with that path made absolute."""
-    import dataclasses
-
-    extra = _yaml_data_path(spec.config_files, spec.dataset, spec.overrides)
-    return dataclasses.replace(spec, overrides={**spec.overrides, **extra}) if extra else spec
-
-
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -122,7 +90,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from recgoat_recbole.training import run_training
 
     overrides = _overrides(args.set)
-    overrides.update(_yaml_data_path(files, args.dataset, overrides))
     quiet = not args.verbose
     result = run_training(model=model, dataset=args.dataset, config_file_list=files or None,
                           config_dict=overrides, saved=not args.no_save,
@@ -171,7 +138,6 @@ def cmd_features_profiles(args: argparse.Namespace) -> int:
     if args.backend == "http" and not args.url:
         raise UserError("--backend http needs --url (an OpenAI-compatible endpoint)")
     overrides = _overrides(args.set)
-    overrides.update(_yaml_data_path(files, args.dataset, overrides))
     config = Config(model=model, dataset=args.dataset, config_file_list=files or None, config_dict=overrides)
     try:
         path = extract_profile_features(config, args.output, args.item_table, args.columns, args.id_column,
@@ -247,7 +213,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     tuned = _load_tuned(args.tuned) if args.tuned else None
     specs = build_specs(args.datasets, args.models, args.seeds, _bench_common(args), configs, args.ablations,
                         args.gamma or (), tuned, align=args.align)
-    specs = [_with_data_path(spec) for spec in specs]
     title = f"`{_command(args)}`"
     if args.report_only:
         title += " (tables from the finished runs only)"
@@ -319,8 +284,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     models = args.models  # None: every model with a grid (the multimodal peers where the dataset has features)
     for model in models or ():
         _resolve_model(model)
-    grid = [(_with_data_path(spec), point) for spec, point in
-            grid_specs(args.datasets, models, args.seeds, _bench_common(args), configs, grids, align=args.align)]
+    grid = grid_specs(args.datasets, models, args.seeds, _bench_common(args), configs, grids, align=args.align)
     records = run_grid(grid, args.out, jobs=args.jobs, train=not args.report_only)
     if not records:
         raise FileNotFoundError(f"no finished grid runs in {args.out}/runs for these settings")

@@ -265,8 +265,14 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         return dict(zip(["id", *self.modalities], w.tolist()))
 
     def modality_views(self, item_id: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``z~_m`` for every modality: projected LM features, GAT-propagated, OAT-aligned to ``item_id``."""
-        return self.alignment.views(item_id)
+        """``z~_m`` for each modality the model uses (:meth:`_used_modalities`): projected LM features,
+        GAT-propagated, OAT-aligned to ``item_id`` (the propagated item vectors) or to the item embedding table,
+        as ``align_targets`` says. A modality nothing uses has no view (it would be an untrained projection)."""
+        views = {}
+        for target, reference in self._align_references(item_id):
+            if self.view_groups[target]:
+                views.update(self.alignment.views(reference, self.view_groups[target]))
+        return views
 
     def _scaled_like(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         return self.alignment.scaled_like(x, reference)
@@ -307,10 +313,7 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
             for _ in range(self.item_graph_layers):
                 h = symmetric_spmm(graph, h)
             item_id = item_id + h
-        views = {}
-        for target, reference in self._align_references(item_id):
-            if self.view_groups[target]:
-                views.update(self.alignment.views(reference, self.view_groups[target]))
+        views = self.modality_views(item_id)
         items = self._fuse(item_id, views)
         users = user_id
         if self.use_profiles:

@@ -394,6 +394,7 @@ def test_a_gated_off_modality_is_not_computed_and_the_model_is_its_id_part(mini_
             users, items = torch.split(lightgcn_propagate(closed.adjacency, ego, closed.n_layers),
                                        [closed.n_users, closed.n_items])
         torch.testing.assert_close(scores.view(len(batch), -1), users[batch[closed.USER_ID]] @ items.T)
+        assert closed.modality_views(items) == {} and not calls  # the public accessor skips them too
     # with the gate open the views are computed (the hook can fire)
     _, open_, _ = _build(mini_ml, model_name, align_gate=True, align_gate_min_lift=1.0, fusion_gamma=0)
     for m in open_.alignment.modalities:

@@ -39,7 +39,7 @@ from recgoat_core.feature_alignment import AlignmentSettings, FeatureAlignment
 from recgoat_recbole.aligned import modality_gate
 from recgoat_recbole.config_check import ConfigError, upgrade_renamed, validate
 from recgoat_recbole.dataset import features_for_model
-from recgoat_recbole.graph_buffers import GraphBuffers
+from recgoat_recbole.graph_buffers import GraphBuffers, csr_parts
 from recgoat_recbole.scoring import CachedScoring
 from recgoat_core.graphs import (bipartite_adjacency, edge_dropout_adjacency, knn_graph, normalized_adjacency,
                                  rating_weights)
@@ -94,7 +94,7 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         self.id_ssl_temperature = float(config["id_ssl_temperature"])
         self.id_ssl_drop_ratio = float(config["id_ssl_drop_ratio"])
         self._ssl_edges = (users.long(), items.long(), weights) if self.id_ssl_weight > 0 else None
-        self._ssl_graphs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._ssl_graphs: tuple[tuple[torch.Tensor, ...], ...] | None = None
 
         # ---- modality branches (recgoat_core.feature_alignment): Linear → GAT over a frozen cosine kNN graph
         # per modality → OAT map; CMCL and W losses. The same module `<Backbone>+Align` adds to other models.
@@ -231,14 +231,18 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         return self
 
     def _ssl_subgraphs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The epoch's two edge-dropout subgraphs (CSR, on the model's device), drawn on first use."""
+        """The epoch's two edge-dropout subgraphs (CSR views, on the model's device), drawn on first use. Kept
+        as dense CSR parts, so the model still deep-copies (RecBole's ``get_flops`` copies it)."""
         if self._ssl_graphs is None:
             users, items, weights = self._ssl_edges
             device = self.item_embedding.weight.device
             self._ssl_graphs = tuple(
-                edge_dropout_adjacency(users, items, self.n_users, self.n_items, self.id_ssl_drop_ratio, weights)
-                .to_sparse_csr().to(device) for _ in range(2))
-        return self._ssl_graphs
+                tuple(t.to(device) for t in csr_parts(edge_dropout_adjacency(
+                    users, items, self.n_users, self.n_items, self.id_ssl_drop_ratio, weights)))
+                for _ in range(2))
+        n = self.n_users + self.n_items
+        return tuple(torch.sparse_csr_tensor(*parts, (n, n), check_invariants=False)  # type: ignore[return-value]
+                     for parts in self._ssl_graphs)
 
     def _id_ssl_loss(self, user: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """λ_ssl [InfoNCE(z'_U, z''_U) + InfoNCE(z'_I, z''_I)] over the batch's distinct users and positives."""

@@ -180,6 +180,24 @@ def test_bench_resolves_relative_data_paths_against_the_callers_directory(tmp_pa
     assert _absolute_paths(absolute) == {}
 
 
+def test_bench_reads_an_imported_yamls_data_path_against_the_yaml(tmp_path, monkeypatch):
+    """`recgoat data import` writes DST/NAME/NAME.yaml with `data_path: ..`: from any working directory, the
+    run must read DST (it read the caller's parent folder: `--config scientific=data/scientific/scientific.yaml`
+    failed with "Neither [/tmp/scientific] exists")."""
+    from recgoat_recbole.bench.design import RunSpec
+    from recgoat_recbole.bench.execute import _absolute_paths
+
+    folder = tmp_path / "dst" / "sci"
+    folder.mkdir(parents=True)
+    yaml_file = folder / "sci.yaml"
+    yaml_file.write_text("dataset: sci\ndata_path: ..\n")
+    elsewhere = tmp_path / "a" / "b"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    paths = _absolute_paths(RunSpec("sci", "LightGCN", 1, "", (str(yaml_file),), {}))
+    assert paths["data_path"] == str(tmp_path / "dst")
+
+
 def test_ablation_specs_set_every_alignment_switch(tmp_path):
     """A dataset YAML that turns alignment off (tiktok.yaml) must not leak into the ablation rows."""
     from recgoat_recbole.bench import build_specs

@@ -31,16 +31,25 @@ def _absolute_paths(spec: RunSpec) -> dict[str, str]:
     """Relative ``data_path`` / ``feature_cache_dir`` from the spec's YAML files or overrides, made absolute.
 
     Runs execute in ``out_dir/work/<key>``; without this, ``data_path: recgoat_data`` would be looked up there.
+    A YAML's ``data_path`` relative to the YAML's own folder (what ``recgoat data import`` writes: ``..``) is
+    resolved against that folder first (:func:`recgoat_recbole.yaml_paths.resolve_data_path`, the rule every
+    RecBole ``Config`` follows here); any other relative path against the caller's working directory.
     """
     import yaml
 
-    found: dict[str, Any] = {}
+    from recgoat_recbole.yaml_paths import resolve_data_path
+
+    found: dict[str, Any] = {}  # key -> (as written, as meant)
     for path in spec.config_files:
         with open(path, encoding="utf-8") as f:
-            found.update({k: v for k, v in (yaml.safe_load(f) or {}).items() if k in PATH_KEYS})
-    found.update({k: v for k, v in spec.overrides.items() if k in PATH_KEYS})
-    found.setdefault("feature_cache_dir", "recgoat_cache")  # RecGOAT's default; ignored by other models
-    return {k: os.path.abspath(v) for k, v in found.items() if isinstance(v, str) and not os.path.isabs(v)}
+            values = yaml.safe_load(f) or {}
+        if isinstance(values, dict):
+            meant = resolve_data_path(values, path)
+            found.update({k: (v, meant[k]) for k, v in values.items() if k in PATH_KEYS})
+    found.update({k: (v, v) for k, v in spec.overrides.items() if k in PATH_KEYS})
+    found.setdefault("feature_cache_dir", ("recgoat_cache",) * 2)  # RecGOAT's default; ignored by other models
+    return {k: os.path.abspath(meant) for k, (written, meant) in found.items()
+            if isinstance(written, str) and not os.path.isabs(written)}
 
 
 def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: bool = True,

@@ -92,16 +92,17 @@ def warm_up(dataset: str, config_files: list[str], overrides: dict) -> dict:
 
 
 def synthetic_dataset(kind: str, cache: str) -> tuple[str, str]:
-    """(dataset name, config YAML) of a synthetic MMRec dataset, written and imported once under ``cache``.
+    """(dataset name, config YAML) of a synthetic MMRec dataset, written and imported under ``cache``.
 
     Items sit in 32 clusters; each modality is its cluster centre plus noise (so the kNN graphs have structure),
-    users draw ~``per_user`` items from two favourite clusters, 80/10/10 per user into train/valid/test."""
+    users draw ~``per_user`` items from two favourite clusters, 80/10/10 per user into train/valid/test. The
+    data are the same on every call (fixed seed); the import runs every time (a few seconds), so the YAML is
+    always the one today's ``recgoat data import`` writes, its RecGOAT defaults included (a cached YAML from
+    an older importer measured the model defaults instead)."""
     spec = SYNTHETIC[kind]
     name = spec["name"]
     dst = os.path.join(cache, "bench_data")
     config = os.path.join(dst, name, f"{name}.yaml")
-    if os.path.isfile(config):
-        return name, config
     import numpy as np
 
     from recgoat_recbole.importers import import_mmrec
@@ -127,7 +128,7 @@ def synthetic_dataset(kind: str, cache: str) -> tuple[str, str]:
             centres = rng.standard_normal((n_clusters, dim)).astype(np.float32)
             feats = centres[cluster] + 0.7 * rng.standard_normal((n_items, dim)).astype(np.float32)
             np.save(os.path.join(src, f"{modality}_feat.npy"), feats)
-        import_mmrec(src, dst, name=name)
+        import_mmrec(src, dst, name=name, force=True)
     return name, config
 
 

@@ -93,6 +93,36 @@ def test_info_nce_equals_its_definition_term_by_term():
     assert float(info_nce(v, t, tau)) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("tau", [1.0, 0.2, 0.05, 0.026, 0.02, 0.005])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_info_nce_value_and_gradients_equal_cross_entropy_over_the_logits(tau, dtype, monkeypatch):
+    """The bounded-shift kernel (:class:`_BoundedInfoNCE`, used while 2/τ is within ``FUSED_LIMIT``) gives
+    ``cross_entropy(v̂ t̂ᵀ/τ, arange)`` and its gradients for both inputs, in float64 exactly; below the limit's τ
+    the plain path answers (float32 τ 0.02 would underflow rows of the shifted kernel). Rows include a copy of
+    another row and an exact match, where the logits touch their bounds ±1/τ."""
+    from recgoat_core.alignment import cmcl as cmcl_module
+
+    used = []
+    real = cmcl_module._BoundedInfoNCE.apply
+    monkeypatch.setattr(cmcl_module._BoundedInfoNCE, "apply", lambda *a: used.append(1) or real(*a))
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(300, 16, generator=g, dtype=dtype)
+    t = 3 * torch.randn(300, 16, generator=g, dtype=dtype)
+    v[5], t[7] = v[4], v[7] * 2.0
+    v, t = v.requires_grad_(), t.requires_grad_()
+    loss = info_nce(v, t, tau)
+    grads = torch.autograd.grad(loss, (v, t))
+    assert bool(used) == (2 / tau <= cmcl_module.FUSED_LIMIT[dtype])
+    v64, t64 = v.detach().double().requires_grad_(), t.detach().double().requires_grad_()
+    ref = F.cross_entropy(F.normalize(v64, dim=-1) @ F.normalize(t64, dim=-1).T / tau, torch.arange(300))
+    ref_grads = torch.autograd.grad(ref, (v64, t64))
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-6)
+    torch.testing.assert_close(loss.double(), ref, **tol)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got.double(), want, rtol=tol["rtol"], atol=tol["atol"] * float(want.abs().max()) * 10)
+    assert torch.isfinite(loss) and all(torch.isfinite(x).all() for x in grads)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_info_nce_is_minimal_exactly_when_each_view_meets_its_own_item(seed):
     """Views equal to their (distinct) targets: the identity pairing gives the smallest loss, and every one of the
@@ -293,6 +323,52 @@ def test_scaling_sinkhorn_matches_pot_and_falls_back_when_unbounded(seed):
     assert torch.isfinite(wide).all()
     with pytest.raises(ValueError, match="method"):
         sinkhorn_plan(cost, method="fast")
+
+
+@SETTINGS
+@given(cost_matrices(), st.sampled_from([1e-3, 1e-2, 0.1]), st.floats(0.0, 0.3), st.integers(0, 10_000))
+def test_stabilized_sinkhorn_from_a_warm_start_is_the_log_domain_solver(cost, eps, move, seed):
+    """From the potentials of a nearby cost (what OATMap passes between training steps), ``"stabilized"`` and
+    ``"auto"`` make the log-domain solver's updates (same checks, same count) whatever the cost's range over ε:
+    the same plan and potentials to rounding. A warm start far from the solution (``move`` up to 30% of the
+    cost's scale on every entry) under- or overflows the absorbed kernel; the stage is then redone in the log
+    domain, so the result is still exactly the log solver's."""
+    rng = np.random.default_rng(seed)
+    c0 = torch.tensor(cost)
+    c1 = c0 + move * float(c0.max() + 1e-12) * torch.tensor(rng.random(cost.shape))
+    _, warm = sinkhorn_plan(c0, epsilon=eps, max_iter=300, return_potentials=True)
+    log, (f, g) = sinkhorn_plan(c1, epsilon=eps, max_iter=60, tol=1e-9, init=warm, return_potentials=True)
+    for method in ("stabilized", "auto"):
+        fast, (ff, gg) = sinkhorn_plan(c1, epsilon=eps, max_iter=60, tol=1e-9, init=warm, return_potentials=True,
+                                       method=method)
+        assert torch.isfinite(fast).all()
+        torch.testing.assert_close(fast, log, atol=1e-12, rtol=1e-7)
+        scale = eps + float(c1.abs().max())
+        torch.testing.assert_close(ff + gg.mean(), f + g.mean(), atol=1e-7 * scale, rtol=0)
+
+
+def test_stabilized_sinkhorn_runs_where_auto_warm_starts_and_falls_back_on_overflow(monkeypatch):
+    """``auto`` with ``init`` goes through the stabilized iterations (and without one does not); where they
+    report an under/overflow the log domain answers (a cost 100x the warm start's: the kernel overflows)."""
+    import recgoat_core.alignment.sinkhorn as sk
+
+    g = torch.Generator().manual_seed(0)
+    cost = 100 * torch.rand(16, 16, generator=g, dtype=torch.float64)
+    _, warm = sinkhorn_plan(cost, epsilon=0.01, return_potentials=True)
+    calls = []
+    real = sk._stabilized_iterations
+    monkeypatch.setattr(sk, "_stabilized_iterations", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    sinkhorn_plan(cost, epsilon=0.01, init=warm)
+    assert len(calls) == 0  # "log" by default
+    sinkhorn_plan(cost, epsilon=0.01, init=warm, method="auto")
+    assert len(calls) == 1 and calls[0] is not None
+    sinkhorn_plan(cost, epsilon=0.01, method="auto")  # no warm start: the log domain with ε-scaling
+    assert len(calls) == 1
+    shifted = cost.clone()
+    shifted[0] -= 50  # potentials now far from feasible: exp((f + g - C)/ε) overflows on row 0
+    fast = sinkhorn_plan(shifted, epsilon=0.01, init=warm, method="auto", max_iter=40)
+    assert calls[-1] is None and torch.isfinite(fast).all()
+    torch.testing.assert_close(fast, sinkhorn_plan(shifted, epsilon=0.01, init=warm, max_iter=40))
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -46,10 +46,50 @@ def info_nce(view: torch.Tensor, target: torch.Tensor, temperature: float = 0.2)
     dtype = torch.promote_types(view.dtype, torch.float32)
     v = F.normalize(view.to(dtype), dim=-1)
     t = F.normalize(target.to(dtype), dim=-1)
+    if len(v) and 2.0 / temperature <= FUSED_LIMIT.get(dtype, 0.0):
+        return _BoundedInfoNCE.apply(v, t, 1.0 / temperature)
     logits = v @ t.T / temperature
     if len(v) == 0:  # cross_entropy's mean over no rows is 0/0 = NaN
         return logits.sum()
     return F.cross_entropy(logits, torch.arange(len(v), device=v.device))
+
+
+#: largest logit range 2/τ for :class:`_BoundedInfoNCE` per dtype: ``exp(-2/τ)`` stays a normal number, so no
+#: row of the kernel sums to zero (float32's smallest normal is e^-87.3)
+FUSED_LIMIT = {torch.float32: 80.0, torch.float64: 700.0}
+
+
+class _BoundedInfoNCE(torch.autograd.Function):
+    r"""InfoNCE of unit rows ``v``, ``t`` [B, d] with the log-sum-exp shifted by its bound instead of the row max.
+
+    With :math:`s = 1/\tau` every logit :math:`s\,v_i\cdot t_j` lies in :math:`[-s, s]`, so
+    :math:`\mathrm{LSE}_i = s + \log\sum_j e^{s(v_i\cdot t_j - 1)}` needs no max pass, and the kernel
+    :math:`E = e^{s(VT^\top - 1)}` is the softmax up to its row sums :math:`r`. The gradient of
+    :math:`\mathcal L = \frac1B\sum_i (\mathrm{LSE}_i - s\,v_i\cdot t_i)` is
+    :math:`G = \frac{s}{B}(\mathrm{diag}(r)^{-1}E - I)`, :math:`\partial_V = G\,T`, :math:`\partial_T = G^\top V`:
+    one B × B exponential and three matrix products in all, where ``cross_entropy`` over the logits makes a max,
+    a log-softmax and its backward (half a CMCL step's time on CPU). Equal to it to rounding
+    (``tests/test_loss_terms.py``); used while :math:`2s` is within :data:`FUSED_LIMIT`.
+    """
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, t: torch.Tensor, s: float) -> torch.Tensor:
+        kernel = torch.mm(v, t.T)
+        diagonal = kernel.diagonal().sum()
+        kernel.sub_(1.0).mul_(s).exp_()
+        rows = kernel.sum(1)
+        ctx.save_for_backward(v, t, kernel, rows)
+        ctx.s = s
+        return (rows.log().sum() + s * (len(v) - diagonal)) / len(v)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        v, t, kernel, rows = ctx.saved_tensors
+        g = kernel / rows[:, None]
+        g.diagonal().sub_(1.0)
+        g.mul_(grad * ctx.s / len(v))
+        return (torch.mm(g, t) if ctx.needs_input_grad[0] else None,
+                torch.mm(g.T, v) if ctx.needs_input_grad[1] else None, None)
 
 
 class CMCLoss(nn.Module):

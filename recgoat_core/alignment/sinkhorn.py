@@ -24,6 +24,13 @@ iterates :math:`u = e^{f/\varepsilon}` are those of the log-domain solver up to 
 every ``check_every`` iterations (a host sync on a GPU), on the row marginal :math:`u \odot Kv` that the next
 update computes anyway.
 
+From a warm start (the previous training step's potentials, as :class:`~recgoat_core.alignment.oat.OATMap`
+passes them) ``method="stabilized"`` (and ``"auto"``) runs the scaling iterations on the kernel
+:math:`\tilde K = e^{(f_i + g_j - C_{ij})/\varepsilon}`, which *is* the current plan, so its entries are of the
+order of the plan's whatever the cost's range (Schmitzer 2019): the same updates as the log domain at the price
+of the scaling domain. A stage whose absorbed kernel under- or overflows (a cost far from the one the potentials
+solved) is redone in the log domain.
+
 Why our own code and not POT: POT's scaling-domain ``ot.sinkhorn`` returns NaN/zeros once ``C/ε`` is large
 (ε=1e-3, C~1e3), and its log-domain solver has no ε-scaling (neither claim is benchmarked in this repository;
 the tests compare our plans with POT's exact ``ot.emd``). The plan is computed without autograd; the loss
@@ -94,6 +101,47 @@ def _scaling_iterations(c: torch.Tensor, schedule: list[float], a: torch.Tensor,
     return f + low, g
 
 
+def _stabilized_iterations(c: torch.Tensor, epsilon: float, a: torch.Tensor, b: torch.Tensor, f: torch.Tensor,
+                           g: torch.Tensor, max_iter: int, tol: float, check_every: int,
+                           bound: float = 1e30) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Warm-started Sinkhorn at one ε in the scaling domain with the potentials absorbed into the kernel.
+
+    :math:`\tilde K = e^{(f_i + g_j - C_{ij})/\varepsilon}` is the current plan, and the iterations
+    :math:`u \leftarrow a / \tilde K v,\ v \leftarrow b / \tilde K^\top u` are the log-domain ones with
+    :math:`f + \varepsilon\log u,\ g + \varepsilon\log v` as potentials (Schmitzer 2019, "stabilized
+    scaling"): two matrix-vector products an iteration for any cost range. At each check the scalings are
+    absorbed into ``f, g`` (and ``K̃`` rebuilt) once they leave ``[1/bound, bound]``. Near the solution the rows
+    and columns of ``K̃`` sum to about ``a``, ``b``; far from it (a cost that moved a lot since the potentials
+    were computed) an entry can under- or overflow: then ``None`` (a non-finite marginal at a check or at the
+    end), and the caller runs the log domain from the same start. Checks on the same iterations as the
+    log-domain loop of :func:`sinkhorn_plan`, so both stop after the same number of updates.
+    """
+    k = torch.exp((f[:, None] + g[None, :] - c) / epsilon)
+    u, v = torch.ones_like(a), torch.ones_like(b)
+    for it in range(max_iter):
+        if it and it % check_every == 0:
+            kv = k @ v
+            err = float((u * kv - a).abs().sum())
+            if not math.isfinite(err):
+                return None
+            if err < tol:
+                break
+            if float(torch.maximum(u.abs().max(), v.abs().max())) > bound or \
+                    float(torch.minimum(u.min(), v.min())) < 1.0 / bound:
+                f, g = f + epsilon * torch.log(u), g + epsilon * torch.log(v)
+                k = torch.exp((f[:, None] + g[None, :] - c) / epsilon)
+                u, v = torch.ones_like(a), torch.ones_like(b)
+                kv = k @ v
+        else:
+            kv = k @ v
+        u = a / kv
+        v = b / (k.T @ u)
+    f, g = f + epsilon * torch.log(u), g + epsilon * torch.log(v)
+    if not bool(torch.isfinite(f).all() & torch.isfinite(g).all()):
+        return None
+    return f, g
+
+
 def round_to_marginals(plan: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Project an approximately feasible plan onto ``U(a, b)`` (Altschuler et al. 2017, Algorithm 2).
 
@@ -144,12 +192,15 @@ def sinkhorn_plan(
         init: dual potentials ``(f, g)`` to warm-start from (e.g. the previous training step's); ε-scaling is
             then skipped unless ``scaling_steps`` is given.
         return_potentials: also return the final ``(f, g)``.
-        method: ``"log"`` (any cost), ``"scaling"`` (bounded costs only, see the module docstring) or ``"auto"``:
-            scaling when :func:`scaling_is_safe` for the target ε and no ``init`` is given, else log.
+        method: ``"log"`` (any cost), ``"scaling"`` (bounded costs only, see the module docstring),
+            ``"stabilized"`` (the scaling domain on a kernel that absorbs the potentials: any cost, fast from a
+            warm start; a stage that under- or overflows is redone in the log domain, see
+            :func:`_stabilized_iterations`) or ``"auto"``: scaling when no ``init`` is given and
+            :func:`scaling_is_safe` for the target ε, stabilized when ``init`` is given, else log.
         check_every: iterations between convergence checks (each one a host sync on a GPU).
     """
-    if method not in ("log", "scaling", "auto"):
-        raise ValueError(f"method must be 'log', 'scaling' or 'auto', got {method!r}")
+    if method not in ("log", "scaling", "stabilized", "auto"):
+        raise ValueError(f"method must be 'log', 'scaling', 'stabilized' or 'auto', got {method!r}")
     if check_every < 1:
         raise ValueError(f"check_every must be >= 1, got {check_every}")
     epsilon = check_epsilon(epsilon)
@@ -174,10 +225,15 @@ def sinkhorn_plan(
         f = torch.zeros(n, dtype=dtype, device=c.device)
         g = torch.zeros(m, dtype=dtype, device=c.device)
     scaling = method == "scaling" or (method == "auto" and init is None and scaling_is_safe(c, epsilon, dtype))
+    stabilized = method == "stabilized" or (method == "auto" and init is not None and not scaling)
     if scaling:
         f, g = _scaling_iterations(c, schedule, a, b, f, g, max_iter, tol, check_every)
     else:
         for eps in schedule:
+            done = _stabilized_iterations(c, eps, a, b, f, g, max_iter, tol, check_every) if stabilized else None
+            if done is not None:
+                f, g = done
+                continue
             for it in range(max_iter):
                 f = eps * (log_a - torch.logsumexp((g[None, :] - c) / eps, dim=1))
                 g = eps * (log_b - torch.logsumexp((f[:, None] - c) / eps, dim=0))

@@ -66,10 +66,11 @@ class _BoundedInfoNCE(torch.autograd.Function):
     :math:`\mathrm{LSE}_i = s + \log\sum_j e^{s(v_i\cdot t_j - 1)}` needs no max pass, and the kernel
     :math:`E = e^{s(VT^\top - 1)}` is the softmax up to its row sums :math:`r`. The gradient of
     :math:`\mathcal L = \frac1B\sum_i (\mathrm{LSE}_i - s\,v_i\cdot t_i)` is
-    :math:`G = \frac{s}{B}(\mathrm{diag}(r)^{-1}E - I)`, :math:`\partial_V = G\,T`, :math:`\partial_T = G^\top V`:
-    one B × B exponential and three matrix products in all, where ``cross_entropy`` over the logits makes a max,
-    a log-softmax and its backward (half a CMCL step's time on CPU). Equal to it to rounding
-    (``tests/test_loss_terms.py``); used while :math:`2s` is within :data:`FUSED_LIMIT`.
+    :math:`G = \frac{s}{B}(\mathrm{diag}(r)^{-1}E - I)`, :math:`\partial_V = G\,T`, :math:`\partial_T = G^\top V`,
+    computed as :math:`\frac sB(\mathrm{diag}(r)^{-1}(ET) - T)` and :math:`\frac sB(E^\top(\mathrm{diag}(r)^{-1}V) - V)`:
+    one B × B exponential and three matrix products in all, and no other B × B pass, where ``cross_entropy`` over
+    the logits makes a max, a log-softmax and its backward (half a CMCL step's time on CPU). Equal to it to rounding
+    (``tests/test_alignment_properties.py``); used while :math:`2s` is within :data:`FUSED_LIMIT`.
     """
 
     @staticmethod
@@ -85,11 +86,12 @@ class _BoundedInfoNCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         v, t, kernel, rows = ctx.saved_tensors
-        g = kernel / rows[:, None]
-        g.diagonal().sub_(1.0)
-        g.mul_(grad * ctx.s / len(v))
-        return (torch.mm(g, t) if ctx.needs_input_grad[0] else None,
-                torch.mm(g.T, v) if ctx.needs_input_grad[1] else None, None)
+        c = grad * ctx.s / len(v)
+        inv = rows.reciprocal()[:, None]
+        # G T = c (diag(1/r) E T - T) and Gᵀ V = c (Eᵀ diag(1/r) V - V): no B x B temporary, E left as saved
+        grad_v = (torch.mm(kernel, t) * inv - t) * c if ctx.needs_input_grad[0] else None
+        grad_t = (torch.mm((v * inv).T, kernel).T - v) * c if ctx.needs_input_grad[1] else None
+        return grad_v, grad_t, None
 
 
 class CMCLoss(nn.Module):

@@ -1,15 +1,17 @@
 """RecGOAT vs RecBole's LightGCN: epoch time, full-sort evaluation time and peak memory at equal settings.
 
     python benchmarks/bench_speed.py --dataset ml-100k --epochs 3 --variant shipped --variant all-terms
-    python benchmarks/bench_speed.py --dataset synthetic-512 --epochs 3 --variant shipped --variant all-terms
-    python benchmarks/bench_speed.py --dataset tiktok --config recbole_configs/tiktok.yaml --data-path /tmp/tiktok_data
+    python benchmarks/bench_speed.py --dataset ml-100k synthetic-512 tiktok --config tiktok=recbole_configs/tiktok.yaml \
+        --data-path tiktok=recgoat_data --variant shipped --variant all-terms --before /tmp/old-checkout
 
-Both models get the same embedding size, LightGCN layers, batch size, split and seed. RecGOAT runs its
+Both models get the same embedding size, LightGCN layers, batch size, split and seed; one Markdown table has a
+row per dataset and RecGOAT variant. ``--before CHECKOUT`` measures another checkout's code the same way
+(its ``recgoat_*`` packages on the children's path, alternating with this one), for a before/after column
+from one command. RecGOAT runs its
 *shipped* config (the YAML files as they are, user profiles included; ``--no-profiles`` drops them) and, with
-``--variant all-terms``, the same config with every alignment term on (GAT, OAT map, CMCL, W term, γ = 0.5):
-one Markdown table with a row per variant and its ratio to LightGCN.
+``--variant all-terms``, the same config with every alignment term on (GAT, OAT map, CMCL, W term, γ = 0.5).
 
-``--dataset synthetic-512`` writes (once, into ``--cache``) an Amazon-sized MMRec folder -- 2,900 users,
+``--dataset synthetic-512`` writes (into ``--cache``, the same data on every call) an Amazon-sized MMRec folder -- 2,900 users,
 1,600 items, ~30k interactions, two 512-d modalities ``text`` and ``image``, fixed seed -- and imports it with
 :func:`recgoat_recbole.importers.import_mmrec`; ``--data-path`` points an imported dataset's YAML (whose
 ``data_path`` is relative) at the folder holding it.
@@ -138,22 +140,87 @@ def child_command(args: argparse.Namespace, role: str, dataset: str, configs: li
     return cmd + sum((["--config", os.path.abspath(c)] for c in configs), [])
 
 
-def run_child(cmd: list[str], tmp: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def run_child(cmd: list[str], tmp: str, code: str = ROOT) -> dict:
+    """``cmd`` in a fresh interpreter whose ``recgoat_*`` packages come from the checkout at ``code``."""
+    env = dict(os.environ, PYTHONPATH=code + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"{cmd[3:5]} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def per_dataset(values: list[str] | None, datasets: list[str], what: str) -> dict[str, list[str]]:
+    """``--config`` / ``--data-path`` values per dataset: ``NAME=VALUE`` for one dataset, a bare ``VALUE`` for
+    every dataset (the single-dataset form); an unknown ``NAME`` is an error."""
+    out: dict[str, list[str]] = {d: [] for d in datasets}
+    for value in values or []:
+        name, sep, rest = value.partition("=")
+        if sep and name in out:
+            out[name].append(rest)
+        elif sep and not os.path.exists(value) and "/" not in name and os.sep not in name:
+            sys.exit(f"{what} {value!r}: {name!r} is not one of --dataset {' '.join(datasets)}")
+        else:
+            for d in datasets:
+                out[d].append(value)
+    return out
+
+
+def measure_dataset(args: argparse.Namespace, dataset: str, configs: list[str], data_path: str | None,
+                    cache: str, codes: dict[str, str], tmp: str) -> dict[tuple[str, str], dict]:
+    """LightGCN and every RecGOAT variant on one dataset, for each checkout in ``codes``: ``{(code, key): row}``."""
+    import yaml
+
+    if dataset in SYNTHETIC:  # numpy / pandas in a child too: this process stays small
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", "make-data", "--dataset", dataset, "--cache", cache]
+        dataset, generated = run_child(cmd, cache)
+        configs = [generated] + configs
+    elif not configs:
+        configs = [os.path.join(ROOT, "recbole_configs", f"{dataset}.yaml")]
+    common = {"embedding_size": args.embedding_size, "n_layers": args.n_layers,
+              "train_batch_size": args.batch_size, "show_progress": False, "seed": 2020,
+              "feature_cache_dir": cache, "save_dataset": False}
+    if data_path:
+        common["data_path"] = os.path.abspath(data_path)
+    if args.device == "cpu":
+        common["use_gpu"] = False
+    recgoat = {"user_profile_feat": None} if args.no_profiles else {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        recgoat[key] = yaml.safe_load(value)
+    variants = list(dict.fromkeys(args.variant or ["shipped"]))
+    jobs = {"LightGCN": ("LightGCN", common)}
+    jobs.update({v: ("RecGOAT", {**common, **recgoat, **VARIANTS[v]}) for v in variants})
+    best: dict[tuple[str, str], dict] = {}
+    # LM features encoded once, in a child, so that neither this process nor any timed one holds the encoder
+    for code in codes.values():
+        for v in variants:
+            run_child(child_command(args, "warm-up", dataset, configs, jobs[v][1]), tmp, code)
+    for _ in range(args.rounds):
+        for code_name, code in codes.items():
+            for key, (model, overrides) in jobs.items():
+                row = run_child(child_command(args, model, dataset, configs, overrides), tmp, code)
+                old = best.get((code_name, key))
+                if old:  # keep the fastest round of each measure: noise only ever adds time
+                    for k in ("epoch_s", "eval_s", "build_s", "peak_mib"):
+                        row[k] = min(row[k], old[k])
+                best[(code_name, key)] = row
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="ml-100k", help=f"a RecBole dataset or one of {sorted(SYNTHETIC)}")
-    parser.add_argument("--config", action="append", default=None,
-                        help="RecBole YAML(s) for both models (default: recbole_configs/<dataset>.yaml)")
-    parser.add_argument("--data-path", default=None, help="override the YAML's data_path (an imported dataset)")
+    parser.add_argument("--dataset", nargs="+", default=["ml-100k"],
+                        help=f"RecBole datasets and/or {sorted(SYNTHETIC)}: one table row per dataset and variant")
+    parser.add_argument("--config", action="append", default=None, metavar="[DATASET=]FILE",
+                        help="RecBole YAML for both models, repeatable; DATASET= for one of several datasets "
+                             "(default: recbole_configs/<dataset>.yaml)")
+    parser.add_argument("--data-path", action="append", default=None, metavar="[DATASET=]DIR",
+                        help="override the YAML's data_path (an imported dataset); DATASET= as for --config")
     parser.add_argument("--variant", action="append", default=None, choices=sorted(VARIANTS),
                         help="RecGOAT configuration(s) to measure, repeatable (default: shipped)")
+    parser.add_argument("--before", default=None, metavar="CHECKOUT",
+                        help="also measure the code of another checkout (e.g. a `git worktree` of an older "
+                             "commit), same settings, alternating with this one: a 'before' ratio column")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
                         help="extra override for RecGOAT in every variant (value parsed as YAML), repeatable")
     parser.add_argument("--epochs", type=int, default=3)
@@ -171,69 +238,55 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv
-        configs, overrides = args.config or [], json.loads(args.overrides_json)
+        configs, overrides, dataset = args.config or [], json.loads(args.overrides_json), args.dataset[0]
         if args.child == "warm-up":
-            print(json.dumps(warm_up(args.dataset, configs, overrides)))
+            print(json.dumps(warm_up(dataset, configs, overrides)))
         elif args.child == "make-data":
-            print(json.dumps(synthetic_dataset(args.dataset, os.path.abspath(args.cache))))
+            print(json.dumps(synthetic_dataset(dataset, os.path.abspath(args.cache))))
         else:
-            print(json.dumps(measure(args.child, args.dataset, configs, overrides, args.epochs)))
+            print(json.dumps(measure(args.child, dataset, configs, overrides, args.epochs)))
         return
 
     cache = os.path.abspath(args.cache)
     os.makedirs(cache, exist_ok=True)
-    dataset, configs = args.dataset, list(args.config or [])
-    if dataset in SYNTHETIC:  # numpy / pandas in a child too: this process stays small
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", "make-data", "--dataset", dataset, "--cache", cache]
-        dataset, generated = run_child(cmd, cache)
-        configs = [generated] + configs
-    elif not configs:
-        configs = [os.path.join(ROOT, "recbole_configs", f"{dataset}.yaml")]
-    common = {"embedding_size": args.embedding_size, "n_layers": args.n_layers,
-              "train_batch_size": args.batch_size, "show_progress": False, "seed": 2020,
-              "feature_cache_dir": cache, "save_dataset": False}
-    if args.data_path:
-        common["data_path"] = os.path.abspath(args.data_path)
-    if args.device == "cpu":
-        common["use_gpu"] = False
-    import yaml
-
-    recgoat = {"user_profile_feat": None} if args.no_profiles else {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        recgoat[key] = yaml.safe_load(value)
-    variants = list(dict.fromkeys(args.variant or ["shipped"]))
-    jobs = {"LightGCN": ("LightGCN", common)}
-    jobs.update({v: ("RecGOAT", {**common, **recgoat, **VARIANTS[v]}) for v in variants})
-    best: dict[str, dict] = {}
+    datasets = list(dict.fromkeys(args.dataset))
+    configs = per_dataset(args.config, datasets, "--config")
+    data_paths = per_dataset(args.data_path, datasets, "--data-path")
+    if any(len(v) > 1 for v in data_paths.values()):
+        sys.exit("--data-path: one folder per dataset")
+    codes = {"after": ROOT}
+    if args.before:
+        if not os.path.isdir(os.path.join(args.before, "recgoat_recbole")):
+            sys.exit(f"--before {args.before!r}: no recgoat_recbole/ there (pass a checkout's root)")
+        codes["before"] = os.path.abspath(args.before)
+    rows: dict[str, dict[tuple[str, str], dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        # LM features encoded once, in a child, so that neither this process nor any timed one holds the encoder
-        for v in variants:
-            run_child(child_command(args, "warm-up", dataset, configs, jobs[v][1]), tmp)
-        for _ in range(args.rounds):
-            for key, (model, overrides) in jobs.items():
-                row = run_child(child_command(args, model, dataset, configs, overrides), tmp)
-                if key in best:  # keep the fastest round of each measure: noise only ever adds time
-                    for k in ("epoch_s", "eval_s", "build_s", "peak_mib"):
-                        row[k] = min(row[k], best[key][k])
-                best[key] = row
-    base = best["LightGCN"]
+        for dataset in datasets:
+            rows[dataset] = measure_dataset(args, dataset, [os.path.abspath(c) for c in configs[dataset]],
+                                            (data_paths[dataset] or [None])[0], cache, codes, tmp)
+    device = next(iter(next(iter(rows.values())).values()))["device"]
+    before = "before" in codes
     lines = [
-        f"Dataset {args.dataset}, d={args.embedding_size}, LightGCN layers={args.n_layers}, "
-        f"batch={args.batch_size}, seed 2020, device {base['device']}, best of {args.rounds} rounds; command: "
-        f"`{shlex.join(['python', 'benchmarks/bench_speed.py', *sys.argv[1:]])}`",
+        f"d={args.embedding_size}, LightGCN layers={args.n_layers}, batch={args.batch_size}, seed 2020, device "
+        f"{device}, each model in its own process, best of {args.rounds} rounds"
+        + (f"; before = the checkout at {args.before}" if before else "")
+        + f"; command: `{shlex.join(['python', 'benchmarks/bench_speed.py', *sys.argv[1:]])}`",
         "",
-        "| model | epoch (s) | full-sort eval (s) | peak memory (MiB) | parameters | build (s) | epoch / LightGCN "
-        "| eval / LightGCN | peak / LightGCN |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| dataset | RecGOAT variant | LightGCN epoch (s) | RecGOAT epoch (s) |"
+        + (" epoch / LightGCN before |" if before else "")
+        + " epoch / LightGCN | eval / LightGCN | peak / LightGCN | RecGOAT parameters |",
+        "| --- | --- | --- | --- |" + (" --- |" if before else "") + " --- | --- | --- | --- |",
     ]
-    for key, r in best.items():
-        name = "LightGCN" if key == "LightGCN" else f"RecGOAT ({key})"
-        ratios = " | | |" if key == "LightGCN" else (
-            f" {r['epoch_s'] / base['epoch_s']:.2f}x | {r['eval_s'] / base['eval_s']:.2f}x | "
-            f"{r['peak_mib'] / base['peak_mib']:.2f}x |")
-        lines.append(f"| {name} | {r['epoch_s']:.2f} | {r['eval_s']:.3f} | {r['peak_mib']:.0f} | "
-                     f"{r['params']:,} | {r['build_s']:.2f} |{ratios}")
+    for dataset, best in rows.items():
+        base = best[("after", "LightGCN")]
+        for (code, key), r in best.items():
+            if code != "after" or key == "LightGCN":
+                continue
+            ratio = f" {best[('before', key)]['epoch_s'] / best[('before', 'LightGCN')]['epoch_s']:.2f}x |" \
+                if before else ""
+            lines.append(f"| {dataset} | {key} | {base['epoch_s']:.2f} | {r['epoch_s']:.2f} |{ratio}"
+                         f" {r['epoch_s'] / base['epoch_s']:.2f}x | {r['eval_s'] / base['eval_s']:.2f}x |"
+                         f" {r['peak_mib'] / base['peak_mib']:.2f}x | {r['params']:,} |")
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -212,3 +212,16 @@ def test_tune_and_demo_record_the_real_command(monkeypatch, capsys):
     demo = ["demo", "--epochs", "1", "--seeds", "5", "--stopping-step", "2", "--out", "demo"]
     assert main(demo) == 0
     assert open("demo/results.md").readline().startswith(f"`recgoat {shlex.join(demo)}` (ml-100k")
+
+
+def test_bench_speed_reads_per_dataset_configs_and_data_paths():
+    """One command for the whole speed table: `--config tiktok=FILE` goes to that dataset only, a bare FILE to
+    every dataset, and a `NAME=` that names no dataset is a one-line error."""
+    spec = importlib.util.spec_from_file_location("bench_speed", os.path.join(ROOT, "benchmarks", "bench_speed.py"))
+    bench_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_speed)
+    got = bench_speed.per_dataset(["tiktok=t.yaml", "common.yaml"], ["ml-100k", "tiktok"], "--config")
+    assert got == {"ml-100k": ["common.yaml"], "tiktok": ["t.yaml", "common.yaml"]}
+    assert bench_speed.per_dataset(None, ["ml-100k"], "--config") == {"ml-100k": []}
+    with pytest.raises(SystemExit, match="'scientific' is not one of --dataset ml-100k"):
+        bench_speed.per_dataset(["scientific=s.yaml"], ["ml-100k"], "--config")

@@ -28,8 +28,8 @@ From a warm start (the previous training step's potentials, as :class:`~recgoat_
 passes them) ``method="stabilized"`` (and ``"auto"``) runs the scaling iterations on the kernel
 :math:`\tilde K = e^{(f_i + g_j - C_{ij})/\varepsilon}`, which *is* the current plan, so its entries are of the
 order of the plan's whatever the cost's range (Schmitzer 2019): the same updates as the log domain at the price
-of the scaling domain. A stage whose absorbed kernel under- or overflows (a cost far from the one the potentials
-solved) is redone in the log domain.
+of the scaling domain. A stage whose scalings leave ``[1e-30, 1e30]`` (a cost far from the one the potentials
+solved, where entries of the absorbed kernel under- or overflow) is redone in the log domain.
 
 Why our own code and not POT: POT's scaling-domain ``ot.sinkhorn`` returns NaN/zeros once ``C/ε`` is large
 (ε=1e-3, C~1e3), and its log-domain solver has no ε-scaling (neither claim is benchmarked in this repository;
@@ -104,38 +104,44 @@ def _scaling_iterations(c: torch.Tensor, schedule: list[float], a: torch.Tensor,
 def _stabilized_iterations(c: torch.Tensor, epsilon: float, a: torch.Tensor, b: torch.Tensor, f: torch.Tensor,
                            g: torch.Tensor, max_iter: int, tol: float, check_every: int,
                            bound: float = 1e30) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Warm-started Sinkhorn at one ε in the scaling domain with the potentials absorbed into the kernel.
+    """Warm-started Sinkhorn at one ε in the scaling domain on a kernel that absorbs the potentials.
 
     :math:`\tilde K = e^{(f_i + g_j - C_{ij})/\varepsilon}` is the current plan, and the iterations
     :math:`u \leftarrow a / \tilde K v,\ v \leftarrow b / \tilde K^\top u` are the log-domain ones with
     :math:`f + \varepsilon\log u,\ g + \varepsilon\log v` as potentials (Schmitzer 2019, "stabilized
-    scaling"): two matrix-vector products an iteration for any cost range. At each check the scalings are
-    absorbed into ``f, g`` (and ``K̃`` rebuilt) once they leave ``[1/bound, bound]``. Near the solution the rows
-    and columns of ``K̃`` sum to about ``a``, ``b``; far from it (a cost that moved a lot since the potentials
-    were computed) an entry can under- or overflow: then ``None`` (a non-finite marginal at a check or at the
-    end), and the caller runs the log domain from the same start. Checks on the same iterations as the
+    scaling"): two matrix-vector products an iteration for any cost range. This is exact while the scalings stay
+    within ``[1/bound, bound]``: an entry of ``K̃`` that underflowed to 0 (below e^-745) would then weigh at most
+    e^-745·bound² ≈ e^-607 in the plan. Near the solution (a warm start from the previous training step) they
+    stay close to 1. Once any ``u`` or ``v`` leaves that range, or a marginal is not finite (an entry
+    overflowed), the answer is ``None`` and the caller redoes the stage in the log domain from the same start;
+    the range is tracked on every iteration and read at the checks, which come on the same iterations as in the
     log-domain loop of :func:`sinkhorn_plan`, so both stop after the same number of updates.
     """
     k = torch.exp((f[:, None] + g[None, :] - c) / epsilon)
     u, v = torch.ones_like(a), torch.ones_like(b)
+    extremes: list[torch.Tensor] = []
+    low, high = 1.0 / bound, bound
+
+    def in_range() -> bool:
+        if not extremes:
+            return True
+        lo_hi = torch.stack(extremes)
+        extremes.clear()
+        return bool((lo_hi.min() >= low) & (lo_hi.max() <= high))  # False on NaN too
+
     for it in range(max_iter):
+        kv = k @ v
         if it and it % check_every == 0:
-            kv = k @ v
             err = float((u * kv - a).abs().sum())
-            if not math.isfinite(err):
+            if not (math.isfinite(err) and in_range()):
                 return None
             if err < tol:
                 break
-            if float(torch.maximum(u.abs().max(), v.abs().max())) > bound or \
-                    float(torch.minimum(u.min(), v.min())) < 1.0 / bound:
-                f, g = f + epsilon * torch.log(u), g + epsilon * torch.log(v)
-                k = torch.exp((f[:, None] + g[None, :] - c) / epsilon)
-                u, v = torch.ones_like(a), torch.ones_like(b)
-                kv = k @ v
-        else:
-            kv = k @ v
         u = a / kv
         v = b / (k.T @ u)
+        extremes += [*torch.aminmax(u), *torch.aminmax(v)]
+    if not in_range():
+        return None
     f, g = f + epsilon * torch.log(u), g + epsilon * torch.log(v)
     if not bool(torch.isfinite(f).all() & torch.isfinite(g).all()):
         return None

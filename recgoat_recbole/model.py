@@ -39,7 +39,7 @@ from recgoat_core.feature_alignment import AlignmentSettings, FeatureAlignment
 from recgoat_recbole.aligned import modality_gate
 from recgoat_recbole.config_check import ConfigError, upgrade_renamed, validate
 from recgoat_recbole.dataset import features_for_model
-from recgoat_recbole.graph_buffers import GraphBuffers, csr_parts
+from recgoat_recbole.graph_buffers import GraphBuffers
 from recgoat_recbole.scoring import CachedScoring
 from recgoat_core.graphs import (bipartite_adjacency, edge_dropout_adjacency, knn_graph, normalized_adjacency,
                                  rating_weights)
@@ -94,7 +94,7 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         self.id_ssl_temperature = float(config["id_ssl_temperature"])
         self.id_ssl_drop_ratio = float(config["id_ssl_drop_ratio"])
         self._ssl_edges = (users.long(), items.long(), weights) if self.id_ssl_weight > 0 else None
-        self._ssl_graphs: tuple[tuple[torch.Tensor, ...], ...] | None = None
+        self._ssl_drawn = False  # the epoch's two subgraphs are in the ssl0/ssl1 buffers
 
         # ---- modality branches (recgoat_core.feature_alignment): Linear → GAT over a frozen cosine kNN graph
         # per modality → OAT map; CMCL and W losses. The same module `<Backbone>+Align` adds to other models.
@@ -227,22 +227,22 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         two edge-dropout subgraphs of the ID graph contrast when it is on, as SGL does."""
         super().train(mode)
         if mode and self._ssl_edges is not None:
-            self._ssl_graphs = None
+            self._ssl_drawn = False
         return self
 
     def _ssl_subgraphs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The epoch's two edge-dropout subgraphs (CSR views, on the model's device), drawn on first use. Kept
-        as dense CSR parts, so the model still deep-copies (RecBole's ``get_flops`` copies it)."""
-        if self._ssl_graphs is None:
+        """The epoch's two edge-dropout subgraphs (CSR views), drawn on first use into the ``ssl0``/``ssl1``
+        graph buffers on the model's device (so the model still moves and deep-copies: RecBole's ``get_flops``
+        copies it)."""
+        if not self._ssl_drawn:
             users, items, weights = self._ssl_edges
             device = self.item_embedding.weight.device
-            self._ssl_graphs = tuple(
-                tuple(t.to(device) for t in csr_parts(edge_dropout_adjacency(
-                    users, items, self.n_users, self.n_items, self.id_ssl_drop_ratio, weights)))
-                for _ in range(2))
+            for k in range(2):
+                self._register_csr(f"ssl{k}", edge_dropout_adjacency(
+                    users, items, self.n_users, self.n_items, self.id_ssl_drop_ratio, weights).to(device))
+            self._ssl_drawn = True
         n = self.n_users + self.n_items
-        return tuple(torch.sparse_csr_tensor(*parts, (n, n), check_invariants=False)  # type: ignore[return-value]
-                     for parts in self._ssl_graphs)
+        return self._csr("ssl0", (n, n)), self._csr("ssl1", (n, n))
 
     def _id_ssl_loss(self, user: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """λ_ssl [InfoNCE(z'_U, z''_U) + InfoNCE(z'_I, z''_I)] over the batch's distinct users and positives."""
@@ -336,14 +336,11 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         rec = self.bpr_loss((u * items[pos]).sum(-1), (u * items[neg]).sum(-1))
         reg = self.reg_loss(self.user_embedding(user), self.item_embedding(pos), self.item_embedding(neg))
         losses = [rec + self.reg_weight * reg]
-        terms: list[torch.Tensor] = []
-        for target, reference in self._align_references(items):
-            # CMCL / W between each view and its target's vectors of the batch's positive items
-            if not self.view_groups[target]:
-                continue
-            part = self.alignment.loss({m: views[m] for m in self.view_groups[target]}, reference, pos)
-            terms = [a + b for a, b in zip(terms, part)] if terms and part else (terms or part)
-        losses += terms
+        # CMCL / W between each view and its target's vectors of the batch's positive items, per target group
+        # ("output" / "embedding"); the groups share the switched-on terms, summed term by term
+        parts = [self.alignment.loss({m: views[m] for m in self.view_groups[target]}, reference, pos)
+                 for target, reference in self._align_references(items) if self.view_groups[target]]
+        losses += [sum(group) for group in zip(*parts)]
         if self._ssl_edges is not None:
             losses.append(self._id_ssl_loss(user, pos))
         return tuple(losses)

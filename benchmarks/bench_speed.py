@@ -174,6 +174,9 @@ def measure_dataset(args: argparse.Namespace, dataset: str, configs: list[str], 
         cmd = [sys.executable, os.path.abspath(__file__), "--child", "make-data", "--dataset", dataset, "--cache", cache]
         dataset, generated = run_child(cmd, cache)
         configs = [generated] + configs
+        # its YAML says `data_path: ..` (relative to the YAML, read so by `import recgoat_recbole`); absolute
+        # here, so that a --before checkout older than that rule reads the same folder
+        data_path = data_path or os.path.dirname(os.path.dirname(generated))
     elif not configs:
         configs = [os.path.join(ROOT, "recbole_configs", f"{dataset}.yaml")]
     common = {"embedding_size": args.embedding_size, "n_layers": args.n_layers,

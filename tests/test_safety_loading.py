@@ -181,6 +181,14 @@ def test_eval_cache_follows_loaded_parameters(mini_ml):
     assert not torch.allclose(before, moved)
     model.load_state_dict(other)
     torch.testing.assert_close(model.full_sort_predict(batch), before)
+    # tensors swapped rather than copied into (assign=True, .to()): the tracked list follows, still in eval mode
+    shifted = {k: (v + 1.0 if k == "user_embedding.weight" else v) for k, v in other.items()}
+    model.load_state_dict(shifted, assign=True)
+    torch.testing.assert_close(model.full_sort_predict(batch), moved)
+    model.to(torch.float64)
+    assert model.full_sort_predict(batch).dtype == torch.float64
+    model.to(torch.float32).load_state_dict(other)
+    torch.testing.assert_close(model.full_sort_predict(batch), before)
 
 
 # ------------------------------------------------------------------------------------- dataset caches

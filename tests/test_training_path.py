@@ -225,3 +225,21 @@ def test_bench_speed_reads_per_dataset_configs_and_data_paths():
     assert bench_speed.per_dataset(None, ["ml-100k"], "--config") == {"ml-100k": []}
     with pytest.raises(SystemExit, match="'scientific' is not one of --dataset ml-100k"):
         bench_speed.per_dataset(["scientific=s.yaml"], ["ml-100k"], "--config")
+
+
+def test_profile_step_reports_every_switched_on_part(mini_ml, tmp_path):
+    """benchmarks/profile_step.py (the speed section's "where a step goes" tables): every part the config
+    switches on gets a row, nested under its parent, and the parts add up to no more than the step."""
+    config = tmp_path / "mini.yaml"
+    config.write_text(yaml.safe_dump(mini_config(mini_ml, use_oat=True, wasserstein_weight=0.001)))
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "--config",
+                          str(config), "--epochs", "1"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = dict(line.strip("| ").split(" | ") for line in out.stdout.splitlines()
+                if line.startswith("| ") and not line.startswith("| part") and "---" not in line)
+    for part in ("step (all)", "ID branch propagation", "↳ item GAT", "↳ ↳ Sinkhorn plan", "↳ CMCL (InfoNCE)",
+                 "↳ W term", "backward (every term)", "optimiser step"):
+        assert part in rows, (part, out.stdout)
+    ms = {k: float(v) for k, v in rows.items()}
+    top = ["calculate_loss (all)", "backward (every term)", "optimiser step"]
+    assert sum(ms[k] for k in top) <= ms["step (all)"] + 1e-6

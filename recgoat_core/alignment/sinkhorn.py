@@ -81,6 +81,40 @@ def scaling_is_safe(cost: torch.Tensor, epsilon: float, dtype: torch.dtype = tor
     return float(c.max() - c.min()) <= limit * epsilon
 
 
+def _scale(k: torch.Tensor, u: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor, max_iter: int,
+           tol: float, check_every: int, bound: float | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Sinkhorn's scaling updates :math:`u \leftarrow a / Kv,\ v \leftarrow b / K^\top u` from ``(u, v)``, up to
+    ``max_iter`` of them, stopping at a check (every ``check_every`` iterations, on the row marginal
+    :math:`u \odot Kv` that the next update computes anyway) whose L1 error is below ``tol``.
+
+    With ``bound``, every ``u`` and ``v`` must stay within ``[1/bound, bound]`` (tracked on each iteration, read
+    at the checks and at the end) and every checked marginal finite, else ``None``."""
+    extremes: list[torch.Tensor] = []
+
+    def in_range() -> bool:
+        if not extremes:
+            return True
+        lo_hi = torch.stack(extremes)
+        extremes.clear()
+        return bool((lo_hi.min() >= 1.0 / bound) & (lo_hi.max() <= bound))  # False on NaN too
+
+    for it in range(max_iter):
+        kv = k @ v
+        if it and it % check_every == 0:
+            err = float((u * kv - a).abs().sum())
+            if bound is not None and not (math.isfinite(err) and in_range()):
+                return None
+            if err < tol:
+                break
+        u = a / kv
+        v = b / (k.T @ u)
+        if bound is not None:
+            extremes += [*torch.aminmax(u), *torch.aminmax(v)]
+    if bound is not None and not in_range():
+        return None
+    return u, v
+
+
 def _scaling_iterations(c: torch.Tensor, schedule: list[float], a: torch.Tensor, b: torch.Tensor,
                         f: torch.Tensor, g: torch.Tensor, max_iter: int, tol: float,
                         check_every: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,14 +123,8 @@ def _scaling_iterations(c: torch.Tensor, schedule: list[float], a: torch.Tensor,
     c0 = c - low  # K <= 1; the shift goes into f
     f = f - low
     for eps in schedule:
-        k = torch.exp(-c0 / eps)
-        u, v = torch.exp(f / eps), torch.exp(g / eps)
-        for it in range(max_iter):
-            kv = k @ v
-            if it and it % check_every == 0 and float((u * kv - a).abs().sum()) < tol:
-                break
-            u = a / kv
-            v = b / (k.T @ u)
+        u, v = _scale(torch.exp(-c0 / eps), torch.exp(f / eps), torch.exp(g / eps), a, b, max_iter, tol,
+                      check_every)  # type: ignore[misc]
         f, g = eps * torch.log(u), eps * torch.log(v)
     return f + low, g
 
@@ -107,41 +135,21 @@ def _stabilized_iterations(c: torch.Tensor, epsilon: float, a: torch.Tensor, b: 
     """Warm-started Sinkhorn at one ε in the scaling domain on a kernel that absorbs the potentials.
 
     :math:`\tilde K = e^{(f_i + g_j - C_{ij})/\varepsilon}` is the current plan, and the iterations
-    :math:`u \leftarrow a / \tilde K v,\ v \leftarrow b / \tilde K^\top u` are the log-domain ones with
-    :math:`f + \varepsilon\log u,\ g + \varepsilon\log v` as potentials (Schmitzer 2019, "stabilized
-    scaling"): two matrix-vector products an iteration for any cost range. This is exact while the scalings stay
-    within ``[1/bound, bound]``: an entry of ``K̃`` that underflowed to 0 (below e^-745) would then weigh at most
-    e^-745·bound² ≈ e^-607 in the plan. Near the solution (a warm start from the previous training step) they
-    stay close to 1. Once any ``u`` or ``v`` leaves that range, or a marginal is not finite (an entry
-    overflowed), the answer is ``None`` and the caller redoes the stage in the log domain from the same start;
-    the range is tracked on every iteration and read at the checks, which come on the same iterations as in the
-    log-domain loop of :func:`sinkhorn_plan`, so both stop after the same number of updates.
+    :math:`u \leftarrow a / \tilde K v,\ v \leftarrow b / \tilde K^\top u` from :math:`u = v = 1` are the
+    log-domain ones with :math:`f + \varepsilon\log u,\ g + \varepsilon\log v` as potentials (Schmitzer 2019,
+    "stabilized scaling"): two matrix-vector products an iteration for any cost range. This is exact while the
+    scalings stay within ``[1/bound, bound]``: an entry of ``K̃`` that underflowed to 0 (below e^-745) would then
+    weigh at most e^-745·bound² ≈ e^-607 in the plan. Near the solution (a warm start from the previous training
+    step) they stay close to 1. Once any ``u`` or ``v`` leaves that range, or a marginal is not finite (an entry
+    overflowed), the answer is ``None`` and the caller redoes the stage in the log domain from the same start
+    (:func:`_scale` tracks the range on every iteration and reads it at the checks, which come on the same
+    iterations as in the log-domain loop of :func:`sinkhorn_plan`, so both stop after the same number of updates).
     """
-    k = torch.exp((f[:, None] + g[None, :] - c) / epsilon)
-    u, v = torch.ones_like(a), torch.ones_like(b)
-    extremes: list[torch.Tensor] = []
-    low, high = 1.0 / bound, bound
-
-    def in_range() -> bool:
-        if not extremes:
-            return True
-        lo_hi = torch.stack(extremes)
-        extremes.clear()
-        return bool((lo_hi.min() >= low) & (lo_hi.max() <= high))  # False on NaN too
-
-    for it in range(max_iter):
-        kv = k @ v
-        if it and it % check_every == 0:
-            err = float((u * kv - a).abs().sum())
-            if not (math.isfinite(err) and in_range()):
-                return None
-            if err < tol:
-                break
-        u = a / kv
-        v = b / (k.T @ u)
-        extremes += [*torch.aminmax(u), *torch.aminmax(v)]
-    if not in_range():
+    scaled = _scale(torch.exp((f[:, None] + g[None, :] - c) / epsilon), torch.ones_like(a), torch.ones_like(b),
+                    a, b, max_iter, tol, check_every, bound)
+    if scaled is None:
         return None
+    u, v = scaled
     f, g = f + epsilon * torch.log(u), g + epsilon * torch.log(v)
     if not bool(torch.isfinite(f).all() & torch.isfinite(g).all()):
         return None

@@ -11,8 +11,8 @@ from one command. RecGOAT runs its
 *shipped* config (the YAML files as they are, user profiles included; ``--no-profiles`` drops them) and, with
 ``--variant all-terms``, the same config with every alignment term on (GAT, OAT map, CMCL, W term, γ = 0.5).
 
-``--dataset synthetic-512`` writes (into ``--cache``, the same data on every call) an Amazon-sized MMRec folder -- 2,900 users,
-1,600 items, ~30k interactions, two 512-d modalities ``text`` and ``image``, fixed seed -- and imports it with
+``--dataset synthetic-512`` writes (into ``--cache``, the same data on every call) an Amazon-sized MMRec
+folder -- 2,900 users, 1,600 items, ~30k interactions, two 512-d modalities ``text`` and ``image``, fixed seed -- and imports it with
 :func:`recgoat_recbole.importers.import_mmrec`; ``--data-path`` points an imported dataset's YAML (whose
 ``data_path`` is relative) at the folder holding it.
 

@@ -12,9 +12,9 @@ from one command. RecGOAT runs its
 ``--variant all-terms``, the same config with every alignment term on (GAT, OAT map, CMCL, W term, γ = 0.5).
 
 ``--dataset synthetic-512`` writes (into ``--cache``, the same data on every call) an Amazon-sized MMRec
-folder -- 2,900 users, 1,600 items, ~30k interactions, two 512-d modalities ``text`` and ``image``, fixed seed -- and imports it with
-:func:`recgoat_recbole.importers.import_mmrec`; ``--data-path`` points an imported dataset's YAML (whose
-``data_path`` is relative) at the folder holding it.
+folder -- 2,900 users, 1,600 items, ~30k interactions, two 512-d modalities ``text`` and ``image``, fixed
+seed -- and imports it with :func:`recgoat_recbole.importers.import_mmrec`; ``--data-path`` points an
+imported dataset's YAML (whose ``data_path`` is relative) at the folder holding it.
 
 Every measurement runs in a fresh interpreter (``subprocess.run``), and so does the feature warm-up (which
 encodes LM features once, before timing): this parent imports nothing heavy. That matters for the peak memory

@@ -20,7 +20,7 @@ the pure transport map. Successive calls warm-start Sinkhorn from the previous c
 (the cost moves little between training steps), so after the first call a handful of iterations reach the
 tolerance, and those run in the scaling domain on a kernel that absorbs the potentials (``method="auto"`` of
 :func:`~recgoat_core.alignment.sinkhorn.sinkhorn_plan`: two 64 × 64 matrix-vector products an iteration
-instead of two log-sum-exps, the same plan to rounding, 2.6x faster per call over a 40-epoch run); in eval
+instead of two log-sum-exps, the same plan to rounding; docs/results.md, "Speed and memory"); in eval
 mode the map starts from the last training potentials and keeps no state, so evaluation is a pure function of
 the trained parameters. The plan is computed without autograd by default
 (``plan_grad=False``): gradients reach :math:`Z^m` through the map and Δ; ``plan_grad=True`` differentiates the plan by unrolled log-domain

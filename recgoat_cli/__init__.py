@@ -27,9 +27,10 @@ class UserError(Exception):
 # --------------------------------------------------------------------------------------- argument blocks
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     """The RecBole config options of the commands that build one RecBole ``Config`` (run, features profiles)."""
-    p.add_argument("--config", "-c", nargs="+", default=[], metavar="FILE", help="RecBole YAML file(s)")
+    p.add_argument("--config", "-c", nargs="+", action="extend", default=[], metavar="FILE",
+                   help="RecBole YAML file(s), later ones win (the option may be repeated)")
     p.add_argument("--dataset", "-d", default=None, help="dataset name (default: the config's)")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
                    help="override config keys (YAML values); RecBole's --KEY=VALUE works too")
 
 
@@ -52,9 +53,9 @@ def _add_encoder_args(p: argparse.ArgumentParser, batch_size: int | None) -> Non
 def _add_suite_args(p: argparse.ArgumentParser, models: list[str] | None, models_help: str | None,
                     report_only_help: str) -> None:
     """The options of the commands that train many runs over datasets and models (bench, tune)."""
-    p.add_argument("--datasets", nargs="+", default=["ml-100k"])
-    p.add_argument("--models", nargs="+", default=models, help=models_help)
-    p.add_argument("--config", nargs="*", metavar="DATASET=FILE", help="YAML per dataset (default: recbole_configs/)")
+    p.add_argument("--datasets", nargs="+", action="extend", default=None, help="default: ml-100k")
+    p.add_argument("--models", nargs="+", action="extend", default=models, help=models_help)
+    p.add_argument("--config", nargs="*", action="extend", metavar="DATASET=FILE", help="YAML per dataset (default: recbole_configs/)")
     p.add_argument("--report-only", action="store_true", help=report_only_help)
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     p.add_argument("--align", action="store_true",
@@ -63,14 +64,14 @@ def _add_suite_args(p: argparse.ArgumentParser, models: list[str] | None, models
 
 def _add_budget(p: argparse.ArgumentParser, epochs: int, out: str, learning_rate: float | None = None) -> None:
     """The training budget, the same for every run (bench, tune, demo)."""
-    p.add_argument("--seeds", type=int, nargs="+", default=[2020])
+    p.add_argument("--seeds", type=int, nargs="+", action="extend", default=None, help="default: 2020")
     p.add_argument("--epochs", type=int, default=epochs, help="epoch budget per run (early stopping on valid)")
     p.add_argument("--stopping-step", type=int, default=None,
                    help="early-stopping patience for every run (default: the dataset YAML's, else RecBole's 10)")
     p.add_argument("--learning-rate", type=float, default=learning_rate,
                    help=f"same for every model (default: {learning_rate if learning_rate else 'each its own'})")
     p.add_argument("--device", default=None, help="cpu to force the CPU")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
                    help="override config keys for every run; RecBole's --KEY=VALUE works too")
     p.add_argument("--out", default=out, help="output folder (runs/, results.csv/.md/.png); reruns resume")
 
@@ -92,7 +93,7 @@ def _add_features(sub) -> None:
     fsub.required = True
     text = fsub.add_parser("text", help="encode item text with sentence-transformers into a feature file")
     text.add_argument("table", help="RecBole .item file or CSV/TSV with item text")
-    text.add_argument("--columns", nargs="+", required=True, help="text columns, most important first")
+    text.add_argument("--columns", nargs="+", action="extend", required=True, help="text columns, most important first")
     text.add_argument("--id-column", default=None, help="item token column (default: the first column)")
     text.add_argument("--output", "-o", required=True, help="output .npz (ids, features, mask)")
     text.add_argument("--model", default=None, help="encoder name or path (default: offline all-MiniLM-L6-v2)")
@@ -114,10 +115,11 @@ def _add_features(sub) -> None:
     prof.add_argument("--model", default=None, help="LM name/path (transformers) or model name (http)")
     prof.add_argument("--url", default=None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     prof.add_argument("--item-table", default=None, help="item text table (default: the dataset's .item file)")
-    prof.add_argument("--columns", nargs="+", default=["movie_title", "class", "release_year"])
+    prof.add_argument("--columns", nargs="+", action="extend", default=None,
+                      help="default: movie_title class release_year")
     prof.add_argument("--id-column", default=None)
     prof.add_argument("--encoder", default=None, help="text encoder for the profiles (default: offline MiniLM)")
-    prof.add_argument("--max-items", type=int, default=50, help="history items per prompt (the most recent)")
+    prof.add_argument("--max-items", type=_positive_int, default=50, help="history items per prompt (the most recent)")
     _add_encoder_args(prof, batch_size=None)
     prof.set_defaults(func="cmd_features_profiles")
 
@@ -131,7 +133,7 @@ def _add_data(sub) -> None:
     imp.add_argument("dst", help="output data_path (the dataset goes to DST/NAME/)")
     imp.add_argument("--format", choices=["mmrec", "lightgcn"], required=True)
     imp.add_argument("--name", default=None, help="dataset name (default: from the source)")
-    imp.add_argument("--feature", nargs="*", metavar="NAME=FILE.npy",
+    imp.add_argument("--feature", nargs="*", action="extend", metavar="NAME=FILE.npy",
                      help="lightgcn: item feature files; a relative FILE is looked up in SRC first, then in the "
                           "current directory")
     imp.add_argument("--force", action="store_true",
@@ -145,10 +147,10 @@ def _add_bench(sub) -> None:
     _add_suite_args(bench, None, "default: RecGOAT and RecBole's built-ins (recgoat_recbole.bench.names)",
                     "train nothing: rebuild the tables from the runs already finished in --out")
     bench.add_argument("--ablations", action="store_true", help="also run the paper's ablation table")
-    bench.add_argument("--gamma", type=float, nargs="*", help="γ sensitivity sweep: modality weight values")
+    bench.add_argument("--gamma", type=float, nargs="*", action="extend", help="γ sensitivity sweep: modality weight values")
     bench.add_argument("--tuned", default=None, metavar="BEST.yaml",
                        help="per dataset and model settings from `recgoat tune` (those rows are labelled tuned)")
-    bench.add_argument("--reuse", nargs="*", metavar="DIR",
+    bench.add_argument("--reuse", nargs="*", action="extend", metavar="DIR",
                        help="earlier --out folders: a finished run there with identical settings is copied, not trained")
     _add_budget(bench, epochs=300, out="bench_runs")
     bench.set_defaults(func="cmd_bench")
@@ -199,6 +201,42 @@ def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser
     return leaves
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
+    return value
+
+
+#: defaults of the options that may be repeated (``action="extend"`` would add to a non-empty default)
+_LIST_DEFAULTS = {"datasets": ["ml-100k"], "seeds": [2020], "columns": ["movie_title", "class", "release_year"]}
+#: list options whose entries must differ (a repeated seed would train the same run twice and report ± 0)
+_DISTINCT = ("datasets", "models", "seeds", "gamma")
+
+
+def _check_lists(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill the defaults of repeatable options; refuse repeated entries and a key set twice differently."""
+    for name, default in _LIST_DEFAULTS.items():
+        if hasattr(args, name) and getattr(args, name) is None:
+            setattr(args, name, list(default))
+    for name in _DISTINCT:
+        values = getattr(args, name, None) or []
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            parser.error(f"--{name}: {', '.join(repeated)} given more than once")
+    seen: dict[str, str] = {}
+    for pair in getattr(args, "set", None) or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if sep and key in seen and seen[key] != value:
+            parser.error(f"config key {key!r} is set twice, to {seen[key]!r} and {value!r}")
+        seen[key] = value
+
+
 _RECBOLE_OVERRIDE = re.compile(r"^--([A-Za-z_][A-Za-z0-9_.]*)=(.*)$", re.S)
 
 
@@ -211,6 +249,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         if not hasattr(args, "set") or not all(pairs):
             parser.error("unrecognized arguments: " + " ".join(extra))
         args.set = list(args.set or []) + [f"{m.group(1)}={m.group(2)}" for m in pairs]
+    _check_lists(parser, args)
     return args
 
 
@@ -279,4 +318,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 2
     except commands.yaml.YAMLError as exc:  # a config file that is not valid YAML
         print(f"recgoat: error: invalid YAML: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only or forbidden folder: what could not be written, and why
+        import errno
+
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                             errno.EISDIR):
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"recgoat: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 _TAG = "__recgoat_stored__"
 _ENUM_NAMES = ("ModelType", "InputType", "EvaluatorType", "FeatureType", "FeatureSource", "KGDataLoaderState")
 _YAML_LOADERS = ("FullLoader", "SafeLoader", "Loader", "BaseLoader", "UnsafeLoader")
+#: the loader RecBole's Config holds after ``import recgoat_recbole`` (a pickled ``Config`` names it)
+_BOUNDED_LOADER = "recgoat_recbole.compat.safe_config_values.BoundedLoader"
 #: config keys that a RecBole model passes to ``eval``: a stored value must be a bare identifier
 UNSAFE_CONFIG_KEYS = {"teacher"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -76,11 +78,17 @@ def _resolve_model(name: str) -> type:
 
 def _resolve_ref(ref: GlobalRef) -> Any:
     module, _, attr = ref.qualified.rpartition(".")
-    if module.startswith("yaml") and attr in _YAML_LOADERS:
-        import yaml
-
-        return yaml.FullLoader  # what RecBole's Config uses; never called from a checkpoint
+    if (module.startswith("yaml") and attr in _YAML_LOADERS) or ref.qualified == _BOUNDED_LOADER:
+        return _yaml_loader()  # never called from a checkpoint
     return _resolve_model(attr)
+
+
+def _yaml_loader() -> type:
+    """The YAML loader class a rebuilt config holds: the one RecBole's ``Config`` uses after
+    ``import recgoat_recbole`` (plain data only, bounded)."""
+    from recgoat_recbole.compat.safe_config_values import BoundedLoader
+
+    return BoundedLoader
 
 
 # ------------------------------------------------------------------------------------------- encoding
@@ -98,7 +106,7 @@ def _encode(value: Any, path: str) -> Any:
     if isinstance(value, type):
         if issubclass(value, AbstractRecommender):
             return {_TAG: "model", "name": value.__name__}
-        if value.__module__.startswith("yaml"):
+        if value.__module__.startswith("yaml") or getattr(value, "__recgoat_yaml_loader__", False):
             return {_TAG: "yaml_loader", "name": value.__name__}
     if isinstance(value, dict):
         return {k if isinstance(k, (str, int, float, bool)) or k is None else str(k): _encode(v, f"{path}.{k}")
@@ -133,9 +141,7 @@ def _decode(value: Any) -> Any:
         elif tag == "model":
             return _resolve_model(str(value["name"]))
         elif tag == "yaml_loader":
-            import yaml
-
-            return yaml.FullLoader
+            return _yaml_loader()
         raise pickle.UnpicklingError(f"unknown stored config value {value!r}")
     if isinstance(value, list):
         return [_decode(v) for v in value]
@@ -208,7 +214,7 @@ def checkpoint_allowlist_entry(qualified: str) -> Any | None:
         if qualified not in _LOOKUPS:
             _LOOKUPS[qualified] = _enum_lookup(_enums()[attr])
         return (_LOOKUPS[qualified], qualified)
-    is_loader = module.startswith("yaml") and attr in _YAML_LOADERS
+    is_loader = (module.startswith("yaml") and attr in _YAML_LOADERS) or qualified == _BOUNDED_LOADER
     if is_loader or _is_recommender_class(module, attr):
         return (_REFS.setdefault(qualified, GlobalRef(qualified)), qualified)
     return None

@@ -32,13 +32,27 @@ def _parse_value(text: str) -> Any:
 
 
 def _overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``--set`` / ``--key=value`` pairs as config values: YAML scalars, never evaluated (a value that is
+    Python code is one :class:`ConfigError`, see :mod:`recgoat_recbole.compat.safe_config_values`)."""
+    from recgoat_recbole.compat.safe_config_values import convert_value
+
     out: dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise UserError(f"--set expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
-        out[key.strip()] = _parse_value(value)
+        out[key.strip()] = convert_value(key.strip(), _parse_value(value))
     return out
+
+
+def _read_yaml(path: str) -> Any:
+    """A YAML file this command reads itself (``--tuned``, ``--grid``): plain data, bounded, and no value in it
+    that is Python code (each is one error naming the file and the key)."""
+    from recgoat_recbole.compat.safe_config_values import check_data, load_yaml
+
+    data = load_yaml(_check_files([path])[0])
+    check_data(data, path)
+    return data
 
 
 def _check_files(paths: Sequence[str] | None) -> list[str]:
@@ -74,9 +88,10 @@ def _resolve_model(name: str) -> Any:
 def _config_model(files: list[str], model: str | None) -> str:
     if model:
         return model
+    from recgoat_recbole.compat.safe_config_values import load_yaml
+
     for path in reversed(files):
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+        data = load_yaml(path) or {}
         if isinstance(data, dict) and data.get("model"):
             return str(data["model"])
     return "RecGOAT"
@@ -213,13 +228,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     tuned = _load_tuned(args.tuned) if args.tuned else None
     specs = build_specs(args.datasets, args.models, args.seeds, _bench_common(args), configs, args.ablations,
                         args.gamma or (), tuned, align=args.align)
+    if tuned:
+        _warn_unused_tuned(args.tuned, tuned, specs)
     title = f"`{_command(args)}`"
     if args.report_only:
         title += " (tables from the finished runs only)"
-    reuse = [os.path.dirname(os.path.abspath(args.tuned))] if args.tuned else []
-    reuse += args.reuse or []
-    _run_suite(specs, args.out, title, train=not args.report_only, jobs=args.jobs, reuse_from=reuse)
+    for folder in args.reuse or []:  # only the folders named: --tuned DIR/best.yaml reuses nothing by itself
+        if not os.path.isdir(folder):
+            raise UserError(f"--reuse {folder}: no such folder")
+    _run_suite(specs, args.out, title, train=not args.report_only, jobs=args.jobs, reuse_from=args.reuse or [])
     return 0
+
+
+def _warn_unused_tuned(path: str, tuned: dict[str, dict[str, dict[str, Any]]], specs: Sequence[Any]) -> None:
+    """One line per dataset/model entry of ``--tuned`` that no run of this command uses."""
+    used = {(spec.dataset, spec.model) for spec in specs}
+    for dataset, models in tuned.items():
+        for model in models:
+            if (dataset, model) not in used:
+                print(f"recgoat: warning: {path}: the settings for {model} on {dataset} are not used (that run is "
+                      "not in --datasets / --models)", file=sys.stderr)
 
 
 def _run_suite(specs: Sequence[Any], out: str, title: str, train: bool = True, jobs: int = 1,
@@ -259,9 +287,7 @@ def _dataset_configs(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _load_tuned(path: str) -> dict[str, dict[str, dict[str, Any]]]:
-    _check_files([path])
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    data = _read_yaml(path) or {}
     if not isinstance(data, dict) or not all(isinstance(m, dict) and all(isinstance(p, dict) for p in m.values())
                                              for m in data.values()):
         raise UserError(f"{path}: expected {{dataset: {{model: {{key: value}}}}}}, as `recgoat tune` writes")
@@ -277,6 +303,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for dataset in args.datasets:
         if dataset not in configs:
             configs[dataset] = find_config(dataset)
+    if args.grid:
+        _read_yaml(args.grid)  # bounded, and no value that is code, before the grid is read
     try:
         grids = load_grids(args.grid)
     except ValueError as exc:
@@ -318,5 +346,6 @@ def fixable_errors() -> tuple[type[BaseException], ...]:
     from recgoat_core.feature_files import FeatureFileError
     from recgoat_recbole.config_check import ConfigError
     from recgoat_recbole.dataset_cache import CacheError
+    from recgoat_recbole.signing import KeyFileError
 
-    return UserError, FileNotFoundError, FileExistsError, FeatureFileError, ConfigError, CacheError
+    return UserError, FileNotFoundError, FileExistsError, FeatureFileError, ConfigError, CacheError, KeyFileError

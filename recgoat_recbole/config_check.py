@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-__all__ = ["ConfigError", "RULES", "RENAMED", "upgrade_renamed", "validate"]
+__all__ = ["ConfigError", "RULES", "RUN_RULES", "RENAMED", "upgrade_renamed", "validate", "validate_run"]
 
 
 class ConfigError(ValueError):
@@ -24,6 +24,8 @@ class _Rule:
     high_open: bool = False
     choices: tuple = ()
     optional: bool = False  # None allowed
+    strict: bool = False  # "int": an int itself, not a float such as 1e1 (RecBole's loops need one)
+    many: bool = False  # also a non-empty list of such values (RecBole's topk)
 
     def describe(self) -> str:
         if self.kind == "bool":
@@ -38,11 +40,17 @@ class _Rule:
             if self.high is not None:
                 bounds.append(f"{'<' if self.high_open else '≤'} {self.high:g}")
             text = noun + (" " + " and ".join(bounds) if bounds else "")
+        if self.many:
+            text += ", or a non-empty list of them"
         return text + (" (or ~ for none)" if self.optional else "")
 
     def ok(self, value: Any) -> bool:
         if value is None:
             return self.optional
+        if self.many and isinstance(value, (list, tuple)):
+            return bool(value) and all(self.ok(v) for v in value)
+        if self.strict and self.kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            return False
         if self.kind == "bool":
             return isinstance(value, bool)
         if self.kind == "choice":
@@ -121,6 +129,48 @@ RULES: dict[str, _Rule] = {
     "cold_items_from_features": _BOOL,
     "id_only": _BOOL,
 }
+
+
+#: RecBole's own keys that every run reads (any model): checked by :func:`validate_run` before the run starts,
+#: so ``epochs: -1`` is not a test of an untrained model, ``train_batch_size: 0`` not a run that trains anyway,
+#: and ``epochs: 1e1`` or ``seed: abc`` not a traceback from inside RecBole
+RUN_RULES: dict[str, _Rule] = {
+    "epochs": _int(1, strict=True),
+    "train_batch_size": _int(1, strict=True),
+    "eval_batch_size": _int(1, strict=True),
+    "learning_rate": _POSITIVE,
+    "weight_decay": _num(0),
+    "seed": _int(strict=True),
+    "stopping_step": _int(0, strict=True),
+    "eval_step": _int(0, strict=True),
+    "topk": _int(1, strict=True, many=True),
+    "embedding_size": _int(1, strict=True),
+    "worker": _int(0, strict=True),
+}
+
+
+def validate_run(config: Mapping[str, Any] | Any) -> None:
+    """Check what every run needs, before anything is read or trained: :data:`RUN_RULES`, a dataset name that
+    is a plain folder name (it becomes part of RecBole's log and checkpoint paths), and a dataset folder that
+    exists (RecBole would otherwise try to download a dataset of that name). Raises :class:`ConfigError`."""
+    import difflib
+    import os
+
+    validate(config, RUN_RULES)
+    dataset = _get(config, "dataset")
+    if not isinstance(dataset, str) or not dataset.strip() or dataset in (".", "..") or any(
+            sep in dataset for sep in ("/", "\\", "\0")):
+        raise ConfigError(f"dataset name {dataset!r} must be a plain folder name (no path separators); put the "
+                          "folder that holds it in data_path")
+    folder = _get(config, "data_path")  # RecBole's data_path/dataset
+    if isinstance(folder, str) and not os.path.isdir(folder):
+        parent = os.path.dirname(os.path.normpath(folder))
+        names = sorted(n for n in os.listdir(parent) if os.path.isdir(os.path.join(parent, n))) if os.path.isdir(
+            parent) else []
+        close = difflib.get_close_matches(dataset, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else (f"; {parent} holds {', '.join(names[:8])}" if names
+                                                               else "")
+        raise ConfigError(f"dataset {dataset!r} not found: no folder {folder}{hint}")
 
 
 #: keys of earlier versions: each loss had a ``use_*`` switch *and* a weight, and the W term's Sinkhorn settings

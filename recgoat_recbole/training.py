@@ -144,6 +144,23 @@ def _progress_lines(emit: Callable[[str], Any], epochs: int, then: EpochCallback
     return on_epoch
 
 
+def _read_dataset(create_dataset: Callable[[Any], Any], config: Any) -> Any:
+    """``create_dataset(config)``, with an atomic file that the CSV reader rejects (a field over its size limit,
+    a broken quote) as one :class:`ConfigError` naming the dataset folder instead of a traceback."""
+    import csv
+
+    from pandas.errors import ParserError
+
+    from recgoat_recbole.config_check import ConfigError
+
+    try:
+        return create_dataset(config)
+    except (csv.Error, ParserError) as exc:
+        raise ConfigError(f"cannot read the atomic files in {config['data_path']}: {exc} (tab-separated "
+                          "RecBole atomic files expected; a token or text field must stay below 131,072 "
+                          "characters)") from None
+
+
 def run_training(model: Any = None, dataset: str | None = None, config_file_list: Sequence[str] | None = None,
                  config_dict: dict[str, Any] | None = None, *, saved: bool = True, evaluate_test: bool = True,
                  show_progress: bool | None = None, log_details: bool = True,
@@ -173,8 +190,16 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
-    config = Config(model=model, dataset=dataset, config_file_list=list(config_file_list) if config_file_list
-                    else None, config_dict=config_dict)
+    from recgoat_recbole.config_check import ConfigError, validate_run
+
+    try:
+        config = Config(model=model, dataset=dataset, config_file_list=list(config_file_list) if config_file_list
+                        else None, config_dict=config_dict)
+    except ConfigError:
+        raise
+    except (ValueError, KeyError) as exc:  # RecBole's own checks (topk, no dataset, ...): one line, not a trace
+        raise ConfigError(f"config: {exc.args[0] if exc.args else exc}") from None
+    validate_run(config)  # one ConfigError naming the key, before anything is read or written
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -185,7 +210,7 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
         logger.info(config)
 
     start = time.perf_counter()
-    data = create_dataset(config)
+    data = _read_dataset(create_dataset, config)
     if log_details:
         logger.info(data)
     train, valid, test = data_preparation(config, data)

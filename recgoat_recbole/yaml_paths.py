@@ -35,8 +35,8 @@ def _load_config_files(self: Any, file_list: Any) -> dict:
 
     merged: dict = {}
     for file in file_list or ():
-        with open(file, "r", encoding="utf-8") as f:
-            values = yaml.load(f.read(), Loader=self.yaml_loader) or {}
+        with open(file, "r", encoding="utf-8") as f:  # the file object: errors name the file
+            values = yaml.load(f, Loader=self.yaml_loader) or {}
         merged.update(resolve_data_path(values, file) if isinstance(values, dict) else values)
     return merged
 

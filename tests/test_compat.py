@@ -17,7 +17,8 @@ from recgoat_recbole import RecGOAT, compat
 
 
 def test_all_fixes_applied_once():
-    assert compat.apply() == ["numpy_aliases", "ray_import", "scipy_dok_update", "safe_checkpoints",
+    assert compat.apply() == ["numpy_aliases", "ray_import", "scipy_dok_update", "safe_config_values",
+                              "safe_checkpoints",
                               "safe_dataset_cache", "ddp_cpu", "pop_counts"]
     assert compat.apply() == compat.APPLIED  # idempotent
 

@@ -21,8 +21,8 @@ APPLIED: list[str] = []
 ORIGINALS: dict[str, Any] = {}
 
 #: every fix, in the order :func:`apply` installs them (each a module of this package with ``install()``)
-FIXES = ("numpy_aliases", "ray_import", "scipy_dok_update", "safe_checkpoints", "safe_dataset_cache", "ddp_cpu",
-         "pop_counts")
+FIXES = ("numpy_aliases", "ray_import", "scipy_dok_update", "safe_config_values", "safe_checkpoints",
+         "safe_dataset_cache", "ddp_cpu", "pop_counts")
 
 
 def apply() -> list[str]:

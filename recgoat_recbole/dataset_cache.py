@@ -12,8 +12,10 @@ Here (:func:`create_dataset`, :func:`load_split_dataloaders`, :func:`save_split_
   and the *contents* of every file in the dataset folder and of every feature file the config names.
   Anything that changes the data changes the file name: a stale cache is never found.
 - The file carries an HMAC-SHA256 of its bytes under a secret key of the local user
-  (``$XDG_CACHE_HOME/recgoat_recbole/cache.key``, mode 0600, created on first use). Only a file whose MAC
-  verifies -- one this user's runs wrote -- is unpickled; anything else is ignored with a warning and rebuilt.
+  (:mod:`recgoat_recbole.signing`: ``$XDG_CACHE_HOME/recgoat_recbole/cache.key``, mode 0600, created on
+  first use; a key that is short, not a regular file, not the user's own or open to others is refused).
+  Only a file whose MAC verifies -- one this user's runs wrote -- is unpickled; anything else is ignored with a
+  warning and rebuilt.
 - RecBole's own cache files (plain pickles) are never read; an explicit ``dataset_save_path`` /
   ``dataloaders_save_path`` that is not a signed cache is refused with a one-line error.
 """
@@ -26,8 +28,6 @@ import importlib
 import logging
 import os
 import pickle
-import secrets
-import tempfile
 from typing import Any
 
 from recgoat_core.feature_files import atomic_write
@@ -49,35 +49,10 @@ class CacheError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------- signing
-def _key_file() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "recgoat_recbole", "cache.key")
-
-
 def _secret() -> bytes:
-    path = _key_file()
-    try:
-        with open(path, "rb") as f:
-            key = f.read()
-        if len(key) >= 32:
-            return key
-    except FileNotFoundError:
-        pass
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    key = secrets.token_bytes(32)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".cache.key.")
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, key)
-        os.close(fd)
-        try:
-            os.link(tmp, path)  # first writer wins; a concurrent one reads the winner's key
-        except FileExistsError:
-            pass
-    finally:
-        os.unlink(tmp)
-    with open(path, "rb") as f:
-        return f.read()
+    from recgoat_recbole.signing import secret_key
+
+    return secret_key()
 
 
 def write_signed(path: str, obj: Any, key: str) -> None:
@@ -127,22 +102,37 @@ def _feature_files(config: Any) -> list[str]:
         if spec.startswith("auto:"):
             continue  # made from the .item file, which is hashed with the folder
         try:
-            files.append(os.path.abspath(resolve_feature_path(spec, config["data_path"])))
+            path = os.path.abspath(resolve_feature_path(spec, config["data_path"]))
         except FeatureFileError:
-            pass  # building the dataset reports it
+            continue  # building the dataset reports it
+        files.append(path)
+        if os.path.isfile(path + ".ids"):  # a .npy's row -> token sidecar shapes the rows as much as the file
+            files.append(path + ".ids")
     return files
+
+
+def _dataset_settings() -> list[str]:
+    """Every config key that shapes a RecBole dataset: ``dataset_arguments`` and every key that RecBole's
+    dataset settings file (``properties/dataset/sample.yaml``) declares (``numerical_features``,
+    ``discretization``, ``kg_reverse_r``, ... are in the second only), then this package's feature keys."""
+    import recbole
+    import yaml
+    from recbole.utils.argument_list import dataset_arguments
+
+    sample = os.path.join(os.path.dirname(recbole.__file__), "properties", "dataset", "sample.yaml")
+    with open(sample, encoding="utf-8") as f:
+        declared = list(yaml.safe_load(f) or {})
+    return list(dict.fromkeys([*dataset_arguments, *declared, "seed", "repeatable", "dataset", *FEATURE_KEYS]))
 
 
 def dataset_key(config: Any, dataset_class: type) -> str:
     """A hash of everything that shapes ``dataset_class(config)`` (see the module docstring)."""
-    from recbole.utils.argument_list import dataset_arguments
-
     import recgoat_recbole
     from recgoat_core.feature_files import content_digest
 
     h = hashlib.sha256()
     h.update(f"{dataset_class.__module__}.{dataset_class.__qualname__}|{recgoat_recbole.__version__}".encode())
-    for arg in [*dataset_arguments, "seed", "repeatable", "dataset", *FEATURE_KEYS]:
+    for arg in _dataset_settings():
         h.update(f"|{arg}={config[arg]!r}".encode())
     folder = config["data_path"]
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder)) if os.path.isdir(folder) else []
@@ -201,10 +191,20 @@ def create_dataset(config: Any) -> Any:
                 raise CacheError(f"dataset_save_path: {exc}") from None
             logger.warning(f"{exc}; rebuilding the dataset")
     dataset = dataset_class(config)
-    if config["save_dataset"]:
-        write_signed(path, dataset, key)
+    if config["save_dataset"] and _write_cache(path, dataset, key):
         logger.info(f"dataset: saved to {path}")
     return dataset
+
+
+def _write_cache(path: str, obj: Any, key: str) -> bool:
+    """:func:`write_signed`, where a cache that cannot be written (a full disk, a read-only folder) is one
+    warning and the run goes on without it: the cache only saves time. Returns whether it was written."""
+    try:
+        write_signed(path, obj, key)
+    except OSError as exc:
+        logger.warning(f"could not write the cache {path}: {exc.strerror or exc}; continuing without it")
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------- dataloaders
@@ -234,7 +234,7 @@ def save_split_dataloaders(config: Any, dataloaders: tuple) -> None:
         loader.sampler.generator = None
         serial.append((loader, state))
     try:
-        write_signed(path, serial, key)
+        written = _write_cache(path, serial, key)
     finally:
         import torch
 
@@ -243,7 +243,8 @@ def save_split_dataloaders(config: Any, dataloaders: tuple) -> None:
             generator.set_state(state)
             loader.generator = generator
             loader.sampler.generator = generator
-    logger.info(f"dataloaders: saved to {path}")
+    if written:
+        logger.info(f"dataloaders: saved to {path}")
 
 
 def load_split_dataloaders(config: Any) -> tuple | None:

@@ -1,8 +1,10 @@
 """Shared fixtures. Every test runs in its own temporary working directory (RecBole writes log/, saved/)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from typing import Iterator
 
 # One thread per process: the tests use tiny tensors, and several test processes (DDP ranks, subprocess
 # checks) share the two cores of CI; with torch's default thread pool they oversubscribe them.
@@ -112,3 +114,28 @@ def two_dataset_configs(tmp_path) -> dict[str, str]:
     plain = tmp_path / "plain.yaml"
     plain.write_text("dataset: plain\n")
     return {"mm": str(with_features), "plain": str(plain)}
+
+
+#: a payload planted in files: it creates ``PWNED`` in the working directory if anything ever runs it
+PAYLOAD = "__import__('pathlib').Path('PWNED').touch()"
+
+
+class Reduce:
+    """Pickles as ``REDUCE(func, args)``: what an attacker writes into a checkpoint or cache."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+@contextlib.contextmanager
+def working_dir(path) -> Iterator[None]:
+    """Run the block in ``path`` (module-scoped fixtures train in their own folder: RecBole writes saved/)."""
+    cwd = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)

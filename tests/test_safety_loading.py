@@ -18,20 +18,7 @@ from recbole.config import Config
 
 from recgoat_recbole import RecGOAT, compat
 from recgoat_recbole.checkpoint import StoredConfig, stored_config
-from tests.conftest import mini_config
-
-PAYLOAD = "__import__('pathlib').Path('PWNED').touch()"
-
-
-class _Reduce:
-    """Pickles as ``REDUCE(func, args)``: what an attacker writes into a checkpoint or cache."""
-
-    def __init__(self, func, args):
-        self.func, self.args = func, args
-
-    def __reduce__(self):
-        return self.func, self.args
-
+from tests.conftest import PAYLOAD, Reduce, mini_config, working_dir
 
 @pytest.fixture(scope="module")
 def trained(mini_ml, tmp_path_factory):
@@ -39,12 +26,8 @@ def trained(mini_ml, tmp_path_factory):
     from recbole.quick_start import run_recbole
 
     folder = tmp_path_factory.mktemp("trained")
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
+    with working_dir(folder):
         result = run_recbole(model="RecGOAT", config_dict=mini_config(mini_ml, epochs=3))
-    finally:
-        os.chdir(cwd)
     path = sorted(glob.glob(str(folder / "saved" / "*.pth")))[-1]
     return {"folder": folder, "path": path, "test": dict(result["test_result"])}
 
@@ -73,11 +56,18 @@ def _load_every_way(path, mini_ml):
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
-def test_config_payload_is_live_when_config_is_allowlisted(tmp_path):
-    """The attack the allowlist must stop: RecBole's Config.__init__ evals strings of config_dict."""
+def test_config_payload_is_live_when_config_is_allowlisted(tmp_path, monkeypatch):
+    """The attack the allowlist must stop: RecBole's own Config.__init__ evals strings of config_dict (after
+    ``import recgoat_recbole`` it refuses them too: safe_config_values, tests/test_safety_config_values.py)."""
+    from recgoat_recbole.config_check import ConfigError
+
     path = tmp_path / "evil.pth"
-    torch.save({"config": _Reduce(Config, ("Pop", "ml-100k", None, {"x": PAYLOAD}))}, path, pickle_protocol=2)
-    with torch.serialization.safe_globals([Config]):  # what the allowlist held before
+    torch.save({"config": Reduce(Config, ("Pop", "ml-100k", None, {"x": PAYLOAD}))}, path, pickle_protocol=2)
+    with torch.serialization.safe_globals([Config]), pytest.raises(ConfigError, match="'x'"):
+        torch.load(path)  # what the allowlist held before, with this package's Config: refused
+    assert not os.path.exists("PWNED")
+    monkeypatch.setattr(Config, "_convert_config_dict", compat.ORIGINALS["safe_config_values"]["_convert_config_dict"])
+    with torch.serialization.safe_globals([Config]):  # RecBole's own eval: the payload runs
         torch.load(path)
     assert os.path.exists("PWNED")
 
@@ -85,7 +75,7 @@ def test_config_payload_is_live_when_config_is_allowlisted(tmp_path):
 @pytest.mark.parametrize("how", ["alone", "in_genuine"])
 def test_checkpoint_config_reduce_runs_nothing(trained, mini_ml, tmp_path, how):
     state = _genuine(trained) if how == "in_genuine" else {}
-    state["config"] = _Reduce(Config, ("Pop", "ml-100k", None, {"x": PAYLOAD}))
+    state["config"] = Reduce(Config, ("Pop", "ml-100k", None, {"x": PAYLOAD}))
     path = str(tmp_path / "evil.pth")
     torch.save(state, path, pickle_protocol=2)
     _load_every_way(path, mini_ml)
@@ -96,8 +86,8 @@ def test_stored_config_and_recommender_classes_cannot_be_called(trained, tmp_pat
     from recbole.model.general_recommender import LightGCN
     from recbole.quick_start import load_data_and_model
 
-    for payload in (_Reduce(StoredConfig, ("Pop", "ml-100k", None, {"x": PAYLOAD})),
-                    _Reduce(LightGCN, (None, None))):
+    for payload in (Reduce(StoredConfig, ("Pop", "ml-100k", None, {"x": PAYLOAD})),
+                    Reduce(LightGCN, (None, None))):
         state = _genuine(trained)
         state["other_parameter"] = payload
         path = str(tmp_path / "evil.pth")
@@ -195,7 +185,7 @@ def test_eval_cache_follows_loaded_parameters(mini_ml):
 def _plant(path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as f:
-        pickle.dump(_Reduce(exec, (f"{PAYLOAD}",)), f)
+        pickle.dump(Reduce(exec, (f"{PAYLOAD}",)), f)
 
 
 @pytest.mark.parametrize("model", ["RecGOAT", "LightGCN"])
@@ -259,7 +249,7 @@ def test_cache_signed_by_another_user_is_rebuilt_not_loaded(mini_ml, monkeypatch
         blob = f.read()
     with open(cache, "wb") as f:  # the other user's file, with a payload: its MAC is still theirs
         f.write(blob.split(b"\n", 3)[0] + b"\n" + b"\n".join(blob.split(b"\n", 3)[1:3]) + b"\n"
-                + pickle.dumps(_Reduce(exec, (PAYLOAD,))))
+                + pickle.dumps(Reduce(exec, (PAYLOAD,))))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "me"))
     dataset = create_dataset(config)
     assert not os.path.exists("PWNED")

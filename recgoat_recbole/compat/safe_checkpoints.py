@@ -80,6 +80,56 @@ def _allowed_checkpoint_global(qualified: str) -> Any:
     )
 
 
+#: the allowlisted globals that allocate an array of a size the file names: each gets a bounded stand-in
+_ALLOCATORS = ("numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct", "copyreg._reconstructor")
+
+
+def _check_shape(shape: Any, dtype: Any, limit: int, what: str) -> None:
+    """Refuse an array allocation of more bytes than the checkpoint file holds (its data must be in the file)."""
+    import numpy as np
+
+    dims = shape if isinstance(shape, (tuple, list)) else (shape,)
+    try:
+        count = 1
+        for d in dims:
+            count *= int(d)
+            if count < 0:
+                raise ValueError
+        size = count * max(1, np.dtype(dtype).itemsize)
+    except (TypeError, ValueError, OverflowError):
+        raise pickle.UnpicklingError(f"refusing to load checkpoint: {what} with a bad shape {shape!r}") from None
+    if size > limit:
+        raise pickle.UnpicklingError(f"refusing to load checkpoint: {what} asks for an array of {size:,} bytes, "
+                                     f"more than the file's {limit:,}")
+
+
+def _bounded(qualified: str, entry: Any, limit: int) -> Any:
+    """``entry`` for ``qualified``, or a stand-in that checks the allocation it asks for against ``limit``."""
+    if qualified not in _ALLOCATORS:
+        return entry
+    import copyreg
+
+    import numpy as np
+
+    if qualified.endswith("._reconstruct"):
+        real = entry
+
+        def reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+            _check_shape(shape, dtype if not isinstance(dtype, bytes) else "b", limit, qualified)
+            return real(subtype, shape, dtype)
+
+        return (reconstruct, qualified)
+
+    def reconstructor(cls: Any, base: Any, state: Any) -> Any:
+        if isinstance(base, type) and issubclass(base, np.ndarray):
+            _check_shape(state, "b", limit, qualified)
+        elif base not in (object, dict):
+            raise pickle.UnpicklingError(f"refusing to load checkpoint: {qualified} of {base!r}")
+        return copyreg._reconstructor(cls, base, state)
+
+    return (reconstructor, qualified)
+
+
 def _checkpoint_globals(path: Any) -> list[Any]:
     import torch
 
@@ -93,7 +143,8 @@ def _checkpoint_globals(path: Any) -> list[Any]:
             "loader does not read (RecBole 1.2.1 without recgoat_recbole writes protocol 4). Re-train with "
             "recgoat_recbole imported, or load it with torch.load(..., weights_only=False) only if you trust it."
         ) from exc
-    allowed = [_allowed_checkpoint_global(name) for name in names]
+    limit = os.path.getsize(path)
+    allowed = [_bounded(name, _allowed_checkpoint_global(name), limit) for name in names]
     if "numpy.dtype" in names:  # BUILD of a dtype names its class only implicitly
         import numpy as np
 
@@ -115,14 +166,89 @@ def recbole_checkpoint_globals(path: Any) -> Iterator[None]:
         yield
 
 
+def checked_other_parameter(model: Any, para: Any, source: Any = "checkpoint") -> dict | None:
+    """A checkpoint's ``other_parameter``, checked before RecBole's ``load_other_parameter`` sets each entry as an
+    attribute of the model: a dict whose keys are the model's own ``other_parameter_name`` (``{"training":
+    "yes"}`` or a method name is refused) and whose values are data (arrays, sparse matrices, tensors, numbers)."""
+    import numbers
+
+    import numpy as np
+    import scipy.sparse as sparse
+    import torch
+
+    if para is None:
+        return None
+    if not isinstance(para, dict):
+        raise pickle.UnpicklingError(f"refusing {source}: other_parameter must be a dict, got {type(para).__name__}")
+    known = set(getattr(model, "other_parameter_name", ()) or ())
+    unknown = sorted(map(str, set(para) - known))
+    if unknown:
+        raise pickle.UnpicklingError(
+            f"refusing {source}: other_parameter {', '.join(map(repr, unknown))} is not one of "
+            f"{type(model).__name__}'s ({', '.join(sorted(known)) or 'it has none'})")
+    for key, value in para.items():
+        if not (value is None or isinstance(value, (np.ndarray, np.generic, torch.Tensor, numbers.Number))
+                or sparse.issparse(value)) or isinstance(value, bool):
+            raise pickle.UnpicklingError(f"refusing {source}: other_parameter {key!r} is a {type(value).__name__}, "
+                                         "not an array or a number")
+    return para
+
+
+@contextlib.contextmanager
+def _checked_model(model: Any, source: Any) -> Iterator[None]:
+    """For the block, ``model.load_other_parameter`` (on this instance only, the class is untouched) checks
+    what it is given with :func:`checked_other_parameter`."""
+    if model is None or not hasattr(model, "load_other_parameter"):
+        yield
+        return
+    load = model.load_other_parameter
+    object.__setattr__(model, "load_other_parameter", lambda para: load(checked_other_parameter(model, para, source)))
+    try:
+        yield
+    finally:
+        model.__dict__.pop("load_other_parameter", None)
+
+
 def _with_checkpoint_globals(fn: Callable, path_of: Callable[..., Any]) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with recbole_checkpoint_globals(path_of(*args, **kwargs)):
+        path = path_of(*args, **kwargs)
+        model = getattr(args[0], "model", None) if args else None  # a Trainer's model
+        with recbole_checkpoint_globals(path), _checked_model(model, path):
             return fn(*args, **kwargs)
 
     wrapper.__recgoat_compat__ = True
     return wrapper
+
+
+def _load_data_and_model(model_file: str) -> tuple:
+    """RecBole 1.2.1's ``load_data_and_model``, step for step, with the checkpoint loaded safely and its
+    ``other_parameter`` checked against the rebuilt model (:func:`checked_other_parameter`)."""
+    from logging import getLogger
+
+    import torch
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, init_logger, init_seed
+
+    with recbole_checkpoint_globals(model_file):
+        checkpoint = torch.load(model_file)
+    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "state_dict" not in checkpoint:
+        raise pickle.UnpicklingError(f"{model_file} is not a RecBole checkpoint (no config or state_dict)")
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checked_other_parameter(model, checkpoint.get("other_parameter"), model_file))
+    return config, model, dataset, train_data, valid_data, test_data
 
 
 def _evaluate_checkpoint(self: Any, eval_data: Any = None, load_best_model: bool = True,
@@ -156,9 +282,34 @@ def _save_checkpoint(self: Any, epoch: int, verbose: bool = True, **kwargs: Any)
         "other_parameter": self.model.other_parameter(),
         "optimizer": self.optimizer.state_dict(),
     }
-    torch.save(state, saved_model_file, pickle_protocol=2)
+    save_atomically(saved_model_file, lambda f: torch.save(state, f, pickle_protocol=2))
     if verbose:
         self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+
+def save_atomically(path: str, write: Callable[[Any], Any]) -> None:
+    """``write(file)`` into a unique temporary file next to ``path`` (mode as the user's umask gives a new
+    file), flushed to disk, then renamed over ``path``: an interrupt (Ctrl-C) or a full disk during the write
+    leaves the previous ``path`` whole and no temporary file. A failed write is an ``OSError`` naming ``path``."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            raise OSError(exc.errno, exc.strerror or str(exc), path) from None
+        raise
 
 
 def install() -> None:
@@ -177,6 +328,7 @@ def install() -> None:
     trainer_mod.Trainer.resume_checkpoint = _with_checkpoint_globals(
         trainer_mod.Trainer.resume_checkpoint, lambda self, resume_file: resume_file
     )
-    loader = _with_checkpoint_globals(qs.load_data_and_model, lambda model_file: model_file)
+    loader = functools.wraps(qs.load_data_and_model)(_load_data_and_model)
+    loader.__recgoat_compat__ = True
     qs.load_data_and_model = loader
     recbole.quick_start.load_data_and_model = loader

@@ -9,12 +9,21 @@ Two layouts are read:
 
 Rows are never matched by position to RecBole ids: RecBole remaps tokens to ids in order of appearance and
 drops filtered users/items, so :func:`align_rows` looks every id's token up in the file.
+
+Sizes are checked against the file before anything is allocated (a header can claim any shape):
+
+- an array's header may claim no more bytes than the file (``.npy``) or the zip member (``.npz``) holds;
+- a compressed ``.npz`` member may inflate to at most ``max(256 MiB, 64 x its compressed size)`` (its declared
+  size, read from the zip directory before decompressing; zip never yields more than the declared size);
+- tokens (``ids``, a ``.ids`` sidecar) are at most 4096 characters, and a sidecar's fixed-width token array
+  at most ``max(256 MiB, 64 x the sidecar's size)``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import zipfile
@@ -25,7 +34,8 @@ from typing import BinaryIO, Callable, Sequence
 import numpy as np
 
 __all__ = ["FeatureFile", "FeatureFileError", "read_features", "write_features", "align_rows",
-           "file_fingerprint", "content_digest", "normalise_rows", "reusable_cache", "atomic_write"]
+           "file_fingerprint", "content_digest", "normalise_rows", "reusable_cache", "atomic_write",
+           "check_output_path", "MAX_TOKEN_CHARS", "INFLATE_FREE_BYTES", "INFLATE_RATIO"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +57,11 @@ _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK"  # a local file header, or the end record of an empty archive
 _READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 _NONE_LIMIT = 1e15  # |x| above this with feature_norm: none lets float32 dot products overflow
+MAX_TOKEN_CHARS = 4096  #: the longest token (item / user id) a feature file may hold
+INFLATE_FREE_BYTES = 256 << 20  #: what any compressed .npz member (or a sidecar's token array) may grow to
+INFLATE_RATIO = 64  #: ... or this many times its size on disk, if that is more
+_PICKLED = "holds Python objects (pickled), refused"
+_NUMERIC = "features must be real numeric (float or int), got dtype {}"
 
 
 def _sniff(path: str) -> None:
@@ -82,17 +97,12 @@ def _sniff(path: str) -> None:
         raise FeatureFileError(f"{path}: cannot read as a numpy feature file (no .npy/.npz header: {head!r})")
 
 
-def _array(path: str, value: object, name: str) -> np.ndarray:
-    if not isinstance(value, np.ndarray):
-        raise FeatureFileError(f"{path}: {name!r} is not a numpy array (got {type(value).__name__})")
-    return value
-
-
 def read_features(path: str | os.PathLike) -> FeatureFile:
     """Read and validate a ``.npy`` / ``.npz`` feature file (see the module docstring).
 
     Anything unusable -- empty, truncated, a torch or pickle file, the wrong extension, no rows or columns, a
-    non-numeric dtype, NaN/Inf, values beyond float32 -- raises one :class:`FeatureFileError` naming the file.
+    non-numeric dtype, NaN/Inf, values beyond float32, a header claiming more than the file holds, a zip bomb,
+    over-long tokens -- raises one :class:`FeatureFileError` naming the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -101,28 +111,31 @@ def read_features(path: str | os.PathLike) -> FeatureFile:
     mask = tokens = split = None
     try:
         if path.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as data:
-                missing = {"ids", "features"} - set(data.files)
-                if missing:
-                    raise FeatureFileError(f"{path}: .npz feature file lacks {sorted(missing)} (has {data.files})")
-                features, ids = _array(path, data["features"], "features"), _array(path, data["ids"], "ids")
-                mask = _array(path, data["mask"], "mask") if "mask" in data.files else None
-                if "split" in data.files:
-                    split = str(_array(path, data["split"], "split").reshape(-1)[0])
+            arrays = _read_npz(path)
+            features, ids, mask = arrays["features"], arrays["ids"], arrays.get("mask")
+            if "split" in arrays:
+                split_array = arrays["split"]
+                if split_array.size != 1:
+                    raise FeatureFileError(f"{path}: 'split' must hold one training-split fingerprint, got "
+                                           f"{split_array.size} values (shape {split_array.shape}); rebuild the file")
+                split = str(split_array.reshape(-1)[0])
             if ids.ndim != 1:
                 raise FeatureFileError(f"{path}: ids must be a 1-d array of tokens, got shape {ids.shape}")
             tokens = ids.astype(str)
         else:
-            features = _array(path, np.load(path, allow_pickle=False), "the .npy content")
+            with open(path, "rb") as f:
+                _npy_header(f, path, "the .npy content", os.fstat(f.fileno()).st_size, "the file", "fiu")
+                f.seek(0)
+                features = np.lib.format.read_array(f, allow_pickle=False)
     except _READ_ERRORS as exc:
         if isinstance(exc, FeatureFileError):
             raise
-        what = "holds Python objects (pickled), refused" if "Object arrays" in str(exc) else str(exc)
+        what = _PICKLED if "Object arrays" in str(exc) else str(exc)
         raise FeatureFileError(f"{path}: cannot read as a numpy feature file ({what})") from exc
     if features.ndim != 2:
         raise FeatureFileError(f"{path}: features must be a 2-d [rows, dim] array, got shape {features.shape}")
     if features.dtype.kind not in "fiu":  # float, int, unsigned; not bool, complex, timedelta, str, object
-        raise FeatureFileError(f"{path}: features must be real numeric (float or int), got dtype {features.dtype}")
+        raise FeatureFileError(f"{path}: " + _NUMERIC.format(features.dtype))
     if features.shape[0] == 0:
         raise FeatureFileError(f"{path}: the feature file has no rows (shape {features.shape})")
     if features.shape[1] == 0:
@@ -159,16 +172,101 @@ def read_features(path: str | os.PathLike) -> FeatureFile:
     return FeatureFile(path, tokens, features, mask, split)
 
 
+# what each .npz member may hold: (dtype kinds, message when another kind); tokens are also width-checked
+_MEMBERS = {
+    "features": ("fiu", _NUMERIC),
+    "ids": ("USiu", "ids must be tokens (strings or integers), got dtype {}"),
+    "mask": ("biu", "mask must be a 1-d bool array, got dtype {}"),
+    "split": ("US", "'split' must be a training-split fingerprint (a string), got dtype {}"),
+}
+
+
+def _npy_header(f: BinaryIO, path: str, name: str, size: int, holder: str, kinds: str,
+                kind_message: str = _NUMERIC) -> tuple[tuple[int, ...], np.dtype]:
+    """Read the ``.npy`` header at ``f`` and check it before any allocation: the bytes it claims must fit in
+    the ``size`` bytes of ``holder`` (the file or the zip member), the dtype must be of ``kinds`` and hold no
+    Python objects, and a string dtype at most :data:`MAX_TOKEN_CHARS` characters."""
+    try:
+        version = np.lib.format.read_magic(f)
+    except ValueError as exc:
+        raise FeatureFileError(f"{path}: {name} is not a .npy array ({exc})") from None
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise FeatureFileError(f"{path}: {name} uses .npy format version {version}, not read; re-save it with "
+                               f"np.save")
+    if dtype.hasobject:
+        raise FeatureFileError(f"{path}: cannot read as a numpy feature file ({name} {_PICKLED})")
+    if dtype.kind not in kinds and math.prod(shape):  # (an empty array holds nothing: later checks name it)
+        raise FeatureFileError(f"{path}: " + kind_message.format(dtype))
+    chars = dtype.itemsize // 4 if dtype.kind == "U" else dtype.itemsize
+    if dtype.kind in "US" and chars > MAX_TOKEN_CHARS:
+        raise FeatureFileError(f"{path}: {name} of dtype {dtype.str} holds strings of up to {chars} "
+                               f"characters (limit {MAX_TOKEN_CHARS}); tokens that long are refused")
+    claimed = math.prod(int(d) for d in shape) * dtype.itemsize
+    available = size - f.tell()
+    if claimed > available:
+        raise FeatureFileError(f"{path}: {name}: header claims {claimed} bytes (shape {tuple(shape)}, {dtype.str}) "
+                               f"but {holder} holds {max(available, 0)}; truncated or forged")
+    return tuple(shape), dtype
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """The members :func:`read_features` uses, each checked against the zip directory before it is read."""
+    archive_size = os.path.getsize(path)
+    with zipfile.ZipFile(path) as archive:
+        members = {(i.filename[:-4] if i.filename.endswith(".npy") else i.filename): i for i in archive.infolist()}
+        missing = {"ids", "features"} - set(members)
+        if missing:
+            raise FeatureFileError(f"{path}: .npz feature file lacks {sorted(missing)} (has {sorted(members)})")
+        out = {}
+        for name, (kinds, kind_message) in _MEMBERS.items():
+            info = members.get(name)
+            if info is None:
+                continue
+            limit = max(INFLATE_FREE_BYTES, INFLATE_RATIO * info.compress_size)
+            if info.compress_size > archive_size:
+                raise FeatureFileError(f"{path}: member {name!r} claims {info.compress_size} compressed bytes but "
+                                       f"the archive holds {archive_size}; truncated or corrupt")
+            if info.compress_type != zipfile.ZIP_STORED and info.file_size > limit:
+                raise FeatureFileError(
+                    f"{path}: member {name!r} would inflate {info.compress_size} bytes to {info.file_size} "
+                    f"(limit max({INFLATE_FREE_BYTES >> 20} MiB, {INFLATE_RATIO}x compressed)); refused as a "
+                    f"possible zip bomb -- save it uncompressed (np.savez / write_features)"
+                )
+            with archive.open(info) as f:
+                _npy_header(f, path, f"member {name!r}", info.file_size, "the member", kinds, kind_message)
+            with archive.open(info) as f:
+                out[name] = np.lib.format.read_array(f, allow_pickle=False)
+    return out
+
+
 def _sidecar_tokens(path: str, n_rows: int) -> np.ndarray:
-    """Tokens of a ``.npy``: its ``<file>.ids`` sidecar if present, else ``"0" .. "n-1"`` (MMRec's rows)."""
+    """Tokens of a ``.npy``: its ``<file>.ids`` sidecar if present, else ``"0" .. "n-1"`` (MMRec's rows).
+
+    A token longer than :data:`MAX_TOKEN_CHARS`, or a token array (fixed width: rows x longest token) beyond
+    ``max(INFLATE_FREE_BYTES, INFLATE_RATIO x the sidecar's size)``, is refused before it is built."""
     sidecar = path + ".ids"
     if not os.path.isfile(sidecar):
         return np.arange(n_rows).astype(str)
     try:
         with open(sidecar, encoding="utf-8") as f:
-            return np.array([line.rstrip("\n") for line in f if line.strip()], dtype=str)
+            lines = [line.rstrip("\n") for line in f if line.strip()]
+        size = os.path.getsize(sidecar)
     except (OSError, UnicodeDecodeError) as exc:
         raise FeatureFileError(f"{path}: cannot read its token sidecar {sidecar} ({exc})") from exc
+    longest = max(map(len, lines), default=0)
+    if longest > MAX_TOKEN_CHARS:
+        raise FeatureFileError(f"{path}: its token sidecar {sidecar} has a token of {longest} characters "
+                               f"(limit {MAX_TOKEN_CHARS})")
+    needed = len(lines) * longest * 4
+    if needed > max(INFLATE_FREE_BYTES, INFLATE_RATIO * size):
+        raise FeatureFileError(f"{path}: its token sidecar {sidecar} ({len(lines)} tokens of up to {longest} "
+                               f"characters) would take {needed} bytes as an array, {needed // max(size, 1)}x "
+                               f"its size; shorten the longest tokens")
+    return np.array(lines, dtype=str)
 
 
 def normalise_rows(x: np.ndarray, how: str, path: str) -> np.ndarray:
@@ -214,25 +312,76 @@ def normalise_rows(x: np.ndarray, how: str, path: str) -> np.ndarray:
 
 def write_features(path: str | os.PathLike, tokens: Sequence[str], features: np.ndarray,
                    mask: np.ndarray | None = None, split: str | None = None) -> str:
-    """Write a ``.npz`` feature file (tokens kept; ``split``: the training split's fingerprint, for user
-    profiles); returns the path written.
+    """Write a feature file; returns the path written.
 
-    Atomic: written to a unique temporary file in the same folder, then renamed, so a reader never sees a
-    torn file and concurrent writers of the same path do not interfere (the last rename wins, whole).
+    ``.npz``: ids, features, ``mask`` and ``split`` (the training split's fingerprint, for user profiles).
+    ``.npy``: MMRec's layout, a plain float32 [n, dim] array, and the tokens in the ``<path>.ids`` sidecar
+    that :func:`read_features` reads. When the tokens are ``"0" .. "n-1"`` in some order (MMRec's item ids),
+    the rows are put in id order, so row r is item r as MMRec (and ``recgoat data import --format mmrec``)
+    expect; ``mask`` is not kept (its rows are zero) and ``split`` is refused.
+
+    Atomic: each file is written to a unique temporary file in the same folder, then renamed, so a reader
+    never sees a torn file and concurrent writers of the same path do not interfere (the last rename wins,
+    whole).
     """
     path = os.fspath(path)
-    if not path.endswith(".npz"):
-        raise ValueError(f"feature files are written as .npz, got {path}")
+    if not path.endswith((".npz", ".npy")):
+        raise ValueError(f"feature files are written as .npz (or .npy: MMRec's layout), got {path}")
     features = np.asarray(features, dtype=np.float32)
-    tokens = np.asarray([str(t) for t in tokens])
+    tokens = np.asarray([str(t) for t in tokens], dtype=str)
     if features.ndim != 2 or len(features) != len(tokens):
         raise ValueError(f"features {features.shape} do not match {len(tokens)} tokens")
+    if path.endswith(".npy"):
+        if split is not None:
+            raise ValueError(f"{path}: user profiles (with a training-split fingerprint) are written as .npz")
+        ids = np.fromiter((int(t) if t.isdecimal() and len(t) < 19 else -1 for t in tokens.tolist()),
+                          dtype=np.int64, count=len(tokens))
+        if len(ids) and np.array_equal(np.sort(ids), np.arange(len(ids))) and np.array_equal(
+                ids.astype(str), tokens):  # MMRec ids (no leading zeros): row r = item r
+            order = np.argsort(ids)
+            features, tokens = features[order], tokens[order]
+        atomic_write(path, lambda f: np.save(f, features), suffix=".tmp.npy")
+        atomic_write(path + ".ids", lambda f: f.write("".join(f"{t}\n" for t in tokens.tolist()).encode()))
+        return path
     arrays = {"ids": tokens, "features": features}
     if mask is not None:
         arrays["mask"] = np.asarray(mask, dtype=bool)
     if split is not None:
         arrays["split"] = np.asarray([str(split)])
     atomic_write(path, lambda f: np.savez(f, **arrays), suffix=".tmp.npz")
+    return path
+
+
+def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] = (".npz", ".npy")) -> str:
+    """Check, before any work, that a feature file can be written at ``path``; returns it.
+
+    :class:`FeatureFileError` naming the path when it does not end in one of ``suffixes``, is a folder, or
+    its folder cannot be created (a file is in the way) or written. A missing folder is fine: the writer
+    creates it.
+    """
+    path = os.fspath(path)
+    for target in (path, path + ".ids") if path.endswith(".npy") else (path,):
+        if os.path.isdir(target):
+            raise FeatureFileError(f"output {target} is a folder; give a file name, e.g. "
+                                   f"{os.path.join(target, 'features' + suffixes[0])}")
+    if not path.endswith(tuple(suffixes)):
+        raise FeatureFileError(f"output {path}: a feature file must end in {' or '.join(suffixes)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise FeatureFileError(f"output {path}: cannot create its folder {folder}: {existing} is a file")
+    if existing != folder:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise FeatureFileError(f"output {path}: cannot create its folder {folder}: {existing} is not writable")
+        return path
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise FeatureFileError(f"output {path}: cannot write in {folder} ({exc.strerror or exc})") from None
     return path
 
 

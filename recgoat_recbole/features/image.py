@@ -2,7 +2,8 @@
 
 Any ``AutoModel`` with an image processor works, by name or local path: a CLIP model (``get_image_features``),
 a CLIP vision tower or ViT/DINO/ConvNeXt-style model (``pooler_output``, else the mean of the last hidden
-state). Nothing is downloaded unless ``allow_download=True``.
+state). Nothing is downloaded unless ``allow_download=True``, and remote code is never trusted: a local folder
+that holds no model or needs custom code is one :class:`~recgoat_recbole.features.text.EncoderError`.
 
 Images come from a folder (item token = file name without extension) or from a CSV/TSV of
 ``(token, path)`` rows (relative paths are relative to that file). An image that is missing or cannot be
@@ -20,7 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from recgoat_core.feature_files import FeatureFileError, write_features
+from recgoat_core.feature_files import FeatureFileError, check_output_path, write_features
+from recgoat_recbole.features.text import EncoderError, check_model_folder
 from recgoat_recbole.features.text import model_not_found as _not_found
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "load_vision_encoder", "encode_images", "extract_image_features"]
@@ -50,14 +52,24 @@ def list_images(source: str) -> tuple[list[str], list[str]]:
 
 
 def load_vision_encoder(model: str, device: str | None = None, allow_download: bool = False):
-    """``(processor, model)`` for a ``transformers`` vision backbone (name or local path)."""
+    """``(processor, model)`` for a ``transformers`` vision backbone (name or local path; a local folder is
+    checked first, remote code never trusted)."""
+    if os.path.isfile(model):
+        raise EncoderError(f"vision model {model} is a file; give a transformers model folder or name")
+    if os.path.isdir(model):
+        check_model_folder(model, "vision model")
     from transformers import AutoImageProcessor, AutoModel
 
+    kwargs = {"local_files_only": not allow_download, "trust_remote_code": False}  # False: no interactive prompt
     try:
-        processor = AutoImageProcessor.from_pretrained(model, local_files_only=not allow_download)
-        net = AutoModel.from_pretrained(model, local_files_only=not allow_download)
+        processor = AutoImageProcessor.from_pretrained(model, **kwargs)
+        net = AutoModel.from_pretrained(model, **kwargs)
     except OSError as exc:
+        if os.path.isdir(model):
+            raise EncoderError(f"vision model {model}: cannot load ({' '.join(str(exc).split())[:300]})") from None
         raise FileNotFoundError(_not_found("vision model", model, allow_download, exc)) from exc
+    except (ValueError, KeyError, TypeError) as exc:  # e.g. custom code (auto_map), an unknown model_type
+        raise EncoderError(f"vision model {model}: cannot load ({' '.join(str(exc).split())[:300]})") from None
     return processor, net.to(device or "cpu").eval()
 
 
@@ -113,7 +125,9 @@ def encode_images(paths: Sequence[str], processor, net, batch_size: int = 32,
 
 def extract_image_features(source: str, output: str, model: str, device: str | None = None,
                            batch_size: int = 32, allow_download: bool = False, show_progress: bool = True) -> str:
-    """Encode every image of ``source`` and write ``output`` (.npz: ids, features, mask); returns the path."""
+    """Encode every image of ``source`` and write ``output`` (.npz: ids, features, mask; or .npy: MMRec's
+    layout with a ``.ids`` sidecar); returns the path. ``output`` is checked before anything is encoded."""
+    output = check_output_path(output)
     tokens, paths = list_images(source)
     if not tokens:
         raise FeatureFileError(f"{source}: no images found (expected image files named by item token, or a CSV/TSV of token,path)")

@@ -29,8 +29,9 @@ from typing import Callable, Iterable, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from recgoat_core.feature_files import file_fingerprint, write_features
-from recgoat_recbole.features.text import encode_texts, load_text_encoder
+from recgoat_core.feature_files import check_output_path, file_fingerprint, write_features
+from recgoat_recbole.config_check import ConfigError
+from recgoat_recbole.features.text import check_text_encoder, encode_texts, encoder_fingerprint, load_text_encoder
 
 __all__ = ["PROMPT", "training_histories", "split_histories", "split_fingerprint", "cached_template_profiles", "template_profile", "build_prompt", "extract_answer",
            "TransformersBackend", "HTTPBackend", "generate_profiles", "extract_profile_features",
@@ -115,8 +116,9 @@ def cached_template_profiles(train_split, item_table: str, columns: Sequence[str
                              encoder: str | None = None) -> str:
     """Template profiles of ``train_split``'s users, embedded and cached; returns the feature file's path.
 
-    The cache key is the training split's fingerprint, the item table's contents and the columns, so a
-    different split (seed, ratios, filtering) never reuses another split's profiles. A damaged cache file is
+    The cache key is the training split's fingerprint, the item table's contents, the columns and the text
+    encoder's :func:`~recgoat_recbole.features.text.encoder_fingerprint` (a local folder's file contents), so
+    a different split (seed, ratios, filtering) or encoder never reuses another's profiles. A damaged cache file is
     rebuilt with a warning.
     """
     import hashlib
@@ -126,7 +128,8 @@ def cached_template_profiles(train_split, item_table: str, columns: Sequence[str
 
     histories = split_histories(train_split)
     fingerprint = split_fingerprint(train_split)
-    digest = hashlib.sha1(f"{fingerprint}|{file_fingerprint(item_table)}|{columns}|{encoder}".encode())
+    key = f"{fingerprint}|{file_fingerprint(item_table)}|{columns}|{encoder_fingerprint(encoder)}"
+    digest = hashlib.sha1(key.encode())
     out = os.path.join(cache_dir, f"profiles-template-{digest.hexdigest()[:12]}.npz")
     if reusable_cache(out, "user profiles"):
         return out
@@ -194,9 +197,20 @@ def template_profiles_for(histories: dict[str, list[str]], items: pd.DataFrame, 
 
 # ------------------------------------------------------------------------------------------------ LLM path
 def build_prompt(user: str, history: Sequence[tuple[str, str]], max_items: int = 50) -> str:
-    """The paper's prompt (supplement, Table 1) for ``user`` with its last ``max_items`` (id, text) pairs."""
+    """The paper's prompt (supplement, Table 1) for ``user`` with its last ``max_items`` (id, text) pairs.
+
+    ``max_items`` must be a positive integer (0 would slice ``[-0:]``, the whole history)."""
+    _check_max_items(max_items)
     lines = "\n".join(f"  - {item}: {text}" for item, text in list(history)[-max_items:])
     return PROMPT.format(user=user, history=lines)
+
+
+def _check_max_items(max_items: object) -> int:
+    """``max_items`` if it is an integer >= 1, else a :class:`ConfigError` naming ``--max-items``."""
+    if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
+        raise ConfigError(f"--max-items (max_items) must be an integer >= 1 (history items per prompt), "
+                          f"got {max_items!r}")
+    return max_items
 
 
 def extract_answer(output: str) -> str:
@@ -307,9 +321,14 @@ def extract_profile_features(
 ) -> str:
     """From a RecBole ``Config`` to a user-profile feature file (.npz keyed by user token); returns its path.
 
-    The profile texts are kept beside it in ``<output>.profiles.jsonl`` (the resumable cache).
+    The profile texts are kept beside it in ``<output>.profiles.jsonl`` (the resumable cache). ``output``
+    (an ``.npz``: it records the training split's fingerprint) and ``max_items`` are checked first.
     """
     from recgoat_recbole.features.text import compose_texts, read_table
+
+    output = check_output_path(output, (".npz",))
+    _check_max_items(max_items)
+    check_text_encoder(encoder)  # before hours of generation, not after
 
     histories, dataset, fingerprint = training_histories(config)
     item_table = item_table or os.path.join(config["data_path"], f"{config['dataset']}.item")

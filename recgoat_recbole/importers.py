@@ -27,19 +27,46 @@ Re-importing is safe: everything is written into a temporary folder ``DST/.<name
 when all of it succeeded, so a failed import leaves the previous ``DST/<name>/`` exactly as it was. Files in the
 previous folder that the import does not write (notes, a profile file) are carried over into the new one. The
 generated ``<name>.yaml`` records a sha256 of its body in its first line; if that body was edited since (or the
-file has no such line, i.e. a person wrote it), a re-import refuses before writing anything, unless ``force``.
+file has no such line, i.e. a person wrote it), a re-import refuses before writing anything, unless ``force``
+(checked when the import starts, and again right before the swap).
+
+Imports of one dataset at once: an import holds an exclusive lock (``fcntl.flock`` on ``DST/.<name>.lock``,
+removed when it ends) from before its temporary folder is made until the old folder is deleted, so imports of
+the same ``DST/<name>`` run one after the other (imports of other names do not wait). A second import waits
+for the first (a log line says so) up to :data:`LOCK_TIMEOUT_S` seconds, then fails with one
+:class:`ImportError_` naming the lock file; a lock is released when its process ends, however it ends. Under
+the lock:
+
+- the carry-over is listed right before the swap, and once more from the old folder after it (before the old
+  folder is deleted): a file written into ``DST/<name>/`` while the import runs is kept;
+- leftovers of an interrupted import are cleared first: ``.<name>.tmp-*`` (an unfinished new folder) and
+  ``.<name>.old-*`` (an old folder whose deletion was interrupted, e.g. by Ctrl-C: the new folder was already in
+  place with everything carried over) are deleted, with a warning naming them; if ``DST/<name>`` itself is
+  missing (the process was killed between the two renames of a swap), the newest ``.<name>.old-*`` is put back
+  first, so its files are carried over as usual.
+
+Where ``fcntl`` is missing (Windows) or the file system refuses locks, the import runs unlocked with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Iterator
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover  (Windows: imports are not locked)
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 import pandas as pd
@@ -47,10 +74,13 @@ import yaml
 
 from recgoat_core.feature_files import FeatureFileError, read_features, write_features
 
-__all__ = ["ImportError_", "ImportReport", "import_mmrec", "import_lightgcn", "eval_batch_size", "SPLITS"]
+__all__ = ["ImportError_", "ImportReport", "import_mmrec", "import_lightgcn", "eval_batch_size", "SPLITS",
+           "LOCK_TIMEOUT_S"]
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
+#: how long an import waits for another import of the same dataset folder to finish (seconds)
+LOCK_TIMEOUT_S = 600.0
 
 
 class ImportError_(ValueError):
@@ -183,8 +213,109 @@ def _default_dir_mode() -> int:
     return 0o777 & ~umask
 
 
+@contextlib.contextmanager
+def _dataset_lock(parent: str, base: str) -> Iterator[None]:
+    """Hold the exclusive lock ``parent/.<base>.lock`` (see the module docstring); the file is removed on exit.
+
+    The holder unlinks the file while it still holds it, so a waiter may end up locking a file that is no
+    longer the lock: after locking, the open file must still be the one at the path, else it tries again."""
+    path = os.path.join(parent, f".{base}.lock")
+    fd = _acquire(path, base) if fcntl is not None else None
+    if fcntl is None:
+        logger.warning(f"no file locks on this system: another import of {base} at the same time may conflict")
+    try:
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}\n".encode("ascii"))
+        yield
+    finally:
+        if fd is not None:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            os.close(fd)
+
+
+def _acquire(path: str, base: str) -> int | None:
+    """The open, locked lock file (None when the file system refuses locks: a warning says so)."""
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    said = False
+    while True:
+        # 0600 and O_NOFOLLOW: nobody else can hold it (a read-only descriptor can be locked too) or plant a link
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _read_pid(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                logger.warning(f"cannot lock {path} ({exc.strerror}): importing without the lock; another import "
+                               f"of {base} at the same time may conflict")
+                return None
+            if time.monotonic() >= deadline:
+                raise ImportError_(f"{path}: another import of {base} ({holder or 'another process'}) has held "
+                                   f"this lock for over {LOCK_TIMEOUT_S:g} s; let it finish (or stop it) and "
+                                   "import again") from None
+            if not said:
+                logger.info(f"waiting for another import of {base} to finish ({holder or 'lock'} {path}) ...")
+                said = True
+            time.sleep(0.05)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            current = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            return fd
+        os.close(fd)  # the previous holder removed that file after we opened it: lock the new one
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        return os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _clear_debris(parent: str, base: str, target: str, folder: str) -> None:
+    """Under the lock: what an interrupted import of ``base`` left in ``parent`` (see the module docstring)."""
+    tmps, olds = [], []
+    for entry in os.listdir(parent):
+        if entry.startswith(f".{base}.tmp-"):
+            tmps.append(entry)
+        elif entry.startswith(f".{base}.old-"):
+            olds.append(entry)
+    if not os.path.lexists(target) and olds:
+        newest = max(olds, key=lambda e: os.stat(os.path.join(parent, e), follow_symlinks=False).st_ctime)
+        if os.path.isdir(os.path.join(parent, newest)) and not os.path.islink(os.path.join(parent, newest)):
+            os.rename(os.path.join(parent, newest), target)
+            olds.remove(newest)
+            logger.warning(f"{folder} was missing (an import was stopped in the middle of its swap): put back "
+                           f"the previous version from {os.path.join(parent, newest)}")
+    removed = []
+    for entry in sorted(tmps + olds):
+        try:
+            _remove(os.path.join(parent, entry))
+            removed.append(entry)
+        except OSError as exc:
+            logger.warning(f"cannot delete {os.path.join(parent, entry)}, left by an interrupted import: {exc}")
+    if removed:
+        logger.warning(f"deleted what an interrupted import of {folder} left in {parent}: {', '.join(removed)}")
+
+
 def _write(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], source: str,
-           n_items_hint: int | None = None) -> ImportReport:
+           n_items_hint: int | None = None, force: bool = False) -> ImportReport:
     for split in ("train", "test"):
         if not (frame["split"] == split).any():
             raise ImportError_(f"{source}: the {split} split is empty")
@@ -209,11 +340,36 @@ def _write(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], s
     # a symlinked dataset folder: work next to (and swap) its target
     target = os.path.realpath(folder) if os.path.islink(folder) else folder
     parent = os.path.dirname(target) or "."
+    base = os.path.basename(target)
     created_parent = not os.path.isdir(parent)
-    tmp = None
     try:
         os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+        with _dataset_lock(parent, base):
+            _clear_debris(parent, base, target, folder)
+            modalities, n_items, counts = _write_and_swap(frame, name, dst, features, source, n_items_hint, force,
+                                                          folder, target, parent, base, max_item)
+    except BaseException as exc:
+        if created_parent:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise ImportError_(f"cannot write {folder}: {exc}") from None
+        raise
+    config_path = os.path.join(folder, f"{name}.yaml")
+    report = ImportReport(name, folder, config_path, int(frame["user"].nunique()), n_items, counts, dropped,
+                          modalities)
+    logger.info(str(report))
+    return report
+
+
+def _write_and_swap(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], source: str,
+                    n_items_hint: int | None, force: bool, folder: str, target: str, parent: str, base: str,
+                    max_item: int) -> tuple[dict[str, str], int, dict[str, int]]:
+    """Under the lock: write everything into ``parent/.<base>.tmp-*``, then swap it in for ``target``."""
+    tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
+    try:
         modalities = {}
         n_items = max(max_item + 1, n_items_hint or 0)
         for modality, path in features.items():
@@ -262,15 +418,17 @@ def _write(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], s
         with open(os.path.join(tmp, f"{name}.yaml"), "wb") as f:
             f.write(_HEADER.format(source=one_line_source, digest=hashlib.sha256(body).hexdigest()).encode("utf-8"))
             f.write(body)
+        # right before the swap, under the lock: the YAML as the last import wrote it, the user's files listed now
+        _check_config_not_edited(dst, name, force)
         old_exists = os.path.isdir(target)
         if old_exists:
             carried = _carry_over(target, tmp)
             if carried:
                 logger.info(f"kept from the previous {folder}: {', '.join(carried)}")
         os.chmod(tmp, (os.stat(target).st_mode & 0o7777) if old_exists else _default_dir_mode())
-        # the swap: old folder aside, new one in, old one deleted
+        # the swap: old folder aside, new one in, what appeared in the old one meanwhile carried, old one deleted
         if old_exists:
-            aside = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex[:12]}")
+            aside = os.path.join(parent, f".{base}.old-{uuid.uuid4().hex[:12]}")
             os.rename(target, aside)
             try:
                 os.rename(tmp, target)
@@ -278,28 +436,33 @@ def _write(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], s
                 os.rename(aside, target)
                 raise
             tmp = None
-            shutil.rmtree(aside, ignore_errors=True)
+            try:
+                late = _carry_over(aside, target)
+            except OSError as exc:  # keep the old folder, under a name that no import deletes
+                kept = os.path.join(parent, f".{base}.kept-{uuid.uuid4().hex[:12]}")
+                os.rename(aside, kept)
+                logger.warning(f"could not carry every file written into {folder} during the import over into the "
+                               f"new version ({exc}); the previous version is kept in {kept}")
+                return modalities, n_items, counts
+            if late:
+                logger.info(f"kept from the previous {folder} (written during the import): {', '.join(late)}")
+            try:
+                shutil.rmtree(aside, ignore_errors=True)
+            except BaseException:  # (Ctrl-C): the new folder is in place; the next import deletes the rest
+                logger.warning(f"interrupted while deleting the previous version of {folder}: the next import "
+                               f"deletes what is left of it ({aside})")
+                raise
             if os.path.lexists(aside):
-                logger.warning(f"could not delete the previous version of {folder}, moved aside to {aside}")
+                logger.warning(f"could not delete the previous version of {folder}, moved aside to {aside} (the "
+                               "next import deletes it)")
         else:
             os.rename(tmp, target)
             tmp = None
-    except BaseException as exc:
+    except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        if created_parent:
-            try:
-                os.rmdir(parent)
-            except OSError:
-                pass
-        if isinstance(exc, OSError):
-            raise ImportError_(f"cannot write {folder}: {exc}") from None
         raise
-    config_path = os.path.join(folder, f"{name}.yaml")
-    report = ImportReport(name, folder, config_path, int(frame["user"].nunique()), n_items, counts, dropped,
-                          modalities)
-    logger.info(str(report))
-    return report
+    return modalities, n_items, counts
 
 
 def _read_inter(path: str) -> pd.DataFrame:
@@ -365,7 +528,7 @@ def import_mmrec(src: str, dst: str, name: str | None = None, inter_file: str | 
             frame[col] = values
     features = {f[: -len("_feat.npy")]: os.path.join(src, f) for f in sorted(os.listdir(src))
                 if f.endswith("_feat.npy")}
-    return _write(frame, name, dst, features, path)
+    return _write(frame, name, dst, features, path, force=force)
 
 
 def import_lightgcn(src: str, dst: str, name: str | None = None,
@@ -408,4 +571,4 @@ def import_lightgcn(src: str, dst: str, name: str | None = None,
     frame = pd.DataFrame(rows, columns=["user", "item", "split"])
     if frame.empty:
         raise ImportError_(f"{src}: no interactions")
-    return _write(frame, name, dst, dict(features or {}), src)
+    return _write(frame, name, dst, dict(features or {}), src, force=force)

@@ -187,6 +187,7 @@ def test_bench_report_records_the_real_command(monkeypatch, capsys):
     monkeypatch.setattr(execute, "run_one", _fake_run_one)
     with open("d y.yaml", "w") as f:  # a name that needs quoting
         f.write("dataset: d\n")
+    os.makedirs("old/runs")  # a --reuse folder must exist
     argv = ["bench", "--datasets", "d", "--config", "d=d y.yaml", "--models", "LightGCN", "Pop", "--seeds", "1",
             "--epochs", "2", "--stopping-step", "3", "--device", "cpu", "--jobs", "2", "--reuse", "old",
             "--set", "train_batch_size=512", "--out", "bench"]

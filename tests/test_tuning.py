@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from recgoat_recbole.bench.design import RunSpec
+from recgoat_recbole.bench import execute
 from recgoat_recbole.bench.execute import find_identical, run_all
 from recgoat_recbole.bench.tuning import GRIDS, choose, grid_points, grid_specs, load_grids, tuning_table, write_choice
 from recgoat_recbole.cli import main
@@ -89,9 +90,10 @@ def test_find_identical_needs_the_same_overrides_seed_and_config(tmp_path):
     folder = tmp_path / "tune"
     (folder / "runs").mkdir(parents=True)
     done = RunSpec("d", "EASE", 1, "tune: reg_weight=10", ("c.yaml",), {"epochs": 1, "reg_weight": 10.0})
-    json.dump({**_record(done, 0.3), "dataset": "d", "model": "EASE", "seed": 1,
-               "config_files": [os.path.abspath("c.yaml")], "overrides": done.overrides},
-              open(folder / "runs" / f"{done.key}.json", "w"))
+    record = {**_record(done, 0.3), "dataset": "d", "model": "EASE", "seed": 1, "label": done.label,
+              "config_files": [os.path.abspath("c.yaml")], "overrides": done.overrides, "epoch_s": 1.0,
+              "total_s": 3.0, "peak_mib": 10.0, "device": "cpu"}
+    execute._save(record, str(folder / "runs" / f"{done.key}.json"))  # signed, as a run of this user's saves it
     same = RunSpec("d", "EASE", 1, "", ("c.yaml",), {"reg_weight": 10.0, "epochs": 1}, "tuned")
     assert find_identical(same, str(folder))["key"] == done.key
     for other in (RunSpec("d", "EASE", 2, "", ("c.yaml",), same.overrides, "tuned"),
@@ -100,6 +102,10 @@ def test_find_identical_needs_the_same_overrides_seed_and_config(tmp_path):
         assert find_identical(other, str(folder)) is None
     records = run_all([same], str(tmp_path / "bench"), reuse_from=[str(folder)], train=False)
     assert records[0]["reused_from"] == done.key and records[0]["label"] == "EASE (tuned)"
+    # the same record unsigned (an older recgoat, or edited) is not reused
+    path = folder / "runs" / f"{done.key}.json"
+    json.dump({k: v for k, v in json.load(open(path)).items() if k != "signature"}, open(path, "w"))
+    assert find_identical(same, str(folder)) is None
 
 
 def test_tune_then_bench_tuned_end_to_end(mini_ml, capsys):
@@ -126,14 +132,14 @@ def test_tune_then_bench_tuned_end_to_end(mini_ml, capsys):
     assert sorted(os.listdir("tune/work")) == sorted(records)
 
     bench = ["bench", "--datasets", "ml-mini", "--config", "ml-mini=mini.yaml", "--models", "LightGCN", "EASE",
-             "--seeds", "1", "2", "--epochs", "1", "--tuned", "tune/best.yaml", "--out", "bench"]
+             "--seeds", "1", "2", "--epochs", "1", "--tuned", "tune/best.yaml", "--reuse", "tune", "--out", "bench"]
     assert main(bench) == 0
     out = capsys.readouterr().out
     assert out.count("is finished, reused") == 2 and out.count(": running ...") == 2  # seed 2 of each model
     rows = pd.read_csv("bench/results.csv")
     assert sorted(set(rows["model"])) == ["EASE (tuned)", "LightGCN (tuned)"] and len(rows) == 4
     assert "--tuned tune/best.yaml" in open("bench/results.md").read()
-    assert main(bench[:-4] + ["--tuned", "mini.yaml", "--out", "bench"]) == 2  # not a best.yaml
+    assert main(bench[:-6] + ["--tuned", "mini.yaml", "--out", "bench"]) == 2  # not a best.yaml
     capsys.readouterr()
     assert main(bench[:-2] + ["--reuse", "bench", "--out", "bench2"]) == 0  # every run copied, none trained
     out = capsys.readouterr().out

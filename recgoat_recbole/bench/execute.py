@@ -2,12 +2,41 @@
 (:mod:`recgoat_recbole.bench.worker`), with its result saved as JSON the moment it finishes, so an interrupted
 benchmark resumes without repeating finished runs. A finished run is reused only with identical settings (the
 same overrides, YAML files and YAML contents), here or from an earlier output folder.
+
+What a record (``OUT/runs/<key>.json``) says, and when it is trusted:
+
+- which code wrote it: ``recgoat_version`` and ``git_commit`` (``git rev-parse HEAD`` of the package's checkout,
+  asked once per process; ``None`` for an installed package); which settings: the spec (``config_files``,
+  ``overrides``, ``seed``) and ``config_sha`` (the YAML files' contents); a copy from another folder also
+  ``reused_from`` (the run's key there) and ``reused_dir`` (that folder), and keeps the version and commit of the
+  code that trained it;
+- ``signature``: an HMAC-SHA256 of the record's canonical JSON (:func:`canonical`: every field but the
+  signature, ``json.dumps(sort_keys=True)``) under this user's key (:mod:`recgoat_recbole.signing`).
+
+A record is reused -- resumed in the same ``--out``, or copied from a ``--reuse`` folder -- only when its
+signature verifies: one of this user's runs wrote it and nobody changed it since. Any other record (edited by
+hand, written by another user, by a version of this package without signatures, or not a well-formed record:
+truncated, not JSON, fields missing) gets one warning line naming the file and the reason, and its run is
+trained again (its file in ``--out`` is then replaced); a copy is never made from it (a copy is signed here,
+so copying would vouch for numbers nobody checked).
+
+With ``train=False`` (``--report-only``) a well-formed record of ``--out`` that does not verify still makes the
+tables: re-deriving the tables of someone else's output folder is legitimate, and nothing is trained or signed.
+It is marked instead: the record gets ``unverified`` (the reason; in memory only, never saved), the report marks
+its row and says how many runs are not signed by this user's runs (:mod:`~recgoat_recbole.bench.report`).
+Malformed records are left out of the tables (with the warning). Records in ``--reuse`` folders are never used
+unverified, not even for a report.
+
+A ``--reuse`` folder that does not exist or has no ``runs/``, and a ``--out`` (or its ``runs/``) that is a file,
+are one :class:`FileNotFoundError` / :class:`FileExistsError` before anything runs.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
+import numbers
 import os
 import re
 import subprocess
@@ -20,7 +49,8 @@ from typing import Any, Callable, Sequence
 
 from recgoat_recbole.bench.design import RunSpec
 
-__all__ = ["PATH_KEYS", "run_one", "run_all", "config_digest", "settings_differ", "find_identical"]
+__all__ = ["PATH_KEYS", "run_one", "run_all", "config_digest", "settings_differ", "find_identical", "canonical",
+           "load_record", "package_commit", "RECORD_FIELDS"]
 
 
 #: config keys holding folders that a user writes relative to where they run ``recgoat bench``
@@ -165,21 +195,125 @@ def settings_differ(record: dict, spec: RunSpec) -> str:
     return ""
 
 
-def find_identical(spec: RunSpec, folder: str) -> dict | None:
-    """A finished run in ``folder/runs`` with the same dataset, model, seed, config files and overrides."""
+def find_identical(spec: RunSpec, folder: str, log: Callable[[str], Any] | None = None,
+                   _loaded: dict[str, tuple[dict | None, str]] | None = None) -> dict | None:
+    """A finished run in ``folder/runs`` with the same dataset, model, seed, config files and overrides, whose
+    signature verifies (see the module docstring); records that do not are skipped, each with one ``log``
+    warning (once per file when the same ``_loaded`` cache is passed)."""
     runs = os.path.join(folder, "runs")
     if not os.path.isdir(runs):
         return None
+    loaded = {} if _loaded is None else _loaded
     for name in sorted(os.listdir(runs)):
         if not name.endswith(".json") or not name.startswith(f"{spec.dataset}__{spec.model}"):
             continue
-        with open(os.path.join(runs, name), encoding="utf-8") as f:
-            record = json.load(f)
+        path = os.path.join(runs, name)
+        if path not in loaded:
+            loaded[path] = load_record(path)
+            if loaded[path][1] and log is not None:
+                log(f"warning: {path}: {loaded[path][1]}; not reused")
+        record, problem = loaded[path]
+        if record is None or problem:
+            continue
         if (record["dataset"], record["model"], record["seed"]) != (spec.dataset, spec.model, spec.seed):
             continue
         if "overrides" in record and "config_files" in record and not settings_differ(record, spec):
             return record
     return None
+
+
+#: the fields every record has, and their types (a record without them is malformed)
+RECORD_FIELDS: dict[str, Any] = {
+    "dataset": str, "model": str, "seed": int, "label": str, "key": str, "test": dict, "valid": dict,
+    "epochs": numbers.Real, "epoch_s": numbers.Real, "total_s": numbers.Real, "peak_mib": numbers.Real,
+    "device": str,
+}
+_MAX_RECORD_BYTES = 16 * 2**20
+
+
+def canonical(record: dict) -> bytes:
+    """What a record's signature covers: every field but ``signature`` (and the in-memory ``unverified``), as
+    ``json.dumps(sort_keys=True)`` of the record as JSON reads it back."""
+    body = {k: v for k, v in record.items() if k not in ("signature", "unverified")}
+    return json.dumps(json.loads(json.dumps(body)), sort_keys=True).encode("utf-8")
+
+
+def _malformed(record: Any) -> str:
+    if not isinstance(record, dict):
+        return f"not a run record (a JSON {type(record).__name__}, not an object)"
+    for field, kind in RECORD_FIELDS.items():
+        value = record.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"not a run record (field {field!r} missing or not a {getattr(kind, '__name__', kind)})"
+    for field in ("test", "valid"):
+        bad = [k for k, v in record[field].items() if not isinstance(v, numbers.Real) or isinstance(v, bool)]
+        if bad:
+            return f"not a run record ({field}[{bad[0]!r}] is not a number)"
+    for field, kind in (("overrides", dict), ("config_files", list)):
+        if field in record and not isinstance(record[field], kind):
+            return f"not a run record (field {field!r} is not a {kind.__name__})"
+    if not all(isinstance(p, str) for p in record.get("config_files", [])):
+        return "not a run record (config_files holds something other than file names)"
+    for field in ("reused_dir", "reused_from", "recgoat_version", "git_commit", "config_sha", "checkpoint"):
+        if record.get(field) is not None and not isinstance(record[field], str):
+            return f"not a run record (field {field!r} is not a string)"
+    return ""
+
+
+def load_record(path: str, check_signature: bool = True) -> tuple[dict | None, str]:
+    """``(record, "")`` for a well-formed record signed by this user; ``(record, reason)`` for a well-formed one
+    whose signature is missing or does not verify; ``(None, reason)`` for a file that is no record (unreadable,
+    truncated, not JSON, fields missing). Never raises for what the file holds."""
+    try:
+        if os.path.getsize(path) > _MAX_RECORD_BYTES:
+            return None, f"not a run record ({os.path.getsize(path):,} bytes)"
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        return None, f"not valid JSON, truncated or damaged ({' '.join(str(exc).split())[:120]})"
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    problem = _malformed(record)
+    if problem:
+        return None, problem
+    record.pop("unverified", None)
+    if not check_signature:
+        return record, "signature not checked (this user's signing key is unusable)"
+    signature = record.get("signature")
+    if signature is None:
+        return record, "not signed (written by a recgoat without record signatures, or not by a run of yours)"
+    from recgoat_recbole.signing import verify
+
+    if not verify(canonical(record), signature):
+        return record, "its signature does not verify (edited since it was written, or written by someone else)"
+    return record, ""
+
+
+@functools.lru_cache(maxsize=1)
+def package_commit() -> str | None:
+    """The git commit of this package's checkout (``git rev-parse HEAD`` in its folder), once per process;
+    ``None`` when the package is not in its own git checkout or git is missing or slow."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../recgoat_recbole
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    try:  # Popen, not subprocess.run: tests replace run() to fake the worker
+        proc = subprocess.Popen(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=package, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True)
+        try:
+            out, _ = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return None
+    except OSError:
+        return None
+    lines = out.split()
+    if proc.returncode != 0 or len(lines) != 2 or not re.fullmatch(r"[0-9a-f]{40}", lines[1]):
+        return None
+    # only the package's own checkout (an installed package inside some other repository is not it)
+    if os.path.realpath(os.path.join(lines[0], os.path.basename(package))) != os.path.realpath(package):
+        return None
+    return lines[1]
 
 
 def _clock(seconds: float) -> str:
@@ -190,12 +324,48 @@ def _clock(seconds: float) -> str:
 
 
 def _save(record: dict, path: str) -> dict:
-    """Write ``record`` to ``path`` atomically (a run is either finished on disk or absent)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-    os.replace(path + ".tmp", path)
+    """Write ``record`` to ``path`` atomically (a run is either finished on disk or absent; a unique temporary
+    file, so two writers never share one), with the code that wrote it and this user's signature."""
+    from recgoat_core.feature_files import atomic_write
+    from recgoat_recbole import __version__
+    from recgoat_recbole.signing import sign
+
+    record = {k: v for k, v in record.items() if k not in ("signature", "unverified")}
+    record.setdefault("recgoat_version", __version__)  # (a copy keeps the code that trained it)
+    record.setdefault("git_commit", package_commit())
+    record["signature"] = sign(canonical(record))
+    text = json.dumps(record, indent=1)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")), suffix=".tmp")
     return record
+
+
+def _check_folders(out_dir: str, reuse_from: Sequence[str]) -> None:
+    """``--out`` must be a folder (or not exist yet), each ``--reuse`` folder an earlier output folder."""
+    for path in (out_dir, os.path.join(out_dir, "runs")):
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise FileExistsError(f"--out {out_dir}: {path} exists and is not a folder; --out takes a folder (a new "
+                                  "one, or an earlier output folder to resume)")
+    for folder in reuse_from:
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"--reuse {folder}: no such folder")
+        if not os.path.isdir(os.path.join(folder, "runs")):
+            raise FileNotFoundError(f"--reuse {folder}: no runs/ folder in it (--reuse takes earlier --out folders "
+                                    "of `recgoat bench` or `recgoat tune`)")
+
+
+def _key_usable(train: bool, log) -> bool:
+    """Whether records can be signed and checked: training needs this user's key (else one KeyFileError before
+    anything runs); a report without it checks nothing and marks every record."""
+    from recgoat_recbole.signing import KeyFileError, secret_key
+
+    try:
+        secret_key()
+        return True
+    except KeyFileError as exc:
+        if train:
+            raise
+        log(f"warning: {exc}; the records' signatures are not checked: every record is marked unverified")
+        return False
 
 
 def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool | None = None,
@@ -209,26 +379,43 @@ def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool | N
     ``verbose`` streams every run's RecBole log; without it (``None``: the ``recgoat`` command's ``--verbose``,
     else on) a run shows ``epoch k/N`` lines with the time left for the run and for the whole job.
     ``keep_checkpoints``: each new run keeps its best checkpoint (:func:`run_one`).
+    Which records are trusted, and the checks of ``out_dir`` and ``reuse_from``: the module docstring.
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    _check_folders(out_dir, reuse_from)
+    check = _key_usable(train, log)
+    loaded: dict[str, tuple[dict | None, str]] = {}  # the --reuse folders' records, each read (and warned) once
     found: dict[int, dict] = {}
     todo: list[tuple[int, RunSpec]] = []
     for n, spec in enumerate(specs, 1):
         path = os.path.join(out_dir, "runs", f"{spec.key}.json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                found[n] = json.load(f)
-            problem = settings_differ(found[n], spec)
-            if problem:
-                raise FileExistsError(f"{path} was trained with other settings ({problem}): use another --out, "
-                                      "or delete that file to train it again")
-            log(f"[{n}/{len(specs)}] {spec.key}: done earlier, reused")
-            continue
-        twin = next((r for r in (find_identical(spec, d) for d in reuse_from) if r is not None), None)
+        if os.path.lexists(path):
+            record, problem = load_record(path, check_signature=check)
+            if record is not None and (not problem or not train):
+                if problem:
+                    record["unverified"] = problem
+                    if check:
+                        log(f"warning: {path}: {problem}; in the tables, marked as not signed by your runs")
+                difference = settings_differ(record, spec)
+                if difference:
+                    raise FileExistsError(f"{path} was trained with other settings ({difference}): use another "
+                                          "--out, or delete that file to train it again")
+                found[n] = record
+                log(f"[{n}/{len(specs)}] {spec.key}: done earlier, reused")
+                continue
+            log(f"warning: {path}: {problem}; not reused, " +
+                ("training it again" if train else "left out of the tables"))
+        twin, twin_dir = None, None
+        if check:
+            for folder in reuse_from:
+                twin = find_identical(spec, folder, log, loaded)
+                if twin is not None:
+                    twin_dir = folder
+                    break
         if twin is not None:
             found[n] = _save({**twin, **asdict(spec), "label": spec.label, "key": spec.key,
-                              "reused_from": twin["key"]}, path)
+                              "reused_from": twin["key"], "reused_dir": os.path.abspath(twin_dir)}, path)
             log(f"[{n}/{len(specs)}] {spec.key}: the identical run {twin['key']} is finished, reused")
             continue
         if not train:

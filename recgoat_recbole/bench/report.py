@@ -4,6 +4,13 @@
 Every table and plot says where its numbers come from: the test split, each run's model chosen on the
 validation split; how many seeds; and what the ± and the error bars are (the standard deviation over seeds).
 A row of one seed shows its value alone, never ``± 0.0000``.
+
+Every table also says where its runs come from (:func:`provenance`, the lines under it): the code that trained
+them (``recgoat_version``, ``git_commit`` of the records), how many runs were copied from which ``--reuse``
+folder, and how many records are not signed by this user's runs. Those are the records that ``--report-only``
+keeps although their signature is missing or does not verify (:mod:`~recgoat_recbole.bench.execute`: a report
+may be re-derived from someone else's output folder, but its numbers are then as the files say): their rows
+are marked ``†``. ``results.csv`` has the same per run: ``reused_from`` (the folder) and ``signed``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import os
 import statistics
 from typing import Any, Iterable, Sequence
 
-__all__ = ["summarise", "markdown_table", "caption", "write_outputs"]
+__all__ = ["summarise", "markdown_table", "caption", "write_outputs", "provenance"]
 
 
 def summarise(records: Iterable[dict], metrics: Sequence[str]) -> list[dict]:
@@ -32,8 +39,60 @@ def summarise(records: Iterable[dict], metrics: Sequence[str]) -> list[dict]:
             row[f"{m}_n"] = len(values)
         for k in ("epoch_s", "total_s", "peak_mib", "epochs"):
             row[k] = statistics.mean(r[k] for r in runs)
+        # where the runs come from (provenance): the code, the --reuse folders, records that are not signed
+        row["unverified"] = sum(1 for r in runs if r.get("unverified"))
+        row["reused"] = _count((r["reused_dir"], _code(r)) for r in runs if r.get("reused_dir"))
+        row["code"] = _count(_code(r) for r in runs if r.get("recgoat_version"))
         rows.append(row)
     return rows
+
+
+def _code(record: dict) -> str:
+    commit = record.get("git_commit")
+    return (f"recgoat {record.get('recgoat_version', '?')}, " +
+            (f"commit {commit[:12]}" if isinstance(commit, str) and commit else "commit unknown"))
+
+
+def _count(items: Iterable) -> dict:
+    out: dict = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return out
+
+
+def _shown(folder: str) -> str:
+    """A folder as the user would name it: relative to the working directory when inside it."""
+    rel = os.path.relpath(folder)
+    return folder if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
+def provenance(rows: Sequence[dict]) -> list[str]:
+    """The lines under a table that say where its runs come from (see the module docstring)."""
+    total = sum(int(r["seeds"]) for r in rows)
+    code: dict = {}
+    reused: dict = {}
+    for r in rows:
+        for k, n in r.get("code", {}).items():
+            code[k] = code.get(k, 0) + n
+        for k, n in r.get("reused", {}).items():
+            reused[k] = reused.get(k, 0) + n
+    lines = []
+    if code:
+        lines.append("Trained by " + "; ".join(f"{k} ({n} of {total} runs)" if len(code) > 1 or n != total
+                                               else f"{k}" for k, n in code.items()) + ".")
+    by_folder: dict[str, list] = {}
+    for (folder, what), n in reused.items():
+        by_folder.setdefault(folder, []).append((what, n))
+    for folder, whats in by_folder.items():
+        n = sum(k for _, k in whats)
+        lines.append(f"reused {n} run{'s' if n != 1 else ''} from {_shown(folder)} (trained there by " +
+                     "; ".join(w if len(whats) == 1 else f"{w}: {k}" for w, k in whats) + "), not trained here.")
+    unverified = sum(int(r.get("unverified", 0)) for r in rows)
+    if unverified:
+        lines.append(f"† {unverified} of {total} runs not signed by this user's runs (edited since, written by "
+                     "someone else, or by a recgoat without record signatures): their numbers are as the files say, "
+                     "unchecked.")
+    return lines
 
 
 def _seeds_phrase(rows: Sequence[dict]) -> str:
@@ -70,9 +129,13 @@ def markdown_table(rows: Sequence[dict], metrics: Sequence[str]) -> str:
     lines = [caption(rows), "", head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
         cells = [_cell(r, m) for m in metrics]
-        lines.append(f"| {r['dataset']} | {r['model']} | " + " | ".join(cells) +
+        mark = " †" if r.get("unverified") else ""
+        lines.append(f"| {r['dataset']} | {r['model']}{mark} | " + " | ".join(cells) +
                      f" | {r['epochs']:.0f} | {r['epoch_s']:.2f} | {r['total_s']:.0f} | {r['peak_mib']:.0f} | "
                      f"{r['seeds']} |")
+    notes = provenance(rows)
+    if notes:
+        lines += [""] + notes
     return "\n".join(lines)
 
 
@@ -98,11 +161,13 @@ def write_outputs(records: Sequence[dict], out_dir: str, metrics: Sequence[str],
     csv_path = os.path.join(out_dir, "results.csv")
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["dataset", "model", "seed", *metrics, "epochs", "epoch_s", "total_s", "peak_mib", "device"])
+        writer.writerow(["dataset", "model", "seed", *metrics, "epochs", "epoch_s", "total_s", "peak_mib", "device",
+                         "reused_from", "signed"])
         for r in records:
             writer.writerow([r["dataset"], r["label"], r["seed"], *(f"{r['test'].get(m, float('nan')):.6f}"
                              for m in metrics), r["epochs"], f"{r['epoch_s']:.3f}", f"{r['total_s']:.1f}",
-                             f"{r['peak_mib']:.0f}", r["device"]])
+                             f"{r['peak_mib']:.0f}", r["device"], r.get("reused_dir") or "",
+                             not r.get("unverified")])
     rows = summarise(records, metrics)
     md_path = os.path.join(out_dir, "results.md")
     with open(md_path, "w", encoding="utf-8") as f:

@@ -149,25 +149,69 @@ def choose(records: Sequence[dict], grid: Sequence[GridRun], metric: str = "ndcg
 
 def write_choice(choice: Mapping[str, Mapping[str, dict]], path: str, header: str) -> None:
     """Merge ``choice`` into the YAML file at ``path``, so that separate ``recgoat tune`` calls add up; the
-    file's comment lines name every call (``header``) that contributed."""
+    file's comment lines name every call (``header``) that contributed.
+
+    Two calls at once (two ``recgoat tune`` with one ``--out``) both end in the file: the read-merge-write holds
+    an exclusive lock (``fcntl.flock`` on the hidden ``.<name>.lock`` next to it, kept there; held only for the
+    merge, released when the process ends), and the file is written to a unique temporary file in the same
+    folder and renamed into place, so a reader never sees a torn file."""
     import yaml
 
-    current: dict = {}
-    comments: list[str] = []
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        current = yaml.safe_load(text) or {}
-        comments = [line for line in text.splitlines() if line.startswith("# ")]
-    for line in header.splitlines():  # every call that contributed, oldest first
-        if f"# {line}" not in comments:
-            comments.append(f"# {line}")
-    for dataset, models in choice.items():
-        current.setdefault(dataset, {}).update({m: dict(p) for m, p in models.items()})
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write("".join(f"{line}\n" for line in comments))
-        yaml.safe_dump(current, f, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    from recgoat_core.feature_files import atomic_write
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with _locked(os.path.join(folder, f".{os.path.basename(path)}.lock")):
+        current: dict = {}
+        comments: list[str] = []
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            current = yaml.safe_load(text) or {}
+            comments = [line for line in text.splitlines() if line.startswith("# ")]
+        for line in header.splitlines():  # every call that contributed, oldest first
+            if f"# {line}" not in comments:
+                comments.append(f"# {line}")
+        for dataset, models in choice.items():
+            current.setdefault(dataset, {}).update({m: dict(p) for m, p in models.items()})
+        text = "".join(f"{line}\n" for line in comments) + yaml.safe_dump(current, sort_keys=True)
+        mode = 0o666 & ~_umask()  # as open() would make it (mkstemp's 0600 would keep it from colleagues)
+
+        def write(f) -> None:
+            os.fchmod(f.fileno(), mode)
+            f.write(text.encode("utf-8"))
+
+        atomic_write(path, write, suffix=".tmp")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class _locked:
+    """``with _locked(path):`` holds ``fcntl.flock`` on ``path`` (created if needed; a no-op without fcntl)."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.fd = path, None
+
+    def __enter__(self) -> "_locked":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover  (Windows)
+            return self
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks: unlocked, as before
+            pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # (closing releases the lock)
+            self.fd = None
 
 
 def tuning_table(records: Sequence[dict], grid: Sequence[GridRun], choice: Mapping[str, Mapping[str, dict]],

@@ -109,8 +109,9 @@ class ImportReport:
 def _check_ids(values: pd.Series, what: str, source: str) -> np.ndarray:
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.isna().any() or (numeric < 0).any() or (numeric % 1 != 0).any():
-        bad = values[numeric.isna() | (numeric < 0) | (numeric % 1 != 0)].iloc[0]
-        raise ImportError_(f"{source}: {what} must be non-negative integers, found {bad!r}")
+        bad = str(values[numeric.isna() | (numeric < 0) | (numeric % 1 != 0)].iloc[0])
+        shown = repr(bad) if len(bad) <= 60 else f"{bad[:40]!r}... ({len(bad):,} characters)"
+        raise ImportError_(f"{source}: {what} must be non-negative integers, found {shown}")
     return numeric.astype(np.int64).to_numpy()
 
 

@@ -253,3 +253,34 @@ def test_a_dataset_cache_that_cannot_be_written_is_a_warning(mini_ml, monkeypatc
     monkeypatch.setattr(dataset_cache, "write_signed", full)
     dataset = create_dataset(Config(model=RecGOAT, config_dict=mini_config(mini_ml, save_dataset=True)))
     assert dataset.item_num > 1 and "could not write the cache" in caplog.text
+
+
+# ------------------------------------------------------------------------------------- what the cache key sees
+def test_the_dataset_cache_key_sees_ids_sidecars_and_every_dataset_setting(mini_ml, tmp_path):
+    """A feature file outside the dataset folder with its ``.ids`` sidecar reversed (same rows, other items),
+    and ``numerical_features`` / ``discretization`` (not in RecBole's ``dataset_arguments``): each changes the
+    key, so a cache built before is never served."""
+    from recbole.config import Config
+
+    from recgoat_recbole import RecGOAT
+    from recgoat_recbole.dataset import RecGOATDataset
+    from recgoat_recbole.dataset_cache import dataset_key
+    from recgoat_core.feature_files import read_features
+
+    text = read_features(os.path.join(mini_ml["folder"], "text.npz"))
+    outside = tmp_path / "text.npy"
+    np.save(outside, text.features)
+    (tmp_path / "text.npy.ids").write_text("\n".join(text.tokens) + "\n")
+
+    def key(**overrides) -> str:
+        config = Config(model=RecGOAT, config_dict=mini_config(mini_ml, item_modalities={"text": str(outside)},
+                                                               **overrides))
+        return dataset_key(config, RecGOATDataset)
+
+    first = key()
+    (tmp_path / "text.npy.ids").write_text("\n".join(text.tokens[::-1]) + "\n")
+    reversed_ids = key()
+    assert reversed_ids != first
+    assert key(numerical_features=["timestamp"]) != reversed_ids
+    assert key(discretization={"timestamp": {"method": "ED", "bucket": 5}}) != reversed_ids
+    assert key() == reversed_ids  # and the key is stable

@@ -373,3 +373,16 @@ def test_an_unusable_signing_key_stops_training_but_not_a_report(fake_bench, cap
     assert rc == 0 and fake_bench[2:] == [], err
     assert "2 of 2 runs not signed by this user's runs" in open("bench/results.md").read()
     assert sum("signing key" in line for line in out.splitlines()) == 1  # one warning, not one per record
+
+
+def test_a_huge_token_in_an_mmrec_inter_file_is_one_short_line(tmp_path, capsys):
+    from recgoat_cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rows = ["userID\titemID\trating\ttimestamp\tx_label"]
+    rows += [f"{u}\t{i}\t4\t{u * 10 + i}\t{min(2, max(0, i - 2))}" for u in range(5) for i in range(5)]
+    (src / "src.inter").write_text("\n".join(rows + ["x" * 200_000 + "\t1\t4\t1\t0"]) + "\n")
+    code = main(["data", "import", "--format", "mmrec", str(src), str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("recgoat: error:") and "200,000 characters" in err and len(err) < 400

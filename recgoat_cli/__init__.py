@@ -219,7 +219,8 @@ _DISTINCT = ("datasets", "models", "seeds", "gamma")
 
 
 def _check_lists(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Fill the defaults of repeatable options; refuse repeated entries and a key set twice differently."""
+    """Fill the defaults of repeatable options; refuse repeated entries. (A key given twice in ``--set`` /
+    ``--key=value``: the last one wins, as a later config file does.)"""
     for name, default in _LIST_DEFAULTS.items():
         if hasattr(args, name) and getattr(args, name) is None:
             setattr(args, name, list(default))
@@ -228,13 +229,6 @@ def _check_lists(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         repeated = sorted({str(v) for v in values if values.count(v) > 1})
         if repeated:
             parser.error(f"--{name}: {', '.join(repeated)} given more than once")
-    seen: dict[str, str] = {}
-    for pair in getattr(args, "set", None) or []:
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if sep and key in seen and seen[key] != value:
-            parser.error(f"config key {key!r} is set twice, to {seen[key]!r} and {value!r}")
-        seen[key] = value
 
 
 _RECBOLE_OVERRIDE = re.compile(r"^--([A-Za-z_][A-Za-z0-9_.]*)=(.*)$", re.S)

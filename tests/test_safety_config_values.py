@@ -198,6 +198,9 @@ def test_repeated_config_and_set_options_are_all_kept():
     args = _parse(build_parser(), ["run", "--config", "a.yaml", "--config", "b.yaml", "--set", "x=1", "--set",
                                    "y=2", "--epochs=3"])
     assert args.config == ["a.yaml", "b.yaml"] and args.set == ["x=1", "y=2", "epochs=3"]
+    from recgoat_recbole.cli import _overrides
+
+    assert _overrides(["epochs=50", "x=1", "epochs=1"]) == {"epochs": 1, "x": 1}  # the last one wins
     args = _parse(build_parser(), ["bench", "--datasets", "a", "--datasets", "b", "--seeds", "1", "--seeds", "2"])
     assert args.datasets == ["a", "b"] and args.seeds == [1, 2]
     args = _parse(build_parser(), ["bench"])
@@ -206,7 +209,6 @@ def test_repeated_config_and_set_options_are_all_kept():
 
 @pytest.mark.parametrize("argv", [["bench", "--seeds", "2020", "2020"], ["tune", "--datasets", "a", "a"],
                                   ["bench", "--models", "BPR", "--models", "BPR"],
-                                  ["run", "--set", "epochs=1", "--epochs=2"],
                                   ["features", "profiles", "-o", "p.npz", "--max-items", "0"]])
 def test_contradictory_or_repeated_options_are_refused(argv, capsys):
     with pytest.raises(SystemExit) as exc:

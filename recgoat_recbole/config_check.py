@@ -138,13 +138,13 @@ RUN_RULES: dict[str, _Rule] = {
     "epochs": _int(1, strict=True),
     "train_batch_size": _int(1, strict=True),
     "eval_batch_size": _int(1, strict=True),
-    "learning_rate": _POSITIVE,
-    "weight_decay": _num(0),
+    "learning_rate": _num(0, low_open=True, optional=True),
+    "weight_decay": _num(0, optional=True),
     "seed": _int(strict=True),
     "stopping_step": _int(0, strict=True),
     "eval_step": _int(0, strict=True),
     "topk": _int(1, strict=True, many=True),
-    "embedding_size": _int(1, strict=True),
+    "embedding_size": _int(1, strict=True, optional=True),  # ~: a model without embeddings (Pop, ItemKNN)
     "worker": _int(0, strict=True),
 }
 

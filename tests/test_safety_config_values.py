@@ -259,3 +259,23 @@ def test_tuned_entries_for_models_not_run_are_named(mini_ml, capsys, monkeypatch
     code, err = _cli(capsys, ["bench", "--datasets", "ml-mini", "--config", "ml-mini=mini.yaml", "--models", "BPR",
                               "--tuned", "best.yaml"])
     assert code == 0 and "LightGCN on ml-mini are not used" in err, err
+
+
+def test_every_recbole_models_defaults_pass_the_run_checks():
+    """The run checks refuse bad values only: no RecBole model's own defaults (Pop has no embedding_size)."""
+    import glob
+
+    import recbole
+    from recbole.config import Config
+
+    from recgoat_recbole.config_check import RUN_RULES, validate
+
+    checked = 0
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(recbole.__file__), "properties", "model", "*.yaml"))):
+        try:
+            config = Config(model=os.path.basename(path)[:-5], dataset="ml-100k")
+        except ValueError:  # RecBole's own refusal on ml-100k's defaults (sequential CE models)
+            continue
+        validate(config, RUN_RULES)
+        checked += 1
+    assert checked > 60

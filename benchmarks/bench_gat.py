@@ -4,7 +4,7 @@
 
 Synthetic symmetric cosine-kNN graphs like TikTok's item graph (6,710 items, k = 10) and the Amazon-sized
 set's (1,600 items), d = 64, 8 heads, dropout 0.1 in training mode and 0 in eval mode. The previous
-implementation is the exact reference kept in ``tests/test_speed_kernels.py``. Prints the median time per
+implementation is the exact reference kept in ``tests/test_layers_gat_kernel.py``. Prints the median time per
 call of each and the largest output difference (eval mode, same parameters).
 """
 
@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from recgoat_core.graphs import knn_graph  # noqa: E402
 from recgoat_core.layers import AttentionGraph, GATConv  # noqa: E402
-from tests.test_speed_kernels import ReferenceGATConv, ReferenceGraph  # noqa: E402
+from tests.test_layers_gat_kernel import ReferenceGATConv, ReferenceGraph  # noqa: E402
 
 
 def timed(layer: torch.nn.Module, x: torch.Tensor, graph: torch.nn.Module, repeats: int) -> float:

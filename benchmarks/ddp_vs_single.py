@@ -3,7 +3,7 @@
     python benchmarks/ddp_vs_single.py --dataset ml-100k --epochs 30 --learning-rate 0.005 --seeds 2020 2021 --nproc 1 2
 
 Each run is ``recbole.quick_start.run(RecGOAT, dataset, config_file_list=[recbole_configs/<dataset>.yaml],
-nproc=N)`` in its own process and working directory (gloo on CPU through the compat fix ``ddp_cpu``; NCCL
+nproc=N)`` in its own process and working directory (gloo on CPU through the patch ``ddp_cpu``; NCCL
 when CUDA is available). RecBole splits every batch across the ranks (``train_batch_size / nproc`` each) and
 averages the gradients, so both settings take the same optimiser steps per epoch; the metrics should agree
 within seed noise. Prints a Markdown table of test Recall/NDCG@10 (mean ± std over seeds) and wall time.

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from recgoat_recbole.bench import find_config  # noqa: E402
+from recgoat_recbole.bench.design import find_config  # noqa: E402
 from recgoat_recbole.bench.design import RunSpec  # noqa: E402
 from recgoat_recbole.bench.execute import run_all  # noqa: E402
 

@@ -1,6 +1,6 @@
 """``python -m recgoat_cli`` = ``recgoat``."""
 import sys
 
-from recgoat_cli import main
+from recgoat_cli.parser import main
 
 sys.exit(main())

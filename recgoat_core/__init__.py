@@ -5,7 +5,7 @@
 - :mod:`recgoat_core.layers` -- LightGCN propagation and the GAT;
 - :mod:`recgoat_core.feature_files` -- the feature-file format and the alignment of rows to ids by token.
 
-Importing any of these loads torch and numpy only (``tests/test_layers_imports.py`` checks it in a fresh
+Importing any of these loads torch and numpy only (``tests/test_core_imports.py`` checks it in a fresh
 interpreter). The RecBole adapter -- the model, the dataset hook, the registry, the compatibility fixes -- is
 :mod:`recgoat_recbole`, which builds on this package.
 """

@@ -39,8 +39,9 @@ import torch
 from torch import nn
 
 from recgoat_core.feature_alignment import AlignmentSettings, FeatureAlignment
-from recgoat_recbole.config_check import ConfigError, RULES, upgrade_renamed, validate
-from recgoat_recbole.dataset import FeatureContractError, features_for_model
+from recgoat_recbole.config_check import ConfigError, RULES, validate
+from recgoat_recbole.dataset import FeatureContractError, features_for_model, modality_gate
+from recgoat_recbole.patches.model_lookup import recbole_model
 
 __all__ = ["aligned", "is_aligned_name", "BACKBONES", "SUFFIX", "AlignedRecommender", "ALIGN_YAML"]
 
@@ -81,7 +82,7 @@ class ItemAccess:
         return self.kind == "forward"
 
 
-#: the backbones tested end to end (tests/test_plugin.py); others are tried by the rules of :func:`_access_for`
+#: the backbones tested end to end (tests/test_aligned.py); others are tried by the rules of :func:`_access_for`
 BACKBONES: dict[str, ItemAccess] = {
     "LightGCN": ItemAccess("forward"),
     "NGCF": ItemAccess("forward"),
@@ -134,8 +135,6 @@ class AlignedRecommender:
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
         name = type(self).__name__
-        for message in upgrade_renamed(config):
-            logger.warning(f"{name} config: {message}")
         validate(config, ALIGN_RULES)
         if config["id_only"]:
             raise ConfigError(f"{name}: id_only: true leaves the alignment no features; train "
@@ -230,27 +229,6 @@ class AlignedRecommender:
         return (*base, *terms)
 
 
-def modality_gate(config, features: dict[str, torch.Tensor], dataset, owner: str) -> dict[str, float]:
-    """``align_gate``: weight 1 for each modality whose co-occurrence lift on the training split
-    (:func:`recgoat_core.feature_signal.cooccurrence_lift`) reaches ``align_gate_min_lift``, else 0 (its
-    alignment terms off); every weight 1 when the gate is off. Each decision is logged."""
-    if not config["align_gate"]:
-        return {m: 1.0 for m in features}
-    from recgoat_core.feature_signal import cooccurrence_lift
-
-    inter = dataset.inter_feat
-    users, items = inter[dataset.uid_field], inter[dataset.iid_field]
-    threshold = float(config["align_gate_min_lift"])
-    weights = {}
-    for m, x in sorted(features.items()):
-        lift = cooccurrence_lift(x, users, items, k=config["knn_k"] or 10, chunk_size=config["knn_chunk_size"] or 2048)
-        weights[m] = 1.0 if lift >= threshold else 0.0
-        verdict = "aligned" if weights[m] else "its alignment terms are off (align_gate)"
-        logger.info(f"{owner}: modality {m!r} co-occurrence lift {lift:.2f} "
-                    f"({'≥' if weights[m] else '<'} {threshold:g}): {verdict}")
-    return weights
-
-
 _CLASSES: dict[str, type] = {}
 
 
@@ -258,14 +236,14 @@ def aligned(backbone: str | type) -> type:
     """The class ``<Backbone>+Align``: ``backbone`` (a RecBole general recommender, by name or class) with the
     alignment; registered, so its name works wherever RecBole takes a model name. Made once per backbone."""
     from recgoat_recbole import registry
-    from recgoat_recbole.dataset import RecGOATDataset
+    from recgoat_recbole.dataset import FeatureDataset
 
     if isinstance(backbone, str):
         base_name = backbone[: -len(SUFFIX)] if is_aligned_name(backbone) else backbone
         if registry.registered(base_name) is not None:
             raise ConfigError(f"{base_name}{SUFFIX}: {base_name} is one of this project's models; the alignment "
                               f"plugin takes RecBole's own recommenders (e.g. {', '.join(BACKBONES)})")
-        base = registry.recbole_model(base_name)
+        base = recbole_model(base_name)
     else:
         base = backbone
     if issubclass(base, AlignedRecommender):
@@ -279,7 +257,7 @@ def aligned(backbone: str | type) -> type:
         "__doc__": f"{base.__name__} with the feature alignment of :mod:`recgoat_recbole.aligned`.",
     })
     recbole_yaml = _recbole_model_yaml(base.__name__)
-    registry.register_model(cls, RecGOATDataset, [*([recbole_yaml] if recbole_yaml else []), ALIGN_YAML],
+    registry.register_model(cls, FeatureDataset, [*([recbole_yaml] if recbole_yaml else []), ALIGN_YAML],
                             trainer_name=base.__name__)
     _CLASSES[name] = cls
     return cls

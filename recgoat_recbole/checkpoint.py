@@ -40,7 +40,7 @@ _TAG = "__recgoat_stored__"
 _ENUM_NAMES = ("ModelType", "InputType", "EvaluatorType", "FeatureType", "FeatureSource", "KGDataLoaderState")
 _YAML_LOADERS = ("FullLoader", "SafeLoader", "Loader", "BaseLoader", "UnsafeLoader")
 #: the loader RecBole's Config holds after ``import recgoat_recbole`` (a pickled ``Config`` names it)
-_BOUNDED_LOADER = "recgoat_recbole.compat.safe_config_values.BoundedLoader"
+_BOUNDED_LOADER = "recgoat_recbole.patches.safe_config_values.BoundedLoader"
 #: config keys that a RecBole model passes to ``eval``: a stored value must be a bare identifier
 UNSAFE_CONFIG_KEYS = {"teacher"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -86,7 +86,7 @@ def _resolve_ref(ref: GlobalRef) -> Any:
 def _yaml_loader() -> type:
     """The YAML loader class a rebuilt config holds: the one RecBole's ``Config`` uses after
     ``import recgoat_recbole`` (plain data only, bounded)."""
-    from recgoat_recbole.compat.safe_config_values import BoundedLoader
+    from recgoat_recbole.patches.safe_config_values import BoundedLoader
 
     return BoundedLoader
 

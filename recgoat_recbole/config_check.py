@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-__all__ = ["ConfigError", "RULES", "RUN_RULES", "RENAMED", "upgrade_renamed", "validate", "validate_run"]
+__all__ = ["ConfigError", "RULES", "RUN_RULES", "validate", "validate_run"]
 
 
 class ConfigError(ValueError):
@@ -171,39 +171,6 @@ def validate_run(config: Mapping[str, Any] | Any) -> None:
         hint = f"; did you mean {close[0]!r}?" if close else (f"; {parent} holds {', '.join(names[:8])}" if names
                                                                else "")
         raise ConfigError(f"dataset {dataset!r} not found: no folder {folder}{hint}")
-
-
-#: keys of earlier versions: each loss had a ``use_*`` switch *and* a weight, and the W term's Sinkhorn settings
-#: were named ``ot_*`` next to the OAT map's ``oat_*``. Old name -> new name (a switch set to false means 0).
-RENAMED: dict[str, str] = {  # renames first, then the switches (use_wasserstein: false wins over ot_weight)
-    "ot_weight": "wasserstein_weight",
-    "ot_epsilon": "wasserstein_epsilon",
-    "ot_iters": "wasserstein_iters",
-    "ot_sample_size": "wasserstein_sample_size",
-    "use_cmcl": "cmcl_weight",
-    "use_wasserstein": "wasserstein_weight",
-}
-
-
-def upgrade_renamed(config: Any) -> list[str]:
-    """Move values given under an old key name (:data:`RENAMED`) to the new one, in place; a ``use_*: false``
-    switch becomes weight 0, ``true`` keeps the weight. Returns one message per key moved (for a warning)."""
-    messages = []
-    for old, new in RENAMED.items():
-        value = _get(config, old)
-        if value is None:
-            continue
-        if old.startswith("use_"):
-            if not isinstance(value, bool):
-                raise ConfigError(f"config key {old!r} (now {new!r}) must be true or false, got {value!r}")
-            if not value:
-                config[new] = 0.0
-            messages.append(f"{old}: {str(value).lower()} is now {new}: {0.0 if not value else config[new]} "
-                            "(0 turns the term off)")
-        else:
-            config[new] = value
-            messages.append(f"{old} is now called {new}")
-    return messages
 
 
 def validate(config: Mapping[str, Any] | Any, rules: Mapping[str, _Rule] = RULES) -> None:

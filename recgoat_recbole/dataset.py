@@ -1,7 +1,7 @@
 """The dataset hook: RecGOAT's feature files load once, with the data, aligned to RecBole's ids by token.
 
-``create_dataset(config)`` builds :class:`RecGOATDataset` for ``model: RecGOAT`` (registered in
-:mod:`recgoat_recbole.compat`). After RecBole has loaded, filtered and remapped the atomic files, it reads
+``create_dataset(config)`` builds :class:`FeatureDataset` for ``model: RecGOAT`` (registered in
+:mod:`recgoat_recbole.models`). After RecBole has loaded, filtered and remapped the atomic files, it reads
 
 - ``item_modalities`` -- ``{name: file}``, any number of item modalities (a list ``[text, image]`` means
   MMRec's ``text_feat.npy``, ``image_feat.npy``);
@@ -12,7 +12,7 @@ and exposes ``item_features: dict[str, np.ndarray]`` ([n_items, dim_m], row 0 = 
 dataset folder (``data_path/dataset``) first, then in the working directory. A modality given as
 ``auto:col1,col2`` is the text of those columns of the dataset's ``.item`` file, encoded once with
 ``text_encoder`` (default: the offline MiniLM) and cached under ``feature_cache_dir``.
-User profiles are attached in one place, :meth:`RecGOATDataset.build`, after the split:
+User profiles are attached in one place, :meth:`FeatureDataset.build`, after the split:
 ``user_profile_feat: auto:template[:col1,col2]`` builds the offline template profiles (not an LLM, see
 :mod:`recgoat_recbole.features.profiles`) from the *training* split only, and a profile file that records
 another training split's fingerprint is refused.
@@ -28,37 +28,16 @@ from recbole.data.dataset import Dataset
 
 from recgoat_core.feature_files import FeatureFile, FeatureFileError, align_rows, normalise_rows, read_features
 from recgoat_recbole.config_check import ConfigError
+from recgoat_recbole.feature_paths import modality_files, resolve_feature_path
 from recgoat_recbole.features.text import cached_text_features
 
-__all__ = ["RecGOATDataset", "resolve_feature_path", "modality_files", "features_for_model", "FeatureContractError"]
+__all__ = ["FeatureDataset", "features_for_model", "FeatureContractError",
+           "modality_gate"]
 
 _TEMPLATE = "auto:template"
 _TEMPLATE_COLUMNS = ["movie_title", "class", "release_year"]
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_feature_path(path: str, dataset_dir: str) -> str:
-    """An existing file for ``path``: absolute, or under ``dataset_dir``, or under the working directory."""
-    path = os.path.expanduser(os.fspath(path))
-    candidates = [path] if os.path.isabs(path) else [os.path.join(dataset_dir, path), os.path.abspath(path)]
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return candidate
-    raise FeatureFileError(f"feature file not found: {path} (looked in {', '.join(candidates)})")
-
-
-def modality_files(config_value: object) -> dict[str, str]:
-    """Normalise the ``item_modalities`` setting to ``{name: file}``."""
-    if config_value is None:
-        return {}
-    if isinstance(config_value, str):
-        config_value = [config_value]
-    if isinstance(config_value, (list, tuple)):
-        return {str(name): f"{name}_feat.npy" for name in config_value}
-    if isinstance(config_value, dict):
-        return {str(k): str(v) for k, v in config_value.items()}
-    raise FeatureFileError(f"item_modalities must be a dict {{name: file}} or a list of names, got {config_value!r}")
 
 
 class FeatureContractError(ConfigError):
@@ -70,8 +49,8 @@ def features_for_model(config, dataset) -> tuple[dict[str, np.ndarray], np.ndarr
     built from ``config``, checked against what the config asks for.
 
     A RecGOAT-style model reads ``dataset.item_features`` (``{modality: [n_items, dim]}``) and
-    ``dataset.user_features`` (``[n_users, dim]`` or ``None``), which :class:`RecGOATDataset` sets -- the item
-    features when it loads, the profiles in :meth:`RecGOATDataset.build` (so the model must get a built split,
+    ``dataset.user_features`` (``[n_users, dim]`` or ``None``), which :class:`FeatureDataset` sets -- the item
+    features when it loads, the profiles in :meth:`FeatureDataset.build` (so the model must get a built split,
     as RecBole's ``train_data.dataset``). With ``id_only`` nothing is read. Otherwise every configured modality
     must be there, and configured profiles too: a plain RecBole ``Dataset`` (or an unbuilt one) is one clear
     error instead of a model that silently ignores the features.
@@ -81,7 +60,7 @@ def features_for_model(config, dataset) -> tuple[dict[str, np.ndarray], np.ndarr
     wanted = set(modality_files(config["item_modalities"]))
     items = getattr(dataset, "item_features", None)
     how = (f"build the dataset with recbole's create_dataset(config) for model {config['model']!r}, which makes "
-           f"a RecGOATDataset, and pass the model a built split (train_data.dataset)")
+           f"a FeatureDataset, and pass the model a built split (train_data.dataset)")
     if wanted and items is None:
         raise FeatureContractError(f"item_modalities {sorted(wanted)} are configured but the dataset "
                                    f"({type(dataset).__name__}) loaded no features: {how}")
@@ -92,11 +71,11 @@ def features_for_model(config, dataset) -> tuple[dict[str, np.ndarray], np.ndarr
     users = getattr(dataset, "user_features", None)
     if config["user_profile_feat"] and users is None:
         raise FeatureContractError(f"user_profile_feat is configured but the dataset carries no user profiles "
-                                   f"(they are attached by RecGOATDataset.build()): {how}")
+                                   f"(they are attached by FeatureDataset.build()): {how}")
     return items, users
 
 
-class RecGOATDataset(Dataset):
+class FeatureDataset(Dataset):
     """RecBole's general ``Dataset`` plus the LM feature matrices RecGOAT needs (see the module docstring)."""
 
     item_features: dict[str, np.ndarray]
@@ -176,3 +155,24 @@ class RecGOATDataset(Dataset):
             )
         self._set_user_features(datasets, data, self.config["missing_features"] or "error")
         return datasets
+
+
+def modality_gate(config, features: "dict[str, Any]", dataset, owner: str) -> dict[str, float]:
+    """``align_gate``: weight 1 for each modality whose co-occurrence lift on the training split
+    (:func:`recgoat_core.feature_signal.cooccurrence_lift`) reaches ``align_gate_min_lift``, else 0 (its
+    alignment terms off); every weight 1 when the gate is off. Each decision is logged."""
+    if not config["align_gate"]:
+        return {m: 1.0 for m in features}
+    from recgoat_core.feature_signal import cooccurrence_lift
+
+    inter = dataset.inter_feat
+    users, items = inter[dataset.uid_field], inter[dataset.iid_field]
+    threshold = float(config["align_gate_min_lift"])
+    weights = {}
+    for m, x in sorted(features.items()):
+        lift = cooccurrence_lift(x, users, items, k=config["knn_k"] or 10, chunk_size=config["knn_chunk_size"] or 2048)
+        weights[m] = 1.0 if lift >= threshold else 0.0
+        verdict = "aligned" if weights[m] else "its alignment terms are off (align_gate)"
+        logger.info(f"{owner}: modality {m!r} co-occurrence lift {lift:.2f} "
+                    f"({'≥' if weights[m] else '<'} {threshold:g}): {verdict}")
+    return weights

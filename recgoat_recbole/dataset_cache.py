@@ -88,7 +88,7 @@ def read_signed(path: str, key: str | None) -> Any:
 def _feature_files(config: Any) -> list[str]:
     """The feature files the config names that exist (relative: dataset folder, then working directory)."""
     from recgoat_core.feature_files import FeatureFileError
-    from recgoat_recbole.dataset import modality_files, resolve_feature_path
+    from recgoat_recbole.feature_paths import modality_files, resolve_feature_path
 
     specs = []
     try:
@@ -127,11 +127,11 @@ def _dataset_settings() -> list[str]:
 
 def dataset_key(config: Any, dataset_class: type) -> str:
     """A hash of everything that shapes ``dataset_class(config)`` (see the module docstring)."""
-    import recgoat_recbole
     from recgoat_core.feature_files import content_digest
+    from recgoat_recbole.version import __version__
 
     h = hashlib.sha256()
-    h.update(f"{dataset_class.__module__}.{dataset_class.__qualname__}|{recgoat_recbole.__version__}".encode())
+    h.update(f"{dataset_class.__module__}.{dataset_class.__qualname__}|{__version__}".encode())
     for arg in _dataset_settings():
         h.update(f"|{arg}={config[arg]!r}".encode())
     folder = config["data_path"]

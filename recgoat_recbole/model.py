@@ -36,9 +36,8 @@ from torch import nn
 
 from recgoat_core.alignment.cmcl import info_nce
 from recgoat_core.feature_alignment import AlignmentSettings, FeatureAlignment
-from recgoat_recbole.aligned import modality_gate
-from recgoat_recbole.config_check import ConfigError, upgrade_renamed, validate
-from recgoat_recbole.dataset import features_for_model
+from recgoat_recbole.config_check import ConfigError, validate
+from recgoat_recbole.dataset import features_for_model, modality_gate
 from recgoat_recbole.graph_buffers import GraphBuffers
 from recgoat_recbole.scoring import CachedScoring
 from recgoat_core.graphs import (bipartite_adjacency, edge_dropout_adjacency, knn_graph, normalized_adjacency,
@@ -65,8 +64,6 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        for message in upgrade_renamed(config):  # configs written for earlier versions keep working
-            logger.warning(f"RecGOAT config: {message}")
         validate(config)  # every key in its allowed range, or one ConfigError naming it
         features, profiles = features_for_model(config, dataset)  # the model–dataset contract
         self.dim = config["embedding_size"]
@@ -151,7 +148,6 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         # ---- losses
         self.bpr_loss = BPRLoss()
         self.reg_loss = EmbLoss()
-        self._register_load_state_dict_pre_hook(_rename_legacy_keys)
 
     # ------------------------------------------------------------------------------------------- set-up
     def _item_graph_weights(self, config) -> dict[str, float]:
@@ -198,14 +194,6 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
     @property
     def item_features(self) -> dict[str, torch.Tensor]:
         return self.alignment.features
-
-    # the alignment's parts under their names of earlier versions
-    item_projections = property(lambda self: self.alignment.projections)
-    item_gats = property(lambda self: self.alignment.gats)
-    item_graphs = property(lambda self: self.alignment.graphs)
-    oat_maps = property(lambda self: self.alignment.oat_maps)
-    cmcl = property(lambda self: self.alignment.cmcl)
-    wasserstein = property(lambda self: self.alignment.wasserstein)
 
     def _align_references(self, items: torch.Tensor) -> tuple[tuple[str, torch.Tensor], ...]:
         """What each ``align_targets`` value aligns a view with: ``items`` (the fused, propagated vectors) for
@@ -350,21 +338,3 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         """All users' and items' final vectors (cached per parameter state in eval mode: :mod:`.scoring`)."""
         users, items, _ = self.forward()
         return users, items
-
-
-#: parameter names of earlier versions (before the alignment became :class:`FeatureAlignment`) -> now
-_LEGACY_PREFIXES = {"item_projections.": "alignment.projections.", "item_gats.": "alignment.gats.",
-                    "oat_maps.": "alignment.oat_maps.", "cmcl.": "alignment.cmcl.",
-                    "wasserstein.": "alignment.wasserstein."}
-
-
-def _rename_legacy_keys(state_dict, prefix, *_args) -> None:
-    """Load checkpoints written before the alignment moved into ``self.alignment`` (in place)."""
-    for key in list(state_dict):
-        if not key.startswith(prefix):
-            continue
-        rest = key[len(prefix):]
-        for old, new in _LEGACY_PREFIXES.items():
-            if rest.startswith(old):
-                state_dict[prefix + new + rest[len(old):]] = state_dict.pop(key)
-                break

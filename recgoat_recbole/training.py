@@ -6,10 +6,11 @@ test from the best checkpoint), so a run gives the same numbers as ``run_recbole
 It also returns what ``run_recbole`` drops: the time of every training epoch, the model build time, the
 checkpoint path, the config, the trainer and the three splits.
 
-Its callers: ``recgoat run`` (:mod:`recgoat_recbole.cli`), every benchmark and tuning run
+Its callers: ``recgoat run`` (:mod:`recgoat_cli.commands`), every benchmark and tuning run
 (:mod:`recgoat_recbole.bench.worker`) and ``benchmarks/bench_speed.py``.
 
-Importing this module loads neither torch nor RecBole; :func:`run_training` does, when called.
+Importing it imports :mod:`recgoat_recbole`, which applies the patch table and registers the models, so the
+names of RecGOAT, the peers and ``<Backbone>+Align`` work here like RecBole's own.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-__all__ = ["run_training", "TrainingResult", "format_seconds"]
+from recgoat_recbole.progress import format_seconds
+
+__all__ = ["run_training", "TrainingResult"]
 
 #: ``on_epoch(epoch_index, seconds, loss)``: called after every training epoch
 EpochCallback = Callable[[int, float, Any], None]
@@ -73,11 +76,6 @@ class TrainingResult:
                 "best_valid_result": self.best_valid_result, "test_result": self.test_result}
 
 
-def _ensure_registered() -> None:
-    """Apply the compatibility fixes and register RecGOAT and the peers (``import recgoat_recbole`` does it)."""
-    import recgoat_recbole  # noqa: F401
-
-
 def _time_epochs(trainer: Any, device: Any, on_epoch: EpochCallback | None) -> list[float]:
     """Wrap ``trainer._train_epoch`` (what ``Trainer.fit`` calls once per epoch) to record its wall time."""
     times: list[float] = []
@@ -117,16 +115,6 @@ def _warn_one_user_per_batch(config: Any, dataset: Any, logger: logging.Logger) 
         suggest = min(max(4096, 64 * items), 2**22)
         logger.warning(f"eval_batch_size {size} < 2 x {items:,} items: full-ranking evaluation scores one user per "
                        f"batch (slow); set eval_batch_size: {suggest} (64 users per batch)")
-
-
-def format_seconds(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``1h02m``."""
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _progress_lines(emit: Callable[[str], Any], epochs: int, then: EpochCallback | None) -> EpochCallback:
@@ -183,14 +171,16 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
       (``recgoat run`` prints them).
     - ``quiet=True`` keeps RecBole's INFO lines out of the console (its log file still gets them).
     """
-    _ensure_registered()
     from logging import getLogger
 
     from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
+    from recbole.data import data_preparation
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
     from recgoat_recbole.config_check import ConfigError, validate_run
+    # RecBole's create_dataset with the signed, keyed cache (what run_recbole runs too: the safe_dataset_cache
+    # patch); data_preparation's dataloader cache is patched in its own module
+    from recgoat_recbole.dataset_cache import create_dataset
 
     try:
         config = Config(model=model, dataset=dataset, config_file_list=list(config_file_list) if config_file_list

@@ -6,7 +6,7 @@ import re
 
 import yaml
 
-from recgoat_recbole import PROPERTIES_DIR
+from recgoat_recbole.models import PROPERTIES_DIR
 from recgoat_recbole.config_check import RULES
 
 DOCS = os.path.join(os.path.dirname(__file__), "..", "docs", "config.md")

@@ -80,3 +80,20 @@ def test_text_features_keep_tokens_and_flag_empty_text(tmp_path, caplog):
     assert "1 of 3 items have empty text" in caplog.text
     with pytest.raises(KeyError, match="nope"):
         extract_text_features(table, tmp_path / "u.npz", ["nope"], show_progress=False)
+
+
+def test_allow_download_message_does_not_ask_for_the_flag_already_given(monkeypatch):
+    import sentence_transformers
+
+    from recgoat_recbole.features.text import load_text_encoder
+
+    def fail(*args, **kwargs):
+        raise OSError("no such repo")
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", fail)
+    with pytest.raises(FileNotFoundError) as given:
+        load_text_encoder("someone/model", allow_download=True)
+    assert "--allow-download" not in str(given.value) and "no such repo" in str(given.value)
+    with pytest.raises(FileNotFoundError) as not_given:
+        load_text_encoder("someone/model")
+    assert "--allow-download" in str(not_given.value)

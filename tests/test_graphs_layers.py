@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recgoat_core.graphs import bipartite_adjacency, edge_dropout_adjacency, knn_graph, rating_weights
+from recgoat_core.graphs import (bipartite_adjacency, edge_dropout_adjacency, knn_graph, normalized_adjacency,
+                                 rating_weights)
 from recgoat_core.layers import GAT, GATConv, lightgcn_propagate, segment_softmax, symmetric_spmm
 
 
@@ -165,3 +166,13 @@ def test_edge_dropout_adjacency_keeps_a_random_subset_normalised_anew():
     torch.testing.assert_close(edge_dropout_adjacency(users, items, 40, 50, 0.3).to_dense(), dropped)
     with pytest.raises(ValueError, match="drop_ratio"):
         edge_dropout_adjacency(users, items, 40, 50, 1.0)
+
+
+def test_normalized_adjacency_is_d_half_a_d_half():
+    edges = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    dense = normalized_adjacency(edges, 4).to_dense()
+    a = torch.zeros(4, 4)
+    a[edges[0], edges[1]] = 1.0
+    d = a.sum(1)
+    inv = torch.where(d > 0, d.pow(-0.5), torch.zeros_like(d))
+    torch.testing.assert_close(dense, inv[:, None] * a * inv[None, :])

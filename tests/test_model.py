@@ -10,13 +10,17 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import Interaction
 from recbole.quick_start import run_recbole
+from recbole.trainer import Trainer
 from recbole.utils import init_seed
 
 from recgoat_recbole import RecGOAT
 from recgoat_core.feature_files import read_features
 from recgoat_core.alignment.cmcl import info_nce
+from recgoat_core.graphs import knn_graph, normalized_adjacency
 from recgoat_core.layers import lightgcn_propagate
+from recgoat_recbole.config_check import ConfigError
 from tests.conftest import mini_config
+from tests.helpers import build_recgoat, mean_margin, pairwise_batch
 
 VARIANTS = {
     "full": {},
@@ -34,39 +38,10 @@ VARIANTS = {
 }
 
 
-def _build(mini_ml, **overrides):
-    config = Config(model=RecGOAT, config_dict=mini_config(mini_ml, **overrides))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    return config, dataset, train, valid, RecGOAT(config, train._dataset)
-
-
-def _batch(model, train, size=32, seed=0) -> Interaction:
-    """A hand-made pairwise batch: ``size`` training interactions drawn across users, one negative each."""
-    inter = train._dataset.inter_feat
-    g = torch.Generator().manual_seed(seed)
-    rows = torch.randperm(len(inter), generator=g)[:size]
-    users, pos = inter[model.USER_ID][rows], inter[model.ITEM_ID][rows]
-    neg = torch.randint(1, model.n_items, (size,), generator=g)
-    neg = torch.where(neg == pos, neg % (model.n_items - 1) + 1, neg)
-    return Interaction({model.USER_ID: users, model.ITEM_ID: pos, model.NEG_ITEM_ID: neg})
-
-
 def _grads(model, loss):
     model.zero_grad()
     loss.backward(retain_graph=True)
     return {n: (p.grad.abs().sum().item() if p.grad is not None else 0.0) for n, p in model.named_parameters()}
-
-
-def _margin(model, batch) -> torch.Tensor:
-    """Mean of s(u, pos) - s(u, neg) over the batch, in eval mode (no dropout)."""
-    model.eval()
-    with torch.no_grad():
-        users, items, _ = model.forward()
-    u = users[batch[model.USER_ID]]
-    return ((u * items[batch[model.ITEM_ID]]).sum(-1) - (u * items[batch[model.NEG_ITEM_ID]]).sum(-1)).mean()
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -74,13 +49,13 @@ def test_variant_loss_terms_present_finite_and_reaching_their_parameters(mini_ml
     """Each ablation / fusion variant at unit level: exactly the terms it switches on, all finite; BPR reaches the
     ID, modality, profile and fusion parameters it scores with, the alignment terms the item branches (never the
     user-profile branch); one Adam step on the BPR term raises the batch's positive-over-negative margin."""
-    config, _, train, _, model = _build(mini_ml, **VARIANTS[variant])
-    batch = _batch(model, train)
+    config, _, train, _, model = build_recgoat(mini_ml, **VARIANTS[variant])
+    batch = pairwise_batch(model, train)
     modal = not config["id_only"]
     assert model.modalities == (["genre", "text"] if modal else [])
     assert model.use_profiles == (modal and config["use_user_graph"])
-    assert set(model.item_gats) == (set(model.modalities) if config["use_gat"] else set())
-    assert set(model.oat_maps) == (set(model.modalities) if config["use_oat"] else set())
+    assert set(model.alignment.gats) == (set(model.modalities) if config["use_gat"] else set())
+    assert set(model.alignment.oat_maps) == (set(model.modalities) if config["use_oat"] else set())
     model.train()
     terms = model.calculate_loss(batch)
     assert len(terms) == 1 + modal * ((config["cmcl_weight"] > 0) + (config["wasserstein_weight"] > 0))
@@ -100,24 +75,24 @@ def test_variant_loss_terms_present_finite_and_reaching_their_parameters(mini_ml
             assert not config["use_gat"] or g[f"alignment.gats.{m}.layers.0.att_src"] > 0
         assert not model.use_profiles or g["profile_projection.weight"] == 0
 
-    before = _margin(model, batch)
+    before = mean_margin(model, batch)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     optimizer.zero_grad()
     model.calculate_loss(batch)[0].sum().backward()
     optimizer.step()
-    assert _margin(model, batch) > before + 1e-3
+    assert mean_margin(model, batch) > before + 1e-3
 
 
 def test_rating_weights_off_is_plain_lightgcn_normalisation(mini_ml):
     """``use_rating_weights: false``: every edge of the user–item graph is 1/sqrt(deg_u deg_i); with the
     ratings on, the weights differ."""
-    *_, model = _build(mini_ml, use_rating_weights=False)
+    *_, model = build_recgoat(mini_ml, use_rating_weights=False)
     degree = model.adj_crow.diff()
     rows = torch.repeat_interleave(torch.arange(len(degree)), degree)
     plain = 1 / torch.sqrt(degree[rows].double() * degree[model.adj_col].double())
     torch.testing.assert_close(model.adj_val.double(), plain)
-    *_, weighted = _build(mini_ml)
+    *_, weighted = build_recgoat(mini_ml)
     assert not torch.allclose(weighted.adj_val.double(), plain)
 
 
@@ -128,7 +103,7 @@ def test_fusion_sum_and_layernorm_are_what_they_say(mini_ml):
         (VARIANTS["fusion_sum"], "sum"),
         (VARIANTS["oat_authors_variant"], "layernorm"),
     ):
-        *_, model = _build(mini_ml, **overrides)
+        *_, model = build_recgoat(mini_ml, **overrides)
         model.eval()
         with torch.no_grad():
             _, items, views = model.forward()
@@ -140,13 +115,13 @@ def test_fusion_sum_and_layernorm_are_what_they_say(mini_ml):
             torch.testing.assert_close(items.mean(1), torch.zeros(model.n_items), atol=1e-5, rtol=0)
             var = items.var(1, unbiased=False)  # v / (v + 1e-5): at most 1, near 1 unless the row is tiny
             assert (var <= 1 + 1e-5).all() and var.median() > 0.5
-            assert all(oat.residual.abs().sum() > 0 and not oat.scale_plan for oat in model.oat_maps.values())
+            assert all(oat.residual.abs().sum() > 0 and not oat.scale_plan for oat in model.alignment.oat_maps.values())
 
 
 def test_full_model_trains_and_evaluates_through_run_recbole(mini_ml):
     """The one end-to-end run on CPU: ``run_recbole`` with every component on, two epochs, both metrics.
-    (Same-seed determinism of two such runs: tests/test_compat.py::test_run_recbole_with_class_and_with_name;
-    the training direction: tests/test_training_direction.py.)"""
+    (Same-seed determinism of two such runs: tests/test_patches.py::test_run_recbole_with_class_and_with_name;
+    the training direction: test_training_lowers_the_loss_and_ranks_validation_items_far_above_chance below.)"""
     result = run_recbole(model=RecGOAT, config_dict=mini_config(mini_ml), saved=False)
     assert set(result["test_result"]) == {"recall@10", "ndcg@10"}
     assert 0.0 < result["test_result"]["ndcg@10"] <= 1.0
@@ -155,7 +130,7 @@ def test_full_model_trains_and_evaluates_through_run_recbole(mini_ml):
 
 @pytest.mark.parametrize("detach", [False, True])
 def test_align_detach_target_keeps_alignment_off_the_id_embeddings(mini_ml, detach):
-    _, _, train, _, model = _build(mini_ml, align_detach_target=detach)
+    _, _, train, _, model = build_recgoat(mini_ml, align_detach_target=detach)
     model.train()
     batch = next(iter(train))
     _, cmcl, ot = model.calculate_loss(batch)
@@ -167,7 +142,7 @@ def test_align_detach_target_keeps_alignment_off_the_id_embeddings(mini_ml, deta
 
 
 def test_gamma_zero_scores_warm_items_by_id_and_cold_items_by_features(mini_ml):
-    _, _, _, _, model = _build(mini_ml, fusion_gamma=0.0)
+    _, _, _, _, model = build_recgoat(mini_ml, fusion_gamma=0.0)
     model.eval()
     with torch.no_grad():
         ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight])
@@ -185,7 +160,7 @@ def test_gamma_zero_scores_warm_items_by_id_and_cold_items_by_features(mini_ml):
 def test_align_target_picks_what_the_views_are_aligned_with(mini_ml, target):
     """align_target: output (the paper) aligns the views with the fused, propagated item vectors; embedding (our
     extension) with the layer-0 item table, which then gets the alignment's gradient without propagation."""
-    _, _, train, _, model = _build(mini_ml, align_target=target, use_gat=False, use_oat=False)
+    _, _, train, _, model = build_recgoat(mini_ml, align_target=target, use_gat=False, use_oat=False)
     seen = {}
     original = model.alignment.loss
 
@@ -195,7 +170,7 @@ def test_align_target_picks_what_the_views_are_aligned_with(mini_ml, target):
 
     model.alignment.loss = spy
     model.train()
-    batch = _batch(model, train)
+    batch = pairwise_batch(model, train)
     losses = model.calculate_loss(batch)
     if target == "embedding":
         assert seen["target"] is model.item_embedding.weight
@@ -209,13 +184,13 @@ def test_align_target_picks_what_the_views_are_aligned_with(mini_ml, target):
 def test_align_gate_fallback_aligns_closed_modalities_with_the_embedding_table(mini_ml):
     """align_gate_fallback: embedding: a modality the gate closes is aligned with the layer-0 item table (what
     align_target: embedding does) instead of not at all; an open one keeps the output target."""
-    _, _, train, _, closed = _build(mini_ml, align_gate=True, align_gate_min_lift=1000.0,
+    _, _, train, _, closed = build_recgoat(mini_ml, align_gate=True, align_gate_min_lift=1000.0,
                                     align_gate_fallback="embedding", use_gat=False)
     assert set(closed.align_targets.values()) == {"embedding"} and closed.alignment.has_loss
-    _, _, _, _, same = _build(mini_ml, align_target="embedding", use_gat=False)
+    _, _, _, _, same = build_recgoat(mini_ml, align_target="embedding", use_gat=False)
     same.load_state_dict(closed.state_dict())
     closed.train(), same.train()
-    batch = _batch(closed, train)
+    batch = pairwise_batch(closed, train)
     torch.manual_seed(0)
     ours = closed.calculate_loss(batch)
     torch.manual_seed(0)
@@ -223,7 +198,8 @@ def test_align_gate_fallback_aligns_closed_modalities_with_the_embedding_table(m
     assert len(ours) == len(theirs) == 3
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b)
-    _, _, _, _, opened = _build(mini_ml, align_gate=True, align_gate_min_lift=1.0, align_gate_fallback="embedding")
+    _, _, _, _, opened = build_recgoat(mini_ml, align_gate=True, align_gate_min_lift=1.0,
+                                       align_gate_fallback="embedding")
     assert set(opened.align_targets.values()) == {"output"}
 
 
@@ -231,11 +207,11 @@ def test_id_ssl_adds_sgl_graph_contrast_redrawn_each_epoch(mini_ml):
     """id_ssl_weight (our extension): one more loss term, λ_ssl times InfoNCE between the ID branch propagated
     over two edge-dropout subgraphs, for the batch's users and positives; it trains the ID embeddings only;
     train() (once an epoch in RecBole's trainer) draws new subgraphs; scoring never uses them; 0 is off."""
-    _, _, train, _, off = _build(mini_ml, use_gat=False)
-    _, _, _, _, model = _build(mini_ml, use_gat=False, id_ssl_weight=0.5, id_ssl_drop_ratio=0.2)
+    _, _, train, _, off = build_recgoat(mini_ml, use_gat=False)
+    _, _, _, _, model = build_recgoat(mini_ml, use_gat=False, id_ssl_weight=0.5, id_ssl_drop_ratio=0.2)
     model.load_state_dict(off.state_dict())
     model.train(), off.train()
-    batch = _batch(model, train)
+    batch = pairwise_batch(model, train)
     base, ours = off.calculate_loss(batch), model.calculate_loss(batch)
     assert len(ours) == len(base) + 1 and off._ssl_edges is None
     for a, b in zip(base, ours):
@@ -263,7 +239,7 @@ def test_id_ssl_adds_sgl_graph_contrast_redrawn_each_epoch(mini_ml):
 
 
 def test_predict_and_full_sort_predict_agree_and_cache_is_invalidated(mini_ml):
-    _, dataset, train, _, model = _build(mini_ml)
+    _, dataset, train, _, model = build_recgoat(mini_ml)
     model.eval()
     users = torch.tensor([1, 2, 3])
     items = torch.tensor([5, 9, 11])
@@ -285,7 +261,7 @@ def test_predict_and_full_sort_predict_agree_and_cache_is_invalidated(mini_ml):
 
 
 def test_item_features_are_aligned_by_token_after_filtering(mini_ml):
-    _, dataset, train, _, model = _build(mini_ml, item_inter_num_interval="[5,inf)",
+    _, dataset, train, _, model = build_recgoat(mini_ml, item_inter_num_interval="[5,inf)",
                                           user_inter_num_interval="[20,inf)")
     raw = read_features(f"{mini_ml['folder']}/text.npz")
     row_of = {t: r for r, t in enumerate(raw.tokens)}
@@ -300,11 +276,11 @@ def test_item_features_are_aligned_by_token_after_filtering(mini_ml):
 
 
 def test_fusion_weights_learned_are_a_distribution(mini_ml):
-    *_, model = _build(mini_ml, fusion="learned", fusion_weights={"id": 0.6, "text": 0.3, "genre": 0.1})
+    *_, model = build_recgoat(mini_ml, fusion="learned", fusion_weights={"id": 0.6, "text": 0.3, "genre": 0.1})
     weights = model.fusion_weights()
     assert weights["id"] == pytest.approx(0.6, rel=1e-5) and sum(weights.values()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown parts"):
-        _build(mini_ml, fusion_weights={"audio": 1.0})
+        build_recgoat(mini_ml, fusion_weights={"audio": 1.0})
 
 
 def test_missing_feature_rows_zero_fill_or_error(mini_ml, tmp_path):
@@ -313,8 +289,8 @@ def test_missing_feature_rows_zero_fill_or_error(mini_ml, tmp_path):
     raw = read_features(f"{mini_ml['folder']}/text.npz")
     partial = write_features(tmp_path / "partial.npz", raw.tokens[:-10], raw.features[:-10])
     with pytest.raises(FeatureFileError, match="have no feature row"):
-        _build(mini_ml, item_modalities={"text": partial})
-    *_, model = _build(mini_ml, item_modalities={"text": partial}, missing_features="zero")
+        build_recgoat(mini_ml, item_modalities={"text": partial})
+    *_, model = build_recgoat(mini_ml, item_modalities={"text": partial}, missing_features="zero")
     assert (model.item_features["text"].abs().sum(1) == 0).sum() == 1 + 10
 
 
@@ -322,3 +298,56 @@ def test_missing_feature_rows_zero_fill_or_error(mini_ml, tmp_path):
 def test_runs_on_cuda(mini_ml):
     result = run_recbole(model=RecGOAT, config_dict=mini_config(mini_ml, epochs=1, use_gpu=True), saved=False)
     assert result["test_result"]["ndcg@10"] > 0
+
+
+# ------------------------------------------------- extensions beyond the paper, each off by default
+def test_item_graph_adds_id_embeddings_propagated_over_the_fused_modality_graph(mini_ml):
+    """item_graph_layers (FREEDOM's item graph): item output = LightGCN items + Â_items^L E_items, where Â_items
+    is the weighted sum of each modality's normalised kNN graph."""
+    config, _, _, _, model = build_recgoat(mini_ml, item_graph_layers=2,
+                                           item_graph_weights={"text": 3.0, "genre": 1.0},
+                                           use_gat=False, use_oat=False, fusion_gamma=0.0, user_profile_feat=None,
+                                           cold_items_from_features=False)
+    model.eval()
+    ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight])
+    _, items_lightgcn = torch.split(lightgcn_propagate(model.adjacency, ego, model.n_layers),
+                                    [model.n_users, model.n_items])
+    graph = sum(w * normalized_adjacency(knn_graph(model.item_features[m], config["knn_k"]), model.n_items)
+                .to_dense() for m, w in (("text", 0.75), ("genre", 0.25)))
+    expected = items_lightgcn + graph @ (graph @ model.item_embedding.weight)
+    with torch.no_grad():
+        _, items, _ = model.forward()
+    torch.testing.assert_close(items, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_item_graph_weights_name_real_modalities(mini_ml):
+    with pytest.raises(ConfigError, match="unknown modalities"):
+        build_recgoat(mini_ml, item_graph_layers=1, item_graph_weights={"image": 1.0})
+
+
+# ------------------------------------------------- learning in the right direction through RecBole's Trainer
+EPOCHS = 4
+
+
+def _ndcg(trainer, valid) -> float:
+    return trainer.evaluate(valid, load_best_model=False, show_progress=False)["ndcg@10"]
+
+
+def test_training_lowers_the_loss_and_ranks_validation_items_far_above_chance(mini_ml):
+    """Four epochs of the full model: the epoch loss falls, and validation NDCG@10 is at least 3x both the untrained
+    model's and a random scorer's (a model that learns the wrong way, e.g. BPR with positive and negative
+    swapped, ends up at or below chance)."""
+    config, _, train, valid, model = build_recgoat(mini_ml, epochs=EPOCHS, learning_rate=0.01)
+    trainer = Trainer(config, model)
+    untrained = _ndcg(trainer, valid)
+
+    g = torch.Generator().manual_seed(0)
+    model.full_sort_predict = lambda inter: torch.rand(len(inter[model.USER_ID]) * model.n_items, generator=g)
+    chance = _ndcg(trainer, valid)
+    del model.full_sort_predict
+
+    trainer.fit(train, None, saved=False, show_progress=False)
+    losses = [float(trainer.train_loss_dict[epoch]) for epoch in range(EPOCHS)]
+    trained = _ndcg(trainer, valid)
+    assert losses[-1] < 0.95 * losses[0], losses
+    assert trained > 3 * max(untrained, chance), (trained, untrained, chance)

@@ -13,9 +13,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.quick_start import load_data_and_model, run_recbole
 from recbole.utils import get_model, get_trainer, init_seed
 
-from recgoat_recbole.peers import register_peers
 
-register_peers()
 
 from recgoat_recbole.config_check import ConfigError  # noqa: E402
 from recgoat_recbole.dataset import FeatureContractError  # noqa: E402

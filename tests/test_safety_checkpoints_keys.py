@@ -115,12 +115,12 @@ def test_a_cache_forged_under_an_empty_key_never_loads(mini_ml, key_home, capsys
     from recgoat_recbole.dataset_cache import _MAGIC, _SUFFIX, dataset_key
 
     config = Config(model=RecGOAT, config_dict=mini_config(mini_ml, save_dataset=True))
-    from recgoat_recbole.dataset import RecGOATDataset
+    from recgoat_recbole.dataset import FeatureDataset
 
-    key = dataset_key(config, RecGOATDataset)
+    key = dataset_key(config, FeatureDataset)
     payload = pickle.dumps(Reduce(exec, (PAYLOAD,)))
     mac = hmac.new(b"", key.encode() + b"\n" + payload, hashlib.sha256).hexdigest().encode()
-    with open(f"saved/ml-mini-RecGOATDataset-{key[:16]}{_SUFFIX}", "wb") as f:
+    with open(f"saved/ml-mini-FeatureDataset-{key[:16]}{_SUFFIX}", "wb") as f:
         f.write(_MAGIC + key.encode() + b"\n" + mac + b"\n" + payload)
     code = main(["run", "--config", "mini.yaml", "--no-save"])
     err = capsys.readouterr().err
@@ -134,7 +134,7 @@ def test_a_cache_forged_under_an_empty_key_never_loads(mini_ml, key_home, capsys
     Reduce(np.core.multiarray._reconstruct if hasattr(np, "core") else None, (np.ndarray, (10**6, 10**6), b"b")),
 ], ids=["copyreg._reconstructor", "_reconstruct"])
 def test_a_checkpoint_cannot_allocate_more_than_it_holds(bpr, tmp_path, bomb):
-    from recgoat_recbole.compat import recbole_checkpoint_globals
+    from recgoat_recbole.patches.safe_checkpoints import recbole_checkpoint_globals
 
     state = torch.load(bpr["path"], weights_only=False)
     state["other_parameter"] = {"w": bomb}
@@ -147,7 +147,7 @@ def test_a_checkpoint_cannot_allocate_more_than_it_holds(bpr, tmp_path, bomb):
 def test_genuine_numpy_and_sparse_other_parameters_still_load(tmp_path):
     import scipy.sparse as sp
 
-    from recgoat_recbole.compat import recbole_checkpoint_globals
+    from recgoat_recbole.patches.safe_checkpoints import recbole_checkpoint_globals
 
     dok = sp.dok_matrix((4, 4))
     dok[1, 2] = 3.0
@@ -263,7 +263,7 @@ def test_the_dataset_cache_key_sees_ids_sidecars_and_every_dataset_setting(mini_
     from recbole.config import Config
 
     from recgoat_recbole import RecGOAT
-    from recgoat_recbole.dataset import RecGOATDataset
+    from recgoat_recbole.dataset import FeatureDataset
     from recgoat_recbole.dataset_cache import dataset_key
     from recgoat_core.feature_files import read_features
 
@@ -275,7 +275,7 @@ def test_the_dataset_cache_key_sees_ids_sidecars_and_every_dataset_setting(mini_
     def key(**overrides) -> str:
         config = Config(model=RecGOAT, config_dict=mini_config(mini_ml, item_modalities={"text": str(outside)},
                                                                **overrides))
-        return dataset_key(config, RecGOATDataset)
+        return dataset_key(config, FeatureDataset)
 
     first = key()
     (tmp_path / "text.npy.ids").write_text("\n".join(text.tokens[::-1]) + "\n")

@@ -23,7 +23,7 @@ BAD = [
 
 
 def _defaults() -> dict:
-    from recgoat_recbole import PROPERTIES_DIR
+    from recgoat_recbole.models import PROPERTIES_DIR
 
     with open(os.path.join(PROPERTIES_DIR, "RecGOAT.yaml"), encoding="utf-8") as f:
         return yaml.safe_load(f)
@@ -61,7 +61,7 @@ def test_the_model_validates_when_it_is_built(mini_ml):
 
 
 def _run_cli(capsys, argv) -> tuple[int, str]:
-    from recgoat_recbole.cli import main
+    from recgoat_cli import main
 
     code = main(argv)
     return code, capsys.readouterr().err
@@ -103,14 +103,3 @@ def test_feature_commands_turn_mistakes_into_one_line(capsys, argv):
     assert code == 2 and err.startswith("recgoat: error:") and len(err.strip().splitlines()) == 1, err
 
 
-def test_keys_of_earlier_versions_are_moved_to_their_new_names():
-    """use_cmcl/use_wasserstein switches became 0 weights; the W term's ot_* keys became wasserstein_*."""
-    from recgoat_recbole.config_check import upgrade_renamed
-
-    config = {**_defaults(), "use_cmcl": False, "use_wasserstein": True, "ot_weight": 0.01, "ot_iters": 5}
-    messages = upgrade_renamed(config)
-    assert config["cmcl_weight"] == 0.0 and config["wasserstein_weight"] == 0.01 and config["wasserstein_iters"] == 5
-    assert len(messages) == 4 and any("now called wasserstein_iters" in m for m in messages)
-    config = {**_defaults(), "ot_weight": 0.01, "use_wasserstein": False}
-    upgrade_renamed(config)
-    assert config["wasserstein_weight"] == 0.0  # the switch off wins, whatever the order in the file

@@ -36,7 +36,7 @@ LITERALS = ["1e-4", "0.001", "-3", "[10, 20]", "{'a': 1}", "True", "False", "Non
 
 @pytest.mark.parametrize("text", LITERALS)
 def test_literals_convert_exactly_as_recboles_eval_did(text):
-    from recgoat_recbole.compat.safe_config_values import convert_value
+    from recgoat_recbole.patches.safe_config_values import convert_value
 
     assert convert_value("k", text) == eval(text)  # noqa: S307 -- literals only: the reference
 
@@ -45,13 +45,13 @@ def test_literals_convert_exactly_as_recboles_eval_did(text):
                                   "saved/", "/tmp/x.pth", "a b c", "inf", "NDCG@10", "profiles.npz",
                                   "text_feat.npy", "auto:title,genre", "os.system", "a if b else c"])
 def test_plain_text_stays_text(text):
-    from recgoat_recbole.compat.safe_config_values import convert_value
+    from recgoat_recbole.patches.safe_config_values import convert_value
 
     assert convert_value("k", text) == text
 
 
 def test_true_false_in_any_case_are_booleans_as_before():
-    from recgoat_recbole.compat.safe_config_values import convert_value
+    from recgoat_recbole.patches.safe_config_values import convert_value
 
     assert convert_value("k", "true") is True and convert_value("k", "FALSE") is False
 
@@ -60,7 +60,7 @@ def test_true_false_in_any_case_are_booleans_as_before():
                                   "[x for x in ()]", "2**10**10", "1/1000", "f'{x}'", "[open][0]('x')",
                                   "'a' * 10**9"])
 def test_code_is_one_error_naming_the_key_and_nothing_runs(text, tmp_path):
-    from recgoat_recbole.compat.safe_config_values import convert_value
+    from recgoat_recbole.patches.safe_config_values import convert_value
 
     with pytest.raises(ConfigError, match="'reg_weight'.*not a value"):
         convert_value("reg_weight", text)
@@ -90,7 +90,7 @@ def test_every_recbole_models_config_is_what_recbole_builds():
     import recbole
     from recbole.config import Config
 
-    from recgoat_recbole.compat import ORIGINALS
+    from recgoat_recbole.patches import ORIGINALS
 
     names = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(os.path.dirname(recbole.__file__),
                                                                             "properties", "model", "*.yaml")))
@@ -198,7 +198,7 @@ def test_repeated_config_and_set_options_are_all_kept():
     args = _parse(build_parser(), ["run", "--config", "a.yaml", "--config", "b.yaml", "--set", "x=1", "--set",
                                    "y=2", "--epochs=3"])
     assert args.config == ["a.yaml", "b.yaml"] and args.set == ["x=1", "y=2", "epochs=3"]
-    from recgoat_recbole.cli import _overrides
+    from recgoat_cli.commands import _overrides
 
     assert _overrides(["epochs=50", "x=1", "epochs=1"]) == {"epochs": 1, "x": 1}  # the last one wins
     args = _parse(build_parser(), ["bench", "--datasets", "a", "--datasets", "b", "--seeds", "1", "--seeds", "2"])
@@ -249,7 +249,7 @@ def test_a_huge_token_in_an_atomic_file_is_one_line(tmp_path, capsys):
 
 
 def test_tuned_entries_for_models_not_run_are_named(mini_ml, capsys, monkeypatch):
-    from recgoat_recbole import cli
+    from recgoat_cli import commands as cli
 
     with open("best.yaml", "w", encoding="utf-8") as f:
         yaml.safe_dump({"ml-mini": {"BPR": {"reg_weight": 0.0}, "LightGCN": {"reg_weight": 0.0}}}, f)

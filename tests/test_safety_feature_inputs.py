@@ -21,7 +21,7 @@ def _npy_header(f, shape, descr="<f4") -> None:
 
 
 def _run_cli(capsys, argv) -> tuple[int, str]:
-    from recgoat_recbole.cli import main
+    from recgoat_cli import main
 
     code = main(argv)
     return code, capsys.readouterr().err

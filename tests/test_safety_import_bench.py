@@ -19,7 +19,7 @@ import yaml
 from recgoat_recbole import importers
 from recgoat_recbole.bench import execute
 from recgoat_recbole.bench.design import RunSpec
-from recgoat_recbole.cli import main
+from recgoat_cli import main
 
 N_ITEMS = 6
 

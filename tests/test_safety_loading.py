@@ -16,7 +16,7 @@ import pytest
 import torch
 from recbole.config import Config
 
-from recgoat_recbole import RecGOAT, compat
+from recgoat_recbole import RecGOAT, patches
 from recgoat_recbole.checkpoint import StoredConfig, stored_config
 from tests.conftest import PAYLOAD, Reduce, mini_config, working_dir
 
@@ -66,7 +66,7 @@ def test_config_payload_is_live_when_config_is_allowlisted(tmp_path, monkeypatch
     with torch.serialization.safe_globals([Config]), pytest.raises(ConfigError, match="'x'"):
         torch.load(path)  # what the allowlist held before, with this package's Config: refused
     assert not os.path.exists("PWNED")
-    monkeypatch.setattr(Config, "_convert_config_dict", compat.ORIGINALS["safe_config_values"]["_convert_config_dict"])
+    monkeypatch.setattr(Config, "_convert_config_dict", patches.ORIGINALS["safe_config_values"]["_convert_config_dict"])
     with torch.serialization.safe_globals([Config]):  # RecBole's own eval: the payload runs
         torch.load(path)
     assert os.path.exists("PWNED")
@@ -192,7 +192,7 @@ def _plant(path: str) -> None:
 def test_planted_dataset_and_dataloader_caches_are_not_unpickled(mini_ml, model):
     from recbole.quick_start import run_recbole
 
-    dataset_class = "RecGOATDataset" if model == "RecGOAT" else "Dataset"
+    dataset_class = "FeatureDataset" if model == "RecGOAT" else "Dataset"
     _plant(f"saved/ml-mini-{dataset_class}.pth")
     _plant(f"saved/ml-mini-for-{model}-dataloader.pth")
     run_recbole(model=model, config_dict=mini_config(mini_ml, epochs=1, save_dataset=True,

@@ -67,7 +67,7 @@ def _absolute_paths(spec: RunSpec) -> dict[str, str]:
     """
     import yaml
 
-    from recgoat_recbole.yaml_paths import resolve_data_path
+    from recgoat_recbole.patches.yaml_data_path import resolve_data_path
 
     found: dict[str, Any] = {}  # key -> (as written, as meant)
     for path in spec.config_files:
@@ -318,7 +318,7 @@ def package_commit() -> str | None:
 
 def _clock(seconds: float) -> str:
     """``42s``, ``3m05s``, ``1h02m``."""
-    from recgoat_recbole.training import format_seconds
+    from recgoat_recbole.progress import format_seconds
 
     return format_seconds(seconds)
 
@@ -327,7 +327,7 @@ def _save(record: dict, path: str) -> dict:
     """Write ``record`` to ``path`` atomically (a run is either finished on disk or absent; a unique temporary
     file, so two writers never share one), with the code that wrote it and this user's signature."""
     from recgoat_core.feature_files import atomic_write
-    from recgoat_recbole import __version__
+    from recgoat_recbole.version import __version__
     from recgoat_recbole.signing import sign
 
     record = {k: v for k, v in record.items() if k not in ("signature", "unverified")}

@@ -43,6 +43,7 @@ def summarise(records: Iterable[dict], metrics: Sequence[str]) -> list[dict]:
         row["unverified"] = sum(1 for r in runs if r.get("unverified"))
         row["reused"] = _count((r["reused_dir"], _code(r)) for r in runs if r.get("reused_dir"))
         row["code"] = _count(_code(r) for r in runs if r.get("recgoat_version"))
+        row["adjusted"] = {k: v for r in runs for k, v in (r.get("adjusted") or {}).items()}
         rows.append(row)
     return rows
 
@@ -87,6 +88,11 @@ def provenance(rows: Sequence[dict]) -> list[str]:
         n = sum(k for _, k in whats)
         lines.append(f"reused {n} run{'s' if n != 1 else ''} from {_shown(folder)} (trained there by " +
                      "; ".join(w if len(whats) == 1 else f"{w}: {k}" for w, k in whats) + "), not trained here.")
+    for r in rows:  # what the bench changed to fit a run (bench/worker.py): a footnote, not a silent change
+        changed = r.get("adjusted") or {}
+        if changed:
+            lines.append(f"{r['model']} on {r['dataset']}: " + "; ".join(
+                f"{k} {v}" if isinstance(v, str) else f"{k} = {v}" for k, v in changed.items()) + ".")
     unverified = sum(int(r.get("unverified", 0)) for r in rows)
     if unverified:
         lines.append(f"† {unverified} of {total} runs not signed by this user's runs (edited since, written by "

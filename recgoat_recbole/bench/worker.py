@@ -71,12 +71,20 @@ def run_spec(spec: dict) -> dict:
     """Run one spec (the fields of a :class:`~recgoat_recbole.bench.design.RunSpec`) in this process."""
     from recgoat_recbole.training import run_training
 
+    import contextlib
+
+    from recgoat_recbole.bench.pop_counts import NOTE, counting_every_interaction
+
     overrides = dict(spec["overrides"])
     overrides["seed"] = spec["seed"]
+    pop = spec["model"] == "Pop"  # the bench's Pop counts every interaction (bench/pop_counts.py), this run only
     # RecBole's per-epoch log goes to stderr (shown live by the parent) and to log/
-    result = run_training(spec["model"], config_file_list=list(spec["config_files"]) or None,
-                          config_dict=overrides, saved=True, show_progress=False, log_details=False,
-                          before_model=_fit_to_dataset)
+    with counting_every_interaction() if pop else contextlib.nullcontext():
+        result = run_training(spec["model"], config_file_list=list(spec["config_files"]) or None,
+                              config_dict=overrides, saved=True, show_progress=False, log_details=False,
+                              before_model=_fit_to_dataset)
+    if pop:
+        result.adjusted["Pop.calculate_loss"] = NOTE
     checkpoint = None
     if result.checkpoint and spec.get("keep_checkpoint"):
         checkpoint = os.path.relpath(result.checkpoint)  # relative to the run's working directory

@@ -1,0 +1,351 @@
+"""The commands of the ``recgoat`` command line (``cmd_run``, ``cmd_bench``, ...).
+
+The parser and the dispatch are :mod:`recgoat_cli`, which imports nothing heavy, so that ``recgoat --help``
+and argument errors never wait for torch or RecBole; it imports this module once the arguments are parsed.
+Each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from recgoat_cli.errors import UserError
+from recgoat_recbole.bench.names import BUILTIN_BASELINES
+
+__all__ = ["fixable_errors"]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``--set`` / ``--key=value`` pairs as config values: YAML scalars, never evaluated (a value that is
+    Python code is one :class:`ConfigError`, see :mod:`recgoat_recbole.patches.safe_config_values`)."""
+    from recgoat_recbole.patches.safe_config_values import convert_value
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UserError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = convert_value(key.strip(), _parse_value(value))
+    return out
+
+
+def _read_yaml(path: str) -> Any:
+    """A YAML file this command reads itself (``--tuned``, ``--grid``): plain data, bounded, and no value in it
+    that is Python code (each is one error naming the file and the key)."""
+    from recgoat_recbole.patches.safe_config_values import check_data, load_yaml
+
+    data = load_yaml(_check_files([path])[0])
+    check_data(data, path)
+    return data
+
+
+def _check_files(paths: Sequence[str] | None) -> list[str]:
+    files = list(paths or [])
+    for path in files:
+        if not os.path.isfile(path):
+            raise UserError(f"config file not found: {path}")
+    return files
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _log_file() -> str | None:
+    """The log file RecBole's ``init_logger`` opened for this run, if any."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return os.path.relpath(handler.baseFilename)
+    return None
+
+
+def _resolve_model(name: str) -> Any:
+    from recbole.utils import get_model
+
+    import recgoat_recbole.registry  # noqa: F401  (importing any part of the package registers its models)
+
+    try:
+        return get_model(name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _config_model(files: list[str], model: str | None) -> str:
+    if model:
+        return model
+    from recgoat_recbole.patches.safe_config_values import load_yaml
+
+    for path in reversed(files):
+        data = load_yaml(path) or {}
+        if isinstance(data, dict) and data.get("model"):
+            return str(data["model"])
+    return "RecGOAT"
+
+
+# -------------------------------------------------------------------------------------------- subcommands
+def cmd_run(args: argparse.Namespace) -> int:
+    """Train, select on validation and test one model, exactly like ``run_recbole``."""
+    files = _check_files(args.config)
+    model = _resolve_model(_config_model(files, args.model))
+    from recgoat_recbole.training import run_training
+
+    overrides = _overrides(args.set)
+    quiet = not args.verbose
+    result = run_training(model=model, dataset=args.dataset, config_file_list=files or None,
+                          config_dict=overrides, saved=not args.no_save,
+                          show_progress=False if quiet else None, progress=_progress, quiet=quiet)
+    log = _log_file()
+    if log:
+        print(f"log: {log}")
+    print(f"checkpoint: {os.path.relpath(result.checkpoint) if result.checkpoint else 'none (--no-save)'}")
+    for label, values in (("best valid", result.best_valid_result), ("test", result.test_result)):  # last: metrics
+        if not values:  # e.g. a LightGCN-layout dataset without valid.txt: RecBole validates nothing
+            print(f"{label}: none (no validation split: the model of the last epoch was tested)")
+            continue
+        print(f"{label}: " + "  ".join(f"{k} {float(v):.4f}" for k, v in values.items()))
+    return 0
+
+
+def cmd_features_text(args: argparse.Namespace) -> int:
+    from recgoat_recbole.features.text import extract_text_features
+
+    try:
+        path = extract_text_features(args.table, args.output, args.columns, args.id_column, args.model,
+                                     args.device, args.batch_size, args.allow_download, not args.quiet)
+    except KeyError as exc:
+        raise UserError(str(exc.args[0])) from None
+    print(path)
+    return 0
+
+
+def cmd_features_image(args: argparse.Namespace) -> int:
+    from recgoat_recbole.features.image import extract_image_features
+
+    print(extract_image_features(args.source, args.output, args.model, args.device, args.batch_size,
+                                 args.allow_download, not args.quiet))
+    return 0
+
+
+def cmd_features_profiles(args: argparse.Namespace) -> int:
+    files = _check_files(args.config)
+    model = _resolve_model("RecGOAT")
+    from recbole.config import Config
+
+    from recgoat_recbole.features.profiles import extract_profile_features
+
+    if args.backend == "transformers" and not args.model:
+        raise UserError("--backend transformers needs --model (a local model name or path)")
+    if args.backend == "http" and not args.url:
+        raise UserError("--backend http needs --url (an OpenAI-compatible endpoint)")
+    overrides = _overrides(args.set)
+    config = Config(model=model, dataset=args.dataset, config_file_list=files or None, config_dict=overrides)
+    try:
+        path = extract_profile_features(config, args.output, args.item_table, args.columns, args.id_column,
+                                        args.backend, args.model, args.url, args.encoder, args.max_items,
+                                        not args.quiet, args.allow_download)
+    except KeyError as exc:  # a column that the item table lacks
+        raise UserError(str(exc.args[0])) from None
+    print(path)
+    return 0
+
+
+def cmd_data_import(args: argparse.Namespace) -> int:
+    from recgoat_recbole.importers import DataImportError, import_lightgcn, import_mmrec
+
+    if args.feature and args.format != "lightgcn":
+        raise UserError("--feature is for --format lightgcn; the mmrec format reads <modality>_feat.npy "
+                        "from the source folder")
+    features: dict[str, str] = {}
+    for pair in args.feature or []:
+        modality, sep, path = pair.partition("=")
+        if not sep or not modality.strip() or not path.strip():
+            raise UserError(f"--feature expects NAME=FILE.npy, got {pair!r}")
+        if modality in features:
+            raise UserError(f"--feature {modality} is given twice")
+        features[modality] = _feature_source(args.src, path)
+    try:
+        if args.format == "mmrec":
+            import_mmrec(args.src, args.dst, args.name, force=args.force)  # logs its report
+        else:
+            import_lightgcn(args.src, args.dst, args.name, features, force=args.force)
+    except DataImportError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def _feature_source(src: str, path: str) -> str:
+    """A ``--feature`` file: a relative path is looked up in SRC first, then in the current directory."""
+    if os.path.isabs(path):
+        return path
+    in_src = os.path.join(src, path)
+    if os.path.isfile(in_src) or not os.path.isdir(src):  # (a missing SRC: the importer says so)
+        return in_src
+    if not os.path.isfile(path):
+        raise UserError(f"feature file not found: {path} (looked in {src} and in the current directory)")
+    logging.getLogger(__name__).info(f"--feature {path}: not in {src}, using ./{path} from the current directory")
+    return path
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command as the user typed it (the argv :func:`main` parsed), quoted for a shell: reports record it."""
+    return "recgoat " + shlex.join(args.argv)
+
+
+def _bench_common(args: argparse.Namespace) -> dict[str, Any]:
+    common: dict[str, Any] = {"epochs": args.epochs, "show_progress": False, "save_dataset": False}
+    if args.stopping_step is not None:  # else the dataset YAML's (imported data: 50), else RecBole's 10
+        common["stopping_step"] = args.stopping_step
+    if args.learning_rate is not None:
+        common["learning_rate"] = args.learning_rate
+    if args.device == "cpu":
+        common["use_gpu"] = False
+    common.update(_overrides(args.set))
+    return common
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Train RecGOAT and RecBole's built-ins on the same split with the same budget; tables, CSV and a plot."""
+    from recgoat_recbole.bench.design import build_specs
+
+    configs = _dataset_configs(args)
+    for model in args.models or ():  # None: the default selection (with the multimodal peers where features exist)
+        _resolve_model(model)
+    tuned = _load_tuned(args.tuned) if args.tuned else None
+    specs = build_specs(args.datasets, args.models, args.seeds, _bench_common(args), configs, args.ablations,
+                        args.gamma or (), tuned, align=args.align)
+    if tuned:
+        _warn_unused_tuned(args.tuned, tuned, specs)
+    title = f"`{_command(args)}`"
+    if args.report_only:
+        title += " (tables from the finished runs only)"
+    for folder in args.reuse or []:  # only the folders named: --tuned DIR/best.yaml reuses nothing by itself
+        if not os.path.isdir(folder):
+            raise UserError(f"--reuse {folder}: no such folder")
+    _run_suite(specs, args.out, title, train=not args.report_only, jobs=args.jobs, reuse_from=args.reuse or [])
+    return 0
+
+
+def _warn_unused_tuned(path: str, tuned: dict[str, dict[str, dict[str, Any]]], specs: Sequence[Any]) -> None:
+    """One line per dataset/model entry of ``--tuned`` that no run of this command uses."""
+    used = {(spec.dataset, spec.model) for spec in specs}
+    for dataset, models in tuned.items():
+        for model in models:
+            if (dataset, model) not in used:
+                print(f"recgoat: warning: {path}: the settings for {model} on {dataset} are not used (that run is "
+                      "not in --datasets / --models)", file=sys.stderr)
+
+
+def _run_suite(specs: Sequence[Any], out: str, title: str, train: bool = True, jobs: int = 1,
+               reuse_from: Sequence[str] = (), keep_checkpoints: bool = False) -> dict[str, str]:
+    """Run (or collect) the specs, write results.csv / .md / .png, and print one final block: the table, and
+    where the logs, the CSV, the Markdown and the PNG are."""
+    from recgoat_recbole.bench.names import METRICS
+    from recgoat_recbole.bench.execute import run_all
+    from recgoat_recbole.bench.report import markdown_table, summarise, write_outputs
+
+    records = run_all(specs, out, train=train, jobs=jobs, reuse_from=reuse_from, keep_checkpoints=keep_checkpoints)
+    if not records:
+        raise FileNotFoundError(f"no finished runs in {out}/runs for these settings")
+    paths = write_outputs(records, out, METRICS, title)
+    rule = "=" * 100
+    print(f"\n{rule}\n{markdown_table(summarise(records, METRICS), METRICS)}\n")
+    print(f"logs:        {os.path.join(out, 'work', '<run>', 'log', '<model>')}/*.log (RecBole's log of each run)")
+    kept = [r["checkpoint"] for r in records if r.get("checkpoint")]
+    if kept:
+        print("checkpoints: " + "\n             ".join(kept) + "  (recbole's load_data_and_model reads them)")
+    else:
+        print("checkpoints: not kept by benchmark runs (only their metrics, in "
+              f"{os.path.join(out, 'runs')}/*.json); `recgoat run` saves one to saved/")
+    print(f"csv:         {paths['csv']}\nmarkdown:    {paths['markdown']}\npng:         {paths['png']}\n{rule}")
+    return paths
+
+
+def _dataset_configs(args: argparse.Namespace) -> dict[str, str]:
+    """``--config DATASET=FILE`` pairs, checked; other datasets use recbole_configs/<dataset>.yaml."""
+    configs = {}
+    for pair in args.config or []:
+        if "=" not in pair:
+            raise UserError(f"--config expects DATASET=FILE, got {pair!r}")
+        dataset, path = pair.split("=", 1)
+        configs[dataset] = _check_files([path])[0]
+    return configs
+
+
+def _load_tuned(path: str) -> dict[str, dict[str, dict[str, Any]]]:
+    data = _read_yaml(path) or {}
+    if not isinstance(data, dict) or not all(isinstance(m, dict) and all(isinstance(p, dict) for p in m.values())
+                                             for m in data.values()):
+        raise UserError(f"{path}: expected {{dataset: {{model: {{key: value}}}}}}, as `recgoat tune` writes")
+    return data
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Grid search on the validation split, the same nine-point budget per model; writes OUT/best.yaml."""
+    from recgoat_recbole.bench.design import find_config
+    from recgoat_recbole.bench.tuning import choose, grid_specs, load_grids, run_grid, tuning_table, write_choice
+
+    configs = _dataset_configs(args)
+    for dataset in args.datasets:
+        if dataset not in configs:
+            configs[dataset] = find_config(dataset)
+    if args.grid:
+        _read_yaml(args.grid)  # bounded, and no value that is code, before the grid is read
+    try:
+        grids = load_grids(args.grid)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    models = args.models  # None: every model with a grid (the multimodal peers where the dataset has features)
+    for model in models or ():
+        _resolve_model(model)
+    grid = grid_specs(args.datasets, models, args.seeds, _bench_common(args), configs, grids, align=args.align)
+    records = run_grid(grid, args.out, jobs=args.jobs, train=not args.report_only)
+    if not records:
+        raise FileNotFoundError(f"no finished grid runs in {args.out}/runs for these settings")
+    choice = choose(records, grid)
+    best = os.path.join(args.out, "best.yaml")
+    write_choice(choice, best, f"chosen on validation NDCG@10 by: {_command(args)}")
+    table = tuning_table(records, grid, choice)
+    with open(os.path.join(args.out, "tuning.md"), "w", encoding="utf-8") as f:
+        f.write(f"`{_command(args)}` (validation only; the chosen point in bold)\n\n{table}\n")
+    print(table)
+    print(f"best: {best}\ntable: {os.path.join(args.out, 'tuning.md')}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """MovieLens-100k end to end: text features + template profiles, RecGOAT and LightGCN on one split."""
+    import shutil
+
+    from recgoat_recbole.bench.design import build_specs
+
+    if args.fresh and os.path.isdir(os.path.join(args.out, "runs")):
+        shutil.rmtree(os.path.join(args.out, "runs"))  # re-train; the feature cache (./recgoat_cache) stays
+    specs = build_specs(["ml-100k"], ["RecGOAT", "LightGCN"], args.seeds, _bench_common(args))
+    _run_suite(specs, args.out, f"`{_command(args)}` (ml-100k, RecBole's RS 8:1:1 split, seeds "
+                                f"{' '.join(map(str, args.seeds))})", keep_checkpoints=True)
+    return 0
+
+
+def fixable_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions printed as one ``recgoat: error:`` line (imported once a command runs, not for --help)."""
+    from recgoat_core.feature_files import FeatureFileError
+    from recgoat_recbole.config_check import ConfigError
+    from recgoat_recbole.dataset_cache import CacheError
+    from recgoat_recbole.signing import KeyFileError
+
+    return UserError, FileNotFoundError, FileExistsError, FeatureFileError, ConfigError, CacheError, KeyFileError

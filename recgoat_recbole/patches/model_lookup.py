@@ -1,0 +1,85 @@
+"""``model_lookup`` -- RecBole finds models, trainers and model YAMLs through the registry.
+
+RecBole 1.2.1's ``get_model(name)`` searches only ``recbole.model.*``, ``get_trainer`` only RecBole's trainers,
+and ``Config`` loads only ``recbole/properties/model/<name>.yaml``. :func:`install` makes each consult
+:mod:`recgoat_recbole.registry` first (a registered name, or a ``<Backbone>+Align`` made on first use), and
+layers a registered model's YAML files exactly where RecBole layers its own (after ``overall.yaml``, before the
+dataset YAML, below the user's files and dict). A name nobody registered is RecBole's, unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from recgoat_recbole.registry import _REGISTRY, registered
+
+__all__ = ["recbole_model", "install", "ORIGINALS"]
+
+#: what :func:`install` replaced (RecBole's own functions)
+ORIGINALS: dict[str, Any] = {}
+
+
+def _get_model(model_name: str) -> type:
+    if registered(model_name) is not None:
+        return _REGISTRY[model_name].model_class
+    return recbole_model(model_name)
+
+
+def recbole_model(model_name: str) -> type:
+    """RecBole's own class named ``model_name``, or one clear ``ValueError``."""
+    try:
+        return ORIGINALS["get_model"](model_name)
+    except (ValueError, AttributeError, ImportError) as exc:
+        # RecBole's search imports recbole.model.exlib_recommender last, which needs lightgbm/xgboost
+        why = f" (while searching: {exc})" if isinstance(exc, ImportError) else ""
+        raise ValueError(
+            f"unknown model {model_name!r}: it is neither a RecBole 1.2.1 model nor a registered one "
+            f"({', '.join(sorted(_REGISTRY)) or 'none registered'}){why}"
+        ) from None
+
+
+def _load_internal_config_dict(self: Any, model: str, model_class: type, dataset: str) -> None:
+    ORIGINALS["_load_internal_config_dict"](self, model, model_class, dataset)
+    registration = registered(model)
+    if registration is None or not registration.yaml_files:
+        return
+    # RecBole's order is overall < model < sample < dataset; re-layer the last two above our model file.
+    from recbole.config import configurator
+
+    base = os.path.join(os.path.dirname(os.path.realpath(configurator.__file__)), "..", "properties", "dataset")
+    model_type = self.internal_config_dict["MODEL_TYPE"]
+    for file in registration.yaml_files:
+        self._update_internal_config_dict(file)
+    for later in (os.path.join(base, "sample.yaml"), os.path.join(base, f"{dataset}.yaml")):
+        if os.path.isfile(later):
+            self._update_internal_config_dict(later)
+    self.internal_config_dict["MODEL_TYPE"] = model_type
+
+
+def _get_trainer(model_type: Any, model_name: str) -> type:
+    registration = _REGISTRY.get(model_name)
+    if registration is not None and registration.trainer_name:
+        model_name = registration.trainer_name
+    return ORIGINALS["get_trainer"](model_type, model_name)
+
+
+def install() -> None:
+    """Route RecBole's model lookup and model-YAML layering through the registry (once)."""
+    import recbole.config.configurator as configurator
+    import recbole.quick_start.quick_start as qs
+    import recbole.utils
+    import recbole.utils.utils as utils_mod
+
+    if ORIGINALS:
+        return
+    ORIGINALS.update({
+        "get_model": utils_mod.get_model,
+        "_load_internal_config_dict": configurator.Config._load_internal_config_dict,
+        "get_trainer": utils_mod.get_trainer,
+    })
+    for module in (utils_mod, recbole.utils, configurator, qs):
+        module.get_model = _get_model
+    for module in (utils_mod, recbole.utils, qs):
+        module.get_trainer = _get_trainer
+    configurator.Config._load_internal_config_dict = _load_internal_config_dict

@@ -1,0 +1,170 @@
+"""recgoat_recbole.bench: `recgoat bench` end to end (tables, resume, console), the run design, the worker's
+per-dataset fixes, and the report's tables and plots."""
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import yaml
+
+from recgoat_cli import main
+from tests.conftest import mini_config
+
+
+def test_bench_smoke_writes_tables_and_resumes(mini_ml, capsys):
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump(mini_config(mini_ml, epochs=1), f)
+    argv = ["bench", "--datasets", "ml-mini", "--config", "ml-mini=mini.yaml", "--models", "RecGOAT", "LightGCN",
+            "--seeds", "1", "--epochs", "1", "--out", "bench"]
+    assert main(argv) == 0
+    for name in ("results.csv", "results.md", "results.png"):
+        assert os.path.getsize(os.path.join("bench", name)) > 0
+    rows = pd.read_csv("bench/results.csv")
+    assert sorted(rows["model"]) == ["LightGCN", "RecGOAT"] and (rows["ndcg@10"] >= 0).all()
+    record = json.load(open("bench/runs/ml-mini__RecGOAT__seed1.json"))
+    assert record["epochs"] == 1 and record["peak_mib"] > 0 and record["epoch_s"] > 0
+    assert open("bench/results.md").readline().strip() == "`recgoat " + " ".join(argv) + "`"  # the real argv
+    capsys.readouterr()
+    assert main(argv) == 0  # second time: nothing re-trained
+    assert capsys.readouterr().out.count("done earlier, reused") == 2
+    # --report-only trains nothing: BPR has no run, so it is listed and left out of the tables
+    assert main(argv[:7] + ["BPR"] + argv[7:] + ["--report-only"]) == 0
+    out = capsys.readouterr().out
+    assert "ml-mini__BPR__seed1: not run yet" in out and "--report-only" in open("bench/results.md").read()
+    assert sorted(pd.read_csv("bench/results.csv")["model"]) == ["LightGCN", "RecGOAT"]
+    assert main(argv[:-1] + ["empty", "--report-only"]) == 2
+    # a finished run is reused only with the same settings: other overrides or an edited YAML stop the bench
+    capsys.readouterr()
+    assert main(argv[:-3] + ["2", "--out", "bench", "--report-only"]) == 2
+    assert "overrides differ: epochs 1 -> 2" in capsys.readouterr().err
+    with open("mini.yaml", "a") as f:
+        f.write("knn_k: 5\n")
+    assert main(argv + ["--report-only"]) == 2
+    assert "the YAML files changed since" in capsys.readouterr().err
+
+
+def test_bench_resolves_relative_data_paths_against_the_callers_directory(tmp_path):
+    """Runs execute in OUT/work/<run>: a YAML's `data_path: recgoat_data` must still mean ./recgoat_data."""
+    from recgoat_recbole.bench.design import RunSpec
+    from recgoat_recbole.bench.execute import _absolute_paths
+
+    yaml_file = tmp_path / "d.yaml"
+    yaml_file.write_text("dataset: d\ndata_path: recgoat_data\n")
+    spec = RunSpec("d", "LightGCN", 1, "", (str(yaml_file),), {"feature_cache_dir": "cache"})
+    paths = _absolute_paths(spec)
+    assert paths == {"data_path": os.path.abspath("recgoat_data"), "feature_cache_dir": os.path.abspath("cache")}
+    absolute = RunSpec("d", "LightGCN", 1, "", (str(yaml_file),), {"data_path": "/data", "feature_cache_dir": "/c"})
+    assert _absolute_paths(absolute) == {}
+
+
+def test_bench_reads_an_imported_yamls_data_path_against_the_yaml(tmp_path, monkeypatch):
+    """`recgoat data import` writes DST/NAME/NAME.yaml with `data_path: ..`: from any working directory, the
+    run must read DST (it read the caller's parent folder: `--config scientific=data/scientific/scientific.yaml`
+    failed with "Neither [/tmp/scientific] exists")."""
+    from recgoat_recbole.bench.design import RunSpec
+    from recgoat_recbole.bench.execute import _absolute_paths
+
+    folder = tmp_path / "dst" / "sci"
+    folder.mkdir(parents=True)
+    yaml_file = folder / "sci.yaml"
+    yaml_file.write_text("dataset: sci\ndata_path: ..\n")
+    elsewhere = tmp_path / "a" / "b"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    paths = _absolute_paths(RunSpec("sci", "LightGCN", 1, "", (str(yaml_file),), {}))
+    assert paths["data_path"] == str(tmp_path / "dst")
+
+
+def test_ablation_specs_set_every_alignment_switch(tmp_path):
+    """A dataset YAML that turns alignment off (tiktok.yaml) must not leak into the ablation rows."""
+    from recgoat_recbole.bench import build_specs
+
+    yaml_file = tmp_path / "d.yaml"
+    yaml_file.write_text("dataset: d\ncmcl_weight: 0\nuse_oat: false\nwasserstein_weight: 0\n")
+    specs = build_specs(["d"], ["LightGCN"], [1], {"epochs": 1}, {"d": str(yaml_file)}, ablations=True,
+                        gammas=[0.3])
+    by_label = {s.label: s.overrides for s in specs}
+    switches = ("cmcl_weight", "use_oat", "wasserstein_weight")
+    for label, overrides in by_label.items():
+        if label.startswith("ablation:") and "ID-only" not in label:
+            assert all(k in overrides for k in switches), label
+    assert by_label["ablation: CMCL only"]["cmcl_weight"] > 0 and not by_label["ablation: CMCL only"]["use_oat"]
+    assert all(by_label["ablation: RecGOAT (full)"][k] for k in switches)
+    assert by_label["gamma=0.3"]["fusion_gamma"] == 0.3 and by_label["gamma=0.3"]["epochs"] == 1
+
+
+def test_ncl_clusters_are_fitted_to_a_small_dataset():
+    """faiss refuses more k-means clusters than points: NCL's default 1000 fails on ml-100k's 944 users."""
+    from types import SimpleNamespace
+
+    from recgoat_recbole.bench.worker import _fit_to_dataset
+
+    small, large = SimpleNamespace(user_num=944, item_num=1683), SimpleNamespace(user_num=9308, item_num=6710)
+    config = {"model": "NCL", "num_clusters": 1000}
+    assert _fit_to_dataset(config, small) == {"num_clusters": 94} and config["num_clusters"] == 94
+    config = {"model": "NCL", "num_clusters": 1000}
+    assert _fit_to_dataset(config, large) == {} and config["num_clusters"] == 1000
+    assert _fit_to_dataset({"model": "LightGCN"}, small) == {}
+    config = {"model": "NCL+Align", "num_clusters": 1000}  # the plugin on NCL failed on ml-100k for this
+    assert _fit_to_dataset(config, small) == {"num_clusters": 94}
+
+
+def test_bench_gives_backbones_that_cannot_fuse_gamma_zero_from_a_recgoat_yaml():
+    """recbole_configs/tiktok.yaml sets fusion_gamma 0.1 (for RecGOAT): `bench --align` failed on BPR+Align and
+    SimpleX+Align with it; they get γ 0 (recorded), the graph backbones keep it."""
+    from types import SimpleNamespace
+
+    from recgoat_recbole.bench.worker import _fit_to_dataset
+
+    data = SimpleNamespace(user_num=9308, item_num=6710)
+    for model in ("BPR+Align", "SimpleX+Align"):
+        config = {"model": model, "fusion_gamma": 0.1}
+        assert _fit_to_dataset(config, data) == {"fusion_gamma": 0.0} and config["fusion_gamma"] == 0.0
+    for model in ("LightGCN+Align", "SGL+Align", "BPR"):
+        config = {"model": model, "fusion_gamma": 0.1}
+        assert _fit_to_dataset(config, data) == {} and config["fusion_gamma"] == 0.1
+    assert _fit_to_dataset({"model": "BPR+Align", "fusion_gamma": None}, data) == {}
+
+
+def _record(label: str, seed: int, ndcg: float) -> dict:
+    return {"dataset": "d", "label": label, "seed": seed, "epochs": 3, "epoch_s": 1.0, "total_s": 5.0,
+            "peak_mib": 10.0, "device": "cpu",
+            "test": {"recall@10": ndcg + 0.1, "ndcg@10": ndcg, "recall@20": ndcg + 0.2, "ndcg@20": ndcg + 0.05}}
+
+
+def test_tables_and_plots_say_what_the_numbers_are(tmp_path):
+    """One seed prints the value alone (it used to print '± 0.0000'); the split, the seeds and the meaning of ±
+    are stated in the table and on the plot; Recall sits next to NDCG."""
+    from recgoat_recbole.bench.names import METRICS
+    from recgoat_recbole.bench.report import markdown_table, summarise, write_outputs
+
+    one = markdown_table(summarise([_record("A", 1, 0.2)], METRICS), METRICS)
+    assert "±" not in one.split("\n", 1)[1] and "0.2000" in one
+    assert "Test split" in one and "validation" in one and "1 seed" in one
+    assert "shared machine" in one and "bench_speed.py" in one  # the time columns are not a clean measurement
+    header = next(line for line in one.splitlines() if line.startswith("| dataset"))
+    assert header.index("recall@10") < header.index("ndcg@10") < header.index("recall@20")
+    three = markdown_table(summarise([_record("A", s, 0.2 + 0.01 * s) for s in (1, 2, 3)], METRICS), METRICS)
+    assert "mean ± std over 3 seeds" in three and "0.2200 ± 0.0100" in three
+    paths = write_outputs([_record("A", 1, 0.2), _record("B", 1, 0.3)], str(tmp_path), METRICS, "title")
+    assert os.path.getsize(paths["png"]) > 0 and "1 seed" in open(paths["markdown"]).read()
+
+
+def test_bench_is_quiet_shows_epochs_and_ends_with_one_block(mini_ml, capfd):
+    """No pandas / torch FutureWarnings by default, `epoch k/N` with an ETA, and a final block that says where
+    the table, logs, CSV, Markdown and PNG are; --verbose shows RecBole's log."""
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump(mini_config(mini_ml, epochs=2), f)
+    argv = ["bench", "--datasets", "ml-mini", "--config", "ml-mini=mini.yaml", "--models", "LightGCN",
+            "--seeds", "1", "--epochs", "2", "--out", "bench"]
+    assert main(argv) == 0
+    out, err = capfd.readouterr()
+    assert "FutureWarning" not in err and "epoch 1 training" not in err
+    assert "epoch 2/2" in out and "ETA run" in out and "all ≤" in out
+    block = out[out.rindex("=" * 100, 0, len(out) - 101):]
+    assert "Test split" in block and "| ml-mini | LightGCN |" in block
+    for word in ("logs:", "checkpoints:", "csv:", "markdown:", "png:"):
+        assert word in block
+    assert main(argv[:-1] + ["bench-v", "--verbose"]) == 0
+    assert "epoch 1 training" in capfd.readouterr().err

@@ -1,0 +1,156 @@
+"""`recgoat tune`: equal grids, selection on validation only, best.yaml, and `recgoat bench --tuned`."""
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+import yaml
+
+from recgoat_recbole.bench.design import RunSpec
+from recgoat_recbole.bench import execute
+from recgoat_recbole.bench.execute import find_identical, run_all
+from recgoat_recbole.bench.tuning import GRIDS, choose, grid_points, grid_specs, load_grids, tuning_table, write_choice
+from recgoat_cli import main
+from tests.conftest import mini_config
+
+
+def _defaults(model: str) -> dict:
+    """RecBole's (or RecGOAT's) model YAML plus the overall defaults, as a model starts from them."""
+    import recbole
+
+    from recgoat_recbole import model as recgoat_model
+
+    folder = os.path.dirname(recbole.__file__)
+    values = yaml.safe_load(open(os.path.join(folder, "properties", "overall.yaml")))
+    ours = os.path.join(os.path.dirname(recgoat_model.__file__), "properties", f"{model}.yaml")
+    if os.path.isfile(ours):  # RecGOAT and the multimodal peers (FREEDOM, LGMRec)
+        path = ours
+    else:
+        path = os.path.join(folder, "properties", "model", f"{model}.yaml")
+    values.update(yaml.safe_load(open(path)) or {})
+    # PyYAML reads "1e-05" as a string (RecBole's own loader reads it as a float)
+    return {k: float(v) if isinstance(v, str) and v[:1].isdigit() and "e" in v else v for k, v in values.items()}
+
+
+@pytest.mark.parametrize("model", sorted(GRIDS))
+def test_default_grids_have_nine_points_and_contain_the_defaults(model):
+    grid = GRIDS[model]
+    assert len(grid_points(grid)) == 9
+    defaults = _defaults(model)
+    for knob, values in grid.items():
+        assert knob in defaults, f"{model}: {knob} is not one of its config keys"
+        assert defaults[knob] in values, f"{model}: the grid of {knob} misses the default {defaults[knob]}"
+
+
+def test_load_grids_replaces_only_the_named_models(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("LightGCN: {n_layers: [1, 3]}\n")
+    grids = load_grids(str(path))
+    assert grids["LightGCN"] == {"n_layers": [1, 3]} and grids["SGL"] == GRIDS["SGL"]
+    path.write_text("LightGCN: {n_layers: []}\n")
+    with pytest.raises(ValueError, match="non-empty list"):
+        load_grids(str(path))
+
+
+def _record(spec: RunSpec, valid: float) -> dict:
+    return {"key": spec.key, "valid": {"ndcg@10": valid}, "test": {"ndcg@10": 1.0 - valid}, "epochs": 3}
+
+
+def test_choose_uses_the_mean_validation_over_seeds_never_test():
+    grid = grid_specs(["d"], ["LightGCN", "EASE"], [1, 2], {"epochs": 3}, {"d": "d.yaml"},
+                      {"LightGCN": {"n_layers": [1, 2, 3]}, "EASE": {"reg_weight": [10.0, 20.0]}})
+    assert len(grid) == 10 and all(s.overrides["epochs"] == 3 for s, _ in grid)
+    valid = {("LightGCN", 1): (0.30, 0.10), ("LightGCN", 2): (0.22, 0.22), ("LightGCN", 3): (0.50, None),
+             ("EASE", 10.0): (0.2, 0.2), ("EASE", 20.0): (0.2, 0.2)}
+    records = []
+    for spec, point in grid:
+        value = valid[(spec.model, next(iter(point.values())))][spec.seed - 1]
+        if value is not None:
+            records.append(_record(spec, value))
+    choice = choose(records, grid)
+    # n_layers 2 has the best mean (0.22 > 0.20); n_layers 3 lacks a seed; its test numbers are never looked at
+    assert choice == {"d": {"LightGCN": {"n_layers": 2}, "EASE": {"reg_weight": 10.0}}}  # ties: the first
+    table = tuning_table(records, grid, choice)
+    assert "| d | LightGCN | n_layers=2 | **0.2200** | 2 |" in table and "| n_layers=3 | 0.5000 | 1 |" in table
+
+
+def test_write_choice_merges_separate_calls(tmp_path):
+    path = str(tmp_path / "best.yaml")
+    write_choice({"d": {"EASE": {"reg_weight": 10.0}}}, path, "first call")
+    write_choice({"d": {"SGL": {"ssl_tau": 0.2}}, "e": {"EASE": {"reg_weight": 5.0}}}, path, "second call")
+    text = open(path).read()
+    assert text.startswith("# first call\n# second call\n")
+    assert yaml.safe_load(text) == {"d": {"EASE": {"reg_weight": 10.0}, "SGL": {"ssl_tau": 0.2}},
+                                    "e": {"EASE": {"reg_weight": 5.0}}}
+
+
+def test_find_identical_needs_the_same_overrides_seed_and_config(tmp_path):
+    folder = tmp_path / "tune"
+    (folder / "runs").mkdir(parents=True)
+    done = RunSpec("d", "EASE", 1, "tune: reg_weight=10", ("c.yaml",), {"epochs": 1, "reg_weight": 10.0})
+    record = {**_record(done, 0.3), "dataset": "d", "model": "EASE", "seed": 1, "label": done.label,
+              "config_files": [os.path.abspath("c.yaml")], "overrides": done.overrides, "epoch_s": 1.0,
+              "total_s": 3.0, "peak_mib": 10.0, "device": "cpu"}
+    execute._save(record, str(folder / "runs" / f"{done.key}.json"))  # signed, as a run of this user's saves it
+    same = RunSpec("d", "EASE", 1, "", ("c.yaml",), {"reg_weight": 10.0, "epochs": 1}, "tuned")
+    assert find_identical(same, str(folder))["key"] == done.key
+    for other in (RunSpec("d", "EASE", 2, "", ("c.yaml",), same.overrides, "tuned"),
+                  RunSpec("d", "EASE", 1, "", ("c.yaml",), {"reg_weight": 20.0, "epochs": 1}, "tuned"),
+                  RunSpec("d", "EASE", 1, "", ("other.yaml",), same.overrides, "tuned")):
+        assert find_identical(other, str(folder)) is None
+    records = run_all([same], str(tmp_path / "bench"), reuse_from=[str(folder)], train=False)
+    assert records[0]["reused_from"] == done.key and records[0]["label"] == "EASE (tuned)"
+    # the same record unsigned (an older recgoat, or edited) is not reused
+    path = folder / "runs" / f"{done.key}.json"
+    json.dump({k: v for k, v in json.load(open(path)).items() if k != "signature"}, open(path, "w"))
+    assert find_identical(same, str(folder)) is None
+
+
+def test_tune_then_bench_tuned_end_to_end(mini_ml, capsys):
+    """Two parallel jobs run the grid; bench --tuned reuses the grid's finished runs and trains the other seed."""
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump(mini_config(mini_ml, epochs=1), f)
+    with open("grid.yaml", "w") as f:
+        yaml.safe_dump({"LightGCN": {"n_layers": [1, 2]}, "EASE": {"reg_weight": [50.0, 500.0]}}, f)
+    tune = ["tune", "--datasets", "ml-mini", "--config", "ml-mini=mini.yaml", "--models", "LightGCN", "EASE",
+            "--grid", "grid.yaml", "--seeds", "1", "--epochs", "1", "--jobs", "2", "--out", "tune"]
+    assert main(tune) == 0
+    out = capsys.readouterr().out
+    assert "test NDCG" not in out and out.count("valid NDCG@10") == 4
+    best = yaml.safe_load(open("tune/best.yaml"))
+    records = {json.load(open(os.path.join("tune/runs", n)))["key"]: json.load(open(os.path.join("tune/runs", n)))
+               for n in os.listdir("tune/runs")}
+    for model, knob, values in (("LightGCN", "n_layers", [1, 2]), ("EASE", "reg_weight", [50.0, 500.0])):
+        scores = {v: next(r["valid"]["ndcg@10"] for r in records.values()
+                          if r["model"] == model and r["overrides"][knob] == v) for v in values}
+        assert best["ml-mini"][model] == {knob: max(values, key=lambda v: (scores[v], -values.index(v)))}
+    assert "**" in open("tune/tuning.md").read()
+    # parallel runs of one model may start in the same second, and RecBole names checkpoints by the second:
+    # each run needs its own working directory (saved/, log/), or they delete each other's best model
+    assert sorted(os.listdir("tune/work")) == sorted(records)
+
+    bench = ["bench", "--datasets", "ml-mini", "--config", "ml-mini=mini.yaml", "--models", "LightGCN", "EASE",
+             "--seeds", "1", "2", "--epochs", "1", "--tuned", "tune/best.yaml", "--reuse", "tune", "--out", "bench"]
+    assert main(bench) == 0
+    out = capsys.readouterr().out
+    assert out.count("is finished, reused") == 2 and out.count(": running ...") == 2  # seed 2 of each model
+    rows = pd.read_csv("bench/results.csv")
+    assert sorted(set(rows["model"])) == ["EASE (tuned)", "LightGCN (tuned)"] and len(rows) == 4
+    assert "--tuned tune/best.yaml" in open("bench/results.md").read()
+    assert main(bench[:-6] + ["--tuned", "mini.yaml", "--out", "bench"]) == 2  # not a best.yaml
+    capsys.readouterr()
+    assert main(bench[:-2] + ["--reuse", "bench", "--out", "bench2"]) == 0  # every run copied, none trained
+    out = capsys.readouterr().out
+    assert out.count("is finished, reused") == 4 and ": running ..." not in out
+
+
+def test_a_failed_run_does_not_stop_the_others(mini_ml):
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump(mini_config(mini_ml, epochs=1), f)
+    broken = RunSpec("ml-mini", "Pop", 1, "", ("mini.yaml",), {"epochs": 1, "eval_args": {"split": "nonsense"}})
+    fine = RunSpec("ml-mini", "Pop", 2, "", ("mini.yaml",), {"epochs": 1})
+    with pytest.raises(RuntimeError, match=r"1 of 2 runs failed: ml-mini__Pop__seed1;"):
+        run_all([broken, fine], "bench", verbose=False, jobs=2)
+    assert os.listdir("bench/runs") == [f"{fine.key}.json"]

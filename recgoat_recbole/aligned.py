@@ -39,25 +39,20 @@ import torch
 from torch import nn
 
 from recgoat_core.feature_alignment import AlignmentSettings, FeatureAlignment
-from recgoat_recbole.config_check import ConfigError, RULES, validate
+from recgoat_recbole.config_check import ConfigError, validate
 from recgoat_recbole.dataset import FeatureContractError, features_for_model, modality_gate
+from recgoat_recbole.keys import defaults, rules
 from recgoat_recbole.patches.model_lookup import recbole_model
 
-__all__ = ["aligned", "is_aligned_name", "BACKBONES", "SUFFIX", "AlignedRecommender", "ALIGN_YAML"]
+__all__ = ["aligned", "is_aligned_name", "BACKBONES", "SUFFIX", "AlignedRecommender"]
 
 logger = logging.getLogger(__name__)
 
 #: ``"SGL" + SUFFIX`` is the registered name of SGL with the alignment
 SUFFIX = "+Align"
-ALIGN_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties", "Align.yaml")
 
-#: the keys the plugin reads, checked like RecGOAT's
-ALIGN_RULES = {key: RULES[key] for key in (
-    "feature_norm", "missing_features", "knn_k", "knn_chunk_size", "use_gat", "gat_layers", "gat_heads",
-    "gat_dropout", "use_oat", "oat_epsilon", "oat_cost_scale", "oat_iters", "oat_scale_plan", "oat_residual_init",
-    "oat_plan_grad", "cmcl_weight", "cmcl_temperature", "cmcl_max_items", "wasserstein_weight", "wasserstein_epsilon",
-    "wasserstein_iters", "wasserstein_sample_size", "align_detach_target", "match_scale", "fusion_gamma",
-    "align_gate", "align_gate_min_lift")}
+#: the keys the plugin reads (:mod:`recgoat_recbole.keys`), checked like RecGOAT's
+ALIGN_RULES = rules("Align")
 
 
 @dataclass(frozen=True)
@@ -158,7 +153,7 @@ class AlignedRecommender:
             raise ConfigError(f"{name}: gat_heads ({heads}) must divide the item vector size of "
                               f"{self.backbone.__name__} ({dim})")
         tensors = {m: torch.as_tensor(x, dtype=torch.float32) for m, x in sorted(features.items())}
-        settings = AlignmentSettings.from_config({**{k: config[k] for k in ALIGN_RULES if k != "fusion_gamma"},
+        settings = AlignmentSettings.from_config({**{k: config[k] for k in defaults("Align") if k != "fusion_gamma"},
                                                   "embedding_size": dim})  # (from_config ignores other keys)
         device = torch.device(config["device"]) if config["device"] is not None else torch.device("cpu")
         gate = modality_gate(config, tensors, dataset, name)
@@ -257,7 +252,7 @@ def aligned(backbone: str | type) -> type:
         "__doc__": f"{base.__name__} with the feature alignment of :mod:`recgoat_recbole.aligned`.",
     })
     recbole_yaml = _recbole_model_yaml(base.__name__)
-    registry.register_model(cls, FeatureDataset, [*([recbole_yaml] if recbole_yaml else []), ALIGN_YAML],
+    registry.register_model(cls, FeatureDataset, [*([recbole_yaml] if recbole_yaml else []), defaults("Align")],
                             trainer_name=base.__name__)
     _CLASSES[name] = cls
     return cls

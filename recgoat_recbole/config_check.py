@@ -1,6 +1,7 @@
-"""Validation of RecGOAT's config keys: every key with its type and allowed range, checked when the model is
-built, so a bad value is one clear error naming the key -- not a division by zero at the first step, nor a
-silently ignored setting. The rules mirror docs/config.md."""
+"""Checks of config values: a :class:`Rule` per key (its type and allowed range), run when a model is built, so
+a bad value is one clear error naming the key -- not a division by zero at the first step, nor a silently
+ignored setting. The keys and their rules are declared in :mod:`recgoat_recbole.keys`; RecBole's own keys that
+every run reads are :data:`RUN_RULES` here."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-__all__ = ["ConfigError", "RULES", "RUN_RULES", "validate", "validate_run"]
+__all__ = ["ConfigError", "Rule", "integer", "number", "choice", "BOOL", "POSITIVE", "WEIGHT", "PROB", "RUN_RULES",
+           "validate", "validate_run"]
 
 
 class ConfigError(ValueError):
@@ -16,7 +18,9 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class _Rule:
+class Rule:
+    """What a config value may be; :meth:`describe` says it in words, :meth:`ok` checks a value."""
+
     kind: str  # "int" | "float" | "bool" | "choice"
     low: float | None = None
     high: float | None = None
@@ -68,84 +72,41 @@ class _Rule:
         return True
 
 
-def _int(low: float | None = None, **kw: Any) -> _Rule:
-    return _Rule("int", low, **kw)
+def integer(low: float | None = None, **kw: Any) -> Rule:
+    """An integer ≥ ``low`` (options: see :class:`Rule`)."""
+    return Rule("int", low, **kw)
 
 
-def _num(low: float | None = None, high: float | None = None, **kw: Any) -> _Rule:
-    return _Rule("float", low, high, **kw)
+def number(low: float | None = None, high: float | None = None, **kw: Any) -> Rule:
+    """A finite number in [``low``, ``high``] (options: see :class:`Rule`)."""
+    return Rule("float", low, high, **kw)
 
 
-_BOOL = _Rule("bool")
-_POSITIVE = _num(0, low_open=True)
-_WEIGHT = _num(0)  # a loss weight: 0 turns the term off, a negative one would flip it
-_PROB = _num(0, 1, high_open=True)
+def choice(*choices: Any) -> Rule:
+    """One of ``choices``."""
+    return Rule("choice", choices=choices)
 
-RULES: dict[str, _Rule] = {
-    "embedding_size": _int(1),
-    "n_layers": _int(0),
-    "reg_weight": _WEIGHT,
-    "use_rating_weights": _BOOL,
-    "rating_temperature": _POSITIVE,
-    "id_ssl_weight": _WEIGHT,
-    "id_ssl_temperature": _POSITIVE,
-    "id_ssl_drop_ratio": _PROB,
-    "feature_norm": _Rule("choice", choices=("l2", "standard", "none")),
-    "missing_features": _Rule("choice", choices=("error", "zero")),
-    "knn_k": _int(0),
-    "knn_chunk_size": _int(1),
-    "use_gat": _BOOL,
-    "item_graph_layers": _int(0),
-    "gat_layers": _int(0),
-    "gat_heads": _int(1),
-    "gat_dropout": _PROB,
-    "use_user_graph": _BOOL,
-    "user_knn_k": _int(0),
-    "user_profile_weight": _WEIGHT,
-    "use_oat": _BOOL,
-    "oat_epsilon": _POSITIVE,
-    "oat_cost_scale": _POSITIVE,
-    "oat_iters": _int(1),
-    "oat_scale_plan": _BOOL,
-    "oat_residual_init": _Rule("choice", choices=("zeros", "xavier")),
-    "oat_plan_grad": _BOOL,
-    "cmcl_weight": _WEIGHT,
-    "cmcl_temperature": _POSITIVE,
-    "cmcl_max_items": _int(1, optional=True),
-    "wasserstein_weight": _WEIGHT,
-    "wasserstein_epsilon": _POSITIVE,
-    "wasserstein_iters": _int(1),
-    "wasserstein_sample_size": _int(1),
-    "align_detach_target": _BOOL,
-    "align_gate": _BOOL,
-    "align_gate_min_lift": _num(1.0),
-    "match_scale": _BOOL,
-    "fusion": _Rule("choice", choices=("fixed", "learned", "sum", "concat")),
-    "align_target": _Rule("choice", choices=("output", "embedding")),
-    "align_gate_fallback": _Rule("choice", choices=("none", "embedding")),
-    "fusion_gamma": _num(0, 1, optional=True),
-    "fusion_norm": _Rule("choice", choices=("none", "layernorm", "l2")),
-    "fusion_dropout": _PROB,
-    "cold_items_from_features": _BOOL,
-    "id_only": _BOOL,
-}
 
+BOOL = Rule("bool")
+POSITIVE = number(0, low_open=True)
+WEIGHT = number(0)  # a loss weight: 0 turns the term off, a negative one would flip it
+PROB = number(0, 1, high_open=True)
 
 #: RecBole's own keys that every run reads (any model): checked by :func:`validate_run` before the run starts,
 #: so ``epochs: -1`` is not a test of an untrained model, ``train_batch_size: 0`` not a run that trains anyway,
 #: and ``epochs: 1e1`` or ``seed: abc`` not a traceback from inside RecBole
-RUN_RULES: dict[str, _Rule] = {
-    "epochs": _int(1, strict=True),
-    "train_batch_size": _int(1, strict=True),
-    "eval_batch_size": _int(1, strict=True),
-    "learning_rate": _num(0, low_open=True, optional=True),
-    "weight_decay": _num(0, optional=True),
-    "seed": _int(strict=True),
-    "stopping_step": _int(0, strict=True),
-    "eval_step": _int(0, strict=True),
-    "topk": _int(1, strict=True, many=True),
-    "embedding_size": _int(1, strict=True, optional=True),  # ~: a model without embeddings (Pop, ItemKNN)
-    "worker": _int(0, strict=True),
+RUN_RULES: dict[str, Rule] = {
+    "epochs": integer(1, strict=True),
+    "train_batch_size": integer(1, strict=True),
+    "eval_batch_size": integer(1, strict=True),
+    "learning_rate": number(0, low_open=True, optional=True),
+    "weight_decay": number(0, optional=True),
+    "seed": integer(strict=True),
+    "stopping_step": integer(0, strict=True),
+    "eval_step": integer(0, strict=True),
+    "topk": integer(1, strict=True, many=True),
+    "embedding_size": integer(1, strict=True, optional=True),  # ~: a model without embeddings (Pop, ItemKNN)
+    "worker": integer(0, strict=True),
 }
 
 
@@ -173,7 +134,7 @@ def validate_run(config: Mapping[str, Any] | Any) -> None:
         raise ConfigError(f"dataset {dataset!r} not found: no folder {folder}{hint}")
 
 
-def validate(config: Mapping[str, Any] | Any, rules: Mapping[str, _Rule] = RULES) -> None:
+def validate(config: Mapping[str, Any] | Any, rules: Mapping[str, Rule]) -> None:
     """Raise :class:`ConfigError` for the first key of ``rules`` whose value in ``config`` is out of range.
 
     ``config`` is a RecBole ``Config`` or a dict; a key it does not hold is skipped (its default applies).

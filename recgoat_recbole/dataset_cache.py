@@ -31,6 +31,7 @@ import pickle
 from typing import Any
 
 from recgoat_core.feature_files import atomic_write
+from recgoat_recbole.keys import HOOK_KEYS
 
 __all__ = ["create_dataset", "load_split_dataloaders", "save_split_dataloaders", "dataset_key", "CacheError",
            "write_signed", "read_signed"]
@@ -39,9 +40,8 @@ logger = logging.getLogger(__name__)
 
 _MAGIC = b"RECGOAT-CACHE-1\n"
 _SUFFIX = ".recgoat-cache"
-#: settings of this package that shape the dataset (feature files, profiles, normalisation)
-FEATURE_KEYS = ("item_modalities", "user_profile_feat", "feature_norm", "missing_features", "id_only",
-                "text_encoder", "feature_cache_dir")
+#: the dataset hook's keys (recgoat_recbole.keys): which feature files a dataset carries and how they are read
+FEATURE_KEYS = tuple(k.name for k in HOOK_KEYS)
 
 
 class CacheError(ValueError):

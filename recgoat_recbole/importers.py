@@ -408,12 +408,6 @@ def _write_and_swap(frame: pd.DataFrame, name: str, dst: str, features: dict[str
             # on Amazon Scientific (docs/results.md); 50 for every model
             "stopping_step": 50,
         }
-        if modalities:
-            # RecGOAT's defaults for imported multimodal data (docs/results.md, "Amazon Scientific" and
-            # "TikTok"): the GAT views cost quality, the views stay out of the score (γ 0) and shape the ID
-            # embeddings through CMCL / W, and only modalities whose features carry collaborative signal are
-            # aligned (align_gate). The paper's configuration: use_gat: true, fusion_gamma: ~, align_gate: false
-            config.update({"use_gat": False, "fusion_gamma": 0.0, "align_gate": True})
         body = (_DATA_PATH_NOTE + yaml.safe_dump(config, sort_keys=False)).encode("utf-8")
         one_line_source = " ".join(str(source).splitlines())
         with open(os.path.join(tmp, f"{name}.yaml"), "wb") as f:

@@ -39,6 +39,7 @@ from recgoat_core.feature_alignment import AlignmentSettings, FeatureAlignment
 from recgoat_recbole.config_check import ConfigError, validate
 from recgoat_recbole.dataset import features_for_model, modality_gate
 from recgoat_recbole.graph_buffers import GraphBuffers
+from recgoat_recbole.keys import rules
 from recgoat_recbole.scoring import CachedScoring
 from recgoat_core.graphs import (bipartite_adjacency, edge_dropout_adjacency, knn_graph, normalized_adjacency,
                                  rating_weights)
@@ -52,7 +53,7 @@ FUSIONS = ("fixed", "learned", "sum", "concat")
 
 
 class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
-    r"""RecGOAT (arXiv 2602.00682). Defaults: ``recgoat_recbole/properties/RecGOAT.yaml``; keys: docs/config.md.
+    r"""RecGOAT (arXiv 2602.00682). Keys and defaults: :mod:`recgoat_recbole.keys`, docs/config.md.
 
     Attributes:
         item_features: ``dict[str, Tensor]`` -- each modality's LM features [n_items, dim_m] aligned to RecBole
@@ -64,7 +65,7 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        validate(config)  # every key in its allowed range, or one ConfigError naming it
+        validate(config, rules("RecGOAT"))  # every key in its allowed range, or one ConfigError naming it
         features, profiles = features_for_model(config, dataset)  # the model–dataset contract
         self.dim = config["embedding_size"]
         self.n_layers = config["n_layers"]
@@ -72,8 +73,18 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         self.id_only = bool(config["id_only"])
         self.use_gat = bool(config["use_gat"])
         self.fusion = config["fusion"]
+        # the order of these steps is the order the parameters draw their initial values in
+        self._init_id_branch(config, dataset)
+        self._init_modality_branches(config, dataset, features)
+        self._init_user_branch(config, profiles)
+        self._init_fusion(config)
+        self.bpr_loss = BPRLoss()
+        self.reg_loss = EmbLoss()
 
-        # ---- ID branch: LightGCN over the (rating-weighted) user–item graph of the training split
+    # ------------------------------------------------------------------------------------------- set-up
+    def _init_id_branch(self, config, dataset) -> None:
+        """LightGCN's embeddings and its (rating-weighted) user–item graph of the training split; the items
+        with no training interaction; SGL's edge-dropout contrast on this branch (our extension, id_ssl_*)."""
         self.user_embedding = nn.Embedding(self.n_users, self.dim)
         self.item_embedding = nn.Embedding(self.n_items, self.dim)
         self.apply(xavier_normal_initialization)
@@ -86,15 +97,16 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         self._register_csr("adj", bipartite_adjacency(users, items, self.n_users, self.n_items, weights))
         degree = torch.bincount(items.long(), minlength=self.n_items)
         self.register_buffer("cold_items", degree == 0, persistent=False)
-        # our extension: SGL's edge-dropout graph contrast on the ID branch (id_ssl_weight 0 = off)
         self.id_ssl_weight = float(config["id_ssl_weight"] or 0.0)
         self.id_ssl_temperature = float(config["id_ssl_temperature"])
         self.id_ssl_drop_ratio = float(config["id_ssl_drop_ratio"])
         self._ssl_edges = (users.long(), items.long(), weights) if self.id_ssl_weight > 0 else None
         self._ssl_drawn = False  # the epoch's two subgraphs are in the ssl0/ssl1 buffers
 
-        # ---- modality branches (recgoat_core.feature_alignment): Linear → GAT over a frozen cosine kNN graph
-        # per modality → OAT map; CMCL and W losses. The same module `<Backbone>+Align` adds to other models.
+    def _init_modality_branches(self, config, dataset, features: dict) -> None:
+        """Per modality (recgoat_core.feature_alignment): Linear → GAT over a frozen cosine kNN graph → OAT map,
+        with the CMCL and W losses -- the module ``<Backbone>+Align`` adds to other models; the alignment gate;
+        FREEDOM's item graph over the ID embeddings (our extension, item_graph_layers)."""
         self.modalities = sorted(features)
         self.item_graph_layers = int(config["item_graph_layers"]) if self.modalities else 0
         graph_weights = self._item_graph_weights(config)
@@ -117,14 +129,13 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
                                           modality_weights=gate)
         item_graph = None
         for name in self.modalities if self.item_graph_layers else ():
-            # our extension: FREEDOM's frozen modality graph over the ID embeddings
             part = graph_weights[name] * normalized_adjacency(edges[name], self.n_items)
             item_graph = part if item_graph is None else (item_graph + part).coalesce()
-
         if item_graph is not None:
             self._register_csr("item_graph", item_graph)
 
-        # ---- user-profile branch: Linear → GAT over the user–user kNN graph of profile vectors
+    def _init_user_branch(self, config, profiles) -> None:
+        """User profiles: Linear → GAT over the user–user kNN graph of the profile vectors."""
         self.use_profiles = profiles is not None and bool(config["use_user_graph"])
         self.profile_weight = float(config["user_profile_weight"])
         if self.use_profiles:
@@ -135,21 +146,6 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
             self.profile_projection = nn.Linear(p.shape[1], self.dim)
             self.profile_gat = GAT(self.dim, config["gat_layers"], config["gat_heads"], config["gat_dropout"])
 
-        # ---- fusion
-        self._init_fusion(config)
-        self.fusion_norm = config["fusion_norm"]
-        self.fusion_dropout = nn.Dropout(config["fusion_dropout"])
-        self.view_modalities = self._used_modalities()
-        #: the used modalities grouped by what their views are aligned with (fixed at build time)
-        self.view_groups = {target: [m for m in self.view_modalities if self.align_targets[m] == target]
-                            for target in ("output", "embedding")}
-        self.cold_items_from_features = bool(config["cold_items_from_features"]) and bool(self.view_modalities)
-
-        # ---- losses
-        self.bpr_loss = BPRLoss()
-        self.reg_loss = EmbLoss()
-
-    # ------------------------------------------------------------------------------------------- set-up
     def _item_graph_weights(self, config) -> dict[str, float]:
         """Each modality's weight in the fused item–item graph (``item_graph_weights``; default: equal)."""
         given = dict(config["item_graph_weights"] or {})
@@ -164,24 +160,25 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         return {m: w / total for m, w in weights.items()}
 
     def _init_fusion(self, config) -> None:
+        """The fusion weights of the ID part and the modality views (``fusion_gamma`` or ``fusion_weights``),
+        the fusion's norm and dropout, and which modalities' views are computed at all."""
         names = ["id", *self.modalities]
         given = dict(config["fusion_weights"] or {})
         unknown = set(given) - set(names)
         if unknown:
-            raise ValueError(f"fusion_weights names unknown parts {sorted(unknown)}; parts are {names}")
-        gamma = config["fusion_gamma"]
+            raise ConfigError(f"fusion_weights names unknown parts {sorted(unknown)}; parts are {names}")
+        gamma = _fusion_gamma(config)
         if len(names) == 1:
             weights = [1.0]
         elif gamma is not None:  # the paper's sensitivity knob: modalities share γ, the ID part gets 1 - γ
-            if not 0.0 <= float(gamma) <= 1.0:
-                raise ValueError(f"fusion_gamma must be in [0, 1], got {gamma}")
             weights = [1.0 - float(gamma)] + [float(gamma) / len(self.modalities)] * len(self.modalities)
         else:
             default_id = float(given.get("id", 0.5))
             rest = (1.0 - default_id) / (len(names) - 1)
             weights = [default_id] + [float(given.get(m, rest)) for m in self.modalities]
         if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ValueError(f"fusion_weights must be non-negative with a positive sum, got {dict(zip(names, weights))}")
+            raise ConfigError(f"fusion_weights must be non-negative with a positive sum, got "
+                              f"{dict(zip(names, weights))}")
         w = torch.tensor(weights) / sum(weights)
         if self.fusion == "learned":
             self.fusion_logits = nn.Parameter(torch.log(w.clamp_min(1e-6)))
@@ -189,6 +186,13 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
             self.register_buffer("fusion_fixed", w, persistent=False)
         if self.fusion == "concat":
             self.concat_projection = nn.Linear(self.dim * len(names), self.dim)
+        self.fusion_norm = config["fusion_norm"]
+        self.fusion_dropout = nn.Dropout(config["fusion_dropout"])
+        self.view_modalities = self._used_modalities()
+        #: the used modalities grouped by what their views are aligned with (fixed at build time)
+        self.view_groups = {target: [m for m in self.view_modalities if self.align_targets[m] == target]
+                            for target in ("output", "embedding")}
+        self.cold_items_from_features = bool(config["cold_items_from_features"]) and bool(self.view_modalities)
 
     # ---------------------------------------------------------------------------------------- forward
     @property
@@ -338,3 +342,23 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         """All users' and items' final vectors (cached per parameter state in eval mode: :mod:`.scoring`)."""
         users, items, _ = self.forward()
         return users, items
+
+
+def _fusion_gamma(config) -> float | None:
+    """``fusion_gamma``, or ``None`` where ``fusion_weights`` decides: the one of the two that your configs
+    (files, ``config_dict``, command line) set wins over the other's default; both set there is one
+    :class:`ConfigError`. The losing key is set to ``~`` in ``config``, so the run's config (and its
+    checkpoint) says what was used."""
+    gamma, weights = config["fusion_gamma"], config["fusion_weights"]
+    if gamma is None or not weights:
+        return gamma
+    yours = getattr(config, "external_config_dict", None) or {}
+    if "fusion_gamma" in yours and "fusion_weights" in yours:
+        raise ConfigError(f"fusion_gamma ({gamma}) and fusion_weights ({dict(weights)}) are both set in your "
+                          "configs and contradict each other: keep one (fusion_gamma: ~ uses the weights; a YAML "
+                          "written by an older `recgoat data import` sets fusion_gamma: re-import it)")
+    if "fusion_gamma" in yours:
+        config["fusion_weights"] = None
+        return gamma
+    config["fusion_gamma"] = None  # the weights are yours, γ is RecGOAT's default
+    return None

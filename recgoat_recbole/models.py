@@ -1,28 +1,26 @@
 """The models this package adds to RecBole, registered by name (``import recgoat_recbole`` imports this).
 
 Each is a RecBole general recommender with :class:`~recgoat_recbole.dataset.FeatureDataset` (the dataset of
-every model that reads feature files) and its default YAML in ``recgoat_recbole/properties``, layered where
-RecBole layers its own model YAMLs: RecGOAT, the peers FREEDOM and LGMRec, and ``<Backbone>+Align``, made on
+every model that reads feature files) and its defaults from :mod:`recgoat_recbole.keys`, layered where RecBole
+layers its own model YAMLs: RecGOAT, the peers FREEDOM and LGMRec, and ``<Backbone>+Align``, made on
 first use of the name (:func:`recgoat_recbole.aligned.aligned`).
 """
 
 from __future__ import annotations
 
-import os
-
 from recgoat_recbole import registry
 from recgoat_recbole.aligned import aligned, model_factory
 from recgoat_recbole.dataset import FeatureDataset
+from recgoat_recbole.keys import defaults
 from recgoat_recbole.model import RecGOAT
 from recgoat_recbole.peers.freedom import FREEDOM
 from recgoat_recbole.peers.lgmrec import LGMRec
 
-__all__ = ["RecGOAT", "FREEDOM", "LGMRec", "FeatureDataset", "aligned", "PROPERTIES_DIR", "PEER_MODELS"]
+__all__ = ["RecGOAT", "FREEDOM", "LGMRec", "FeatureDataset", "aligned", "PEER_MODELS"]
 
-PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
 #: the multimodal peers
 PEER_MODELS = ("FREEDOM", "LGMRec")
 
 for _model in (RecGOAT, FREEDOM, LGMRec):
-    registry.register_model(_model, FeatureDataset, os.path.join(PROPERTIES_DIR, f"{_model.__name__}.yaml"))
+    registry.register_model(_model, FeatureDataset, defaults(_model.__name__))
 registry.register_factory(model_factory)

@@ -27,13 +27,9 @@ __all__ = ["register_model", "register_factory", "registered_models", "registere
 class Registration:
     model_class: type
     dataset_class: type | None
-    yaml_files: tuple[str, ...]
+    #: the model's defaults, lowest first: a YAML file's path or a dict (:func:`recgoat_recbole.keys.defaults`)
+    defaults: tuple[str | dict, ...]
     trainer_name: str | None = None
-
-    @property
-    def yaml_file(self) -> str | None:
-        """The last (highest) default YAML, if any."""
-        return self.yaml_files[-1] if self.yaml_files else None
 
 
 _REGISTRY: dict[str, Registration] = {}
@@ -42,22 +38,22 @@ _FACTORIES: list[Callable[[str], type | None]] = []
 
 
 def register_model(model_class: type, dataset_class: type | None = None,
-                   yaml_file: str | Sequence[str] | None = None, trainer_name: str | None = None) -> None:
+                   defaults: str | dict | Sequence[str | dict] | None = None, trainer_name: str | None = None) -> None:
     """Make ``model_class`` usable wherever RecBole takes a model name or class.
 
     Args:
         model_class: a RecBole recommender (subclass of ``AbstractRecommender``).
         dataset_class: the ``Dataset`` subclass ``create_dataset`` should build for it (default: RecBole's).
-        yaml_file: the model's default parameters, layered like ``recbole/properties/model/<name>.yaml``; a
-            list is layered in order (later files win).
+        defaults: the model's default parameters, layered like ``recbole/properties/model/<name>.yaml``: a
+            dict or a YAML file, or a list of them layered in order (later ones win).
         trainer_name: the model name whose RecBole trainer it uses (``NCL+Align`` trains with ``NCLTrainer``).
     """
     name = model_class.__name__
-    files = tuple([yaml_file] if isinstance(yaml_file, str) else (yaml_file or ()))
-    for file in files:
-        if not os.path.isfile(file):
-            raise FileNotFoundError(f"default config for {name} not found: {file}")
-    _REGISTRY[name] = Registration(model_class, dataset_class, files, trainer_name)
+    layers = tuple([defaults] if isinstance(defaults, (str, dict)) else (defaults or ()))
+    for layer in layers:
+        if isinstance(layer, str) and not os.path.isfile(layer):
+            raise FileNotFoundError(f"default config for {name} not found: {layer}")
+    _REGISTRY[name] = Registration(model_class, dataset_class, layers, trainer_name)
     if dataset_class is not None:
         import recbole.data.dataset as dataset_module
 

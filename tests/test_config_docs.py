@@ -1,44 +1,45 @@
-"""docs/config.md documents exactly the keys of the defaults YAML, with the same defaults, and each has a rule."""
+"""The keys are declared once (recgoat_recbole.keys); the docs' tables are generated from that declaration and
+the models, the plugin and the dataset cache read it."""
 from __future__ import annotations
 
 import os
-import re
 
-import yaml
+import pytest
 
-from recgoat_recbole.models import PROPERTIES_DIR
-from recgoat_recbole.config_check import RULES
+from recgoat_core.feature_alignment import AlignmentSettings
+from recgoat_recbole.keys import HOOK_KEYS, MODELS, defaults, markdown, render_docs
 
-DOCS = os.path.join(os.path.dirname(__file__), "..", "docs", "config.md")
-FREE_FORM = {"item_modalities", "text_encoder", "feature_cache_dir", "user_profile_feat", "fusion_weights",
-             "item_graph_weights"}
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 
 
-def _documented() -> dict[str, str]:
-    rows = re.findall(r"^\| `([a-z_]+)` \| ([^|]*) \|", open(DOCS, encoding="utf-8").read(), flags=re.M)
-    return {key: default.strip() for key, default in rows}
+@pytest.mark.parametrize("page", ["config.md", "peers.md"])
+def test_the_docs_tables_are_what_the_declaration_generates(page):
+    with open(os.path.join(DOCS, page), encoding="utf-8") as f:
+        text = f.read()
+    assert "<!-- keys " in text
+    assert render_docs(text) == text, f"docs/{page} is stale: python -m recgoat_recbole.keys docs/{page}"
 
 
-def _value(text: str):
-    value = yaml.safe_load(text)
-    try:  # YAML 1.1 reads 1e-4 (no dot) as a string
-        return float(value) if isinstance(value, str) else value
-    except ValueError:
-        return value
+def test_every_model_key_is_in_a_generated_table_once():
+    with open(os.path.join(DOCS, "config.md"), encoding="utf-8") as f:
+        config = f.read()
+    for key in defaults("RecGOAT"):
+        assert config.count(f"| `{key}` |") == 2 if key in defaults("Align") else 1, key
+    assert markdown("FREEDOM").count("| `dropout` |") == 1
 
 
-def _defaults() -> dict:
-    with open(os.path.join(PROPERTIES_DIR, "RecGOAT.yaml"), encoding="utf-8") as f:
-        return yaml.safe_load(f)
+def test_each_key_is_declared_once_per_model_and_the_hook_is_shared():
+    hook = [k.name for k in HOOK_KEYS]
+    for model, keys in MODELS.items():
+        names = [k.name for k in keys]
+        assert len(names) == len(set(names)), model
+        assert names[:len(hook)] == hook, model  # every model that reads features reads the same hook keys
 
 
-def test_every_default_key_is_documented_with_its_default_and_nothing_else():
-    documented, defaults = _documented(), _defaults()
-    assert set(documented) == set(defaults), (sorted(set(defaults) - set(documented)),
-                                              sorted(set(documented) - set(defaults)))
-    for key, value in defaults.items():
-        assert _value(documented[key]) == value, f"{key}: docs say {documented[key]!r}, YAML has {value!r}"
-
-
-def test_every_key_has_a_validation_rule_or_is_free_form():
-    assert set(_defaults()) == set(RULES) | FREE_FORM
+def test_the_core_settings_defaults_are_the_plugins():
+    """The plain-PyTorch AlignmentSettings (recgoat_core) and the plugin agree on every default they share,
+    except the two the plugin chose on validation (no GAT views, γ 0)."""
+    plugin = defaults("Align")
+    core = AlignmentSettings()
+    differ = {f: (getattr(core, f), plugin[f]) for f in plugin if hasattr(core, f) and getattr(core, f) != plugin[f]}
+    assert set(differ) <= {"use_gat", "fusion_gamma"}, differ

@@ -6,12 +6,9 @@ import copy
 import numpy as np
 import pytest
 import torch
-from recbole.config import Config
-from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import Interaction
 from recbole.quick_start import run_recbole
 from recbole.trainer import Trainer
-from recbole.utils import init_seed
 
 from recgoat_recbole import RecGOAT
 from recgoat_core.feature_files import read_features

@@ -8,7 +8,8 @@ import os
 import pytest
 import yaml
 
-from recgoat_recbole.config_check import RULES, ConfigError, validate
+from recgoat_recbole.config_check import ConfigError, validate
+from recgoat_recbole.keys import MODELS, defaults, keys_of, rules
 from tests.conftest import mini_config
 
 BAD = [
@@ -23,29 +24,26 @@ BAD = [
 
 
 def _defaults() -> dict:
-    from recgoat_recbole.models import PROPERTIES_DIR
-
-    with open(os.path.join(PROPERTIES_DIR, "RecGOAT.yaml"), encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    return defaults("RecGOAT")
 
 
-def test_the_shipped_defaults_pass_and_every_default_key_has_a_rule():
-    defaults = _defaults()
-    validate(defaults)
-    unchecked = set(defaults) - set(RULES) - {"item_modalities", "text_encoder", "feature_cache_dir",
-                                              "user_profile_feat", "fusion_weights", "item_graph_weights"}
-    assert not unchecked, f"keys without a rule: {sorted(unchecked)}"
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_models_defaults_pass_and_every_default_key_has_a_rule(model):
+    validate(defaults(model), rules(model))
+    unchecked = {k.name for k in keys_of(model) if k.rule is None}
+    assert unchecked <= {"item_modalities", "text_encoder", "feature_cache_dir", "user_profile_feat",
+                         "fusion_weights", "item_graph_weights", "mm_weights"}, sorted(unchecked)
 
 
 @pytest.mark.parametrize(("key", "value"), BAD, ids=[f"{k}={v}" for k, v in BAD])
 def test_bad_value_is_one_error_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=f"'{key}' must be"):
-        validate({**_defaults(), key: value})
+        validate({**_defaults(), key: value}, rules("RecGOAT"))
 
 
 def test_heads_must_divide_the_embedding_size():
     with pytest.raises(ConfigError, match="divide"):
-        validate({**_defaults(), "embedding_size": 30, "gat_heads": 8})
+        validate({**_defaults(), "embedding_size": 30, "gat_heads": 8}, rules("RecGOAT"))
 
 
 def test_the_model_validates_when_it_is_built(mini_ml):

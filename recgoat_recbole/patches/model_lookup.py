@@ -42,15 +42,18 @@ def recbole_model(model_name: str) -> type:
 def _load_internal_config_dict(self: Any, model: str, model_class: type, dataset: str) -> None:
     ORIGINALS["_load_internal_config_dict"](self, model, model_class, dataset)
     registration = registered(model)
-    if registration is None or not registration.yaml_files:
+    if registration is None or not registration.defaults:
         return
     # RecBole's order is overall < model < sample < dataset; re-layer the last two above our model file.
     from recbole.config import configurator
 
     base = os.path.join(os.path.dirname(os.path.realpath(configurator.__file__)), "..", "properties", "dataset")
     model_type = self.internal_config_dict["MODEL_TYPE"]
-    for file in registration.yaml_files:
-        self._update_internal_config_dict(file)
+    for layer in registration.defaults:
+        if isinstance(layer, dict):
+            self.internal_config_dict.update(layer)
+        else:
+            self._update_internal_config_dict(layer)
     for later in (os.path.join(base, "sample.yaml"), os.path.join(base, f"{dataset}.yaml")):
         if os.path.isfile(later):
             self._update_internal_config_dict(later)

@@ -20,6 +20,7 @@ from recbole.utils import InputType
 from recgoat_recbole.config_check import ConfigError, validate
 from recgoat_recbole.dataset import FeatureContractError, features_for_model
 from recgoat_recbole.graph_buffers import GraphBuffers
+from recgoat_recbole.keys import rules
 from recgoat_recbole.scoring import CachedScoring
 
 __all__ = ["MultimodalPeer"]
@@ -35,12 +36,9 @@ class MultimodalPeer(CachedScoring, GraphBuffers, GeneralRecommender):
     """
 
     input_type = InputType.PAIRWISE
-    #: the config rules (``recgoat_recbole.config_check``) checked when the model is built
-    RULES: Mapping[str, Any] = {}
-
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        validate(config, self.RULES)
+        validate(config, rules(type(self).__name__))  # its keys (recgoat_recbole.keys) in range
 
     # ------------------------------------------------------------------------------------------ set-up
     def _item_features(self, config, dataset) -> dict[str, torch.Tensor]:

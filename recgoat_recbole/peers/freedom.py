@@ -2,7 +2,7 @@ r"""FREEDOM (Zhou & Shen, ACM MM 2023, "A Tale of Two Graphs: Freezing and Denoi
 Multimodal Recommendation") as a RecBole general recommender, written from the paper and checked against the
 behaviour of MMRec's ``src/models/freedom.py``.
 
-Two graphs (defaults: ``recgoat_recbole/properties/FREEDOM.yaml``)::
+Two graphs (keys and defaults: ``recgoat_recbole.keys.FREEDOM_KEYS``)::
 
     S_m     = top-k of the cosine similarities of modality m's raw features, per row, the item itself included;
               binary, then D^-1/2 S_m D^-1/2 (D: row degrees)                            frozen, built once
@@ -39,7 +39,7 @@ from torch import nn
 
 from recgoat_core.graphs import bipartite_adjacency, knn_graph
 from recgoat_core.layers import lightgcn_propagate
-from recgoat_recbole.config_check import ConfigError, _BOOL, _PROB, _WEIGHT, _int, _num
+from recgoat_recbole.config_check import ConfigError
 from recgoat_recbole.graph_buffers import csr_parts
 from recgoat_recbole.peers._common import MultimodalPeer
 
@@ -93,19 +93,7 @@ def item_item_graph(features: torch.Tensor, k: int, chunk_size: int = 2048,
 
 class FREEDOM(MultimodalPeer):
     r"""FREEDOM: a frozen multimodal item–item graph and a degree-pruned user–item graph (see the module
-    docstring). Config keys and defaults: ``recgoat_recbole/properties/FREEDOM.yaml``, docs/peers.md."""
-
-    RULES = {
-        "embedding_size": _int(1),
-        "knn_k": _int(1),
-        "knn_chunk_size": _int(1),
-        "n_mm_layers": _int(0),
-        "n_ui_layers": _int(0),
-        "dropout": _PROB,
-        "reg_weight": _WEIGHT,
-        "mm_image_weight": _num(0, 1),
-        "train_features": _BOOL,
-    }
+    docstring). Config keys and defaults: :mod:`recgoat_recbole.keys` (``FREEDOM_KEYS``), docs/peers.md."""
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)

@@ -2,7 +2,7 @@ r"""LGMRec (Guo et al., AAAI 2024, "LGMRec: Local and Global Graph Learning for 
 a RecBole general recommender, written from the paper and checked against the behaviour of MMRec's
 ``src/models/lgmrec.py``.
 
-Local and global embeddings (defaults: ``recgoat_recbole/properties/LGMRec.yaml``; R: the binary user–item
+Local and global embeddings (keys and defaults: ``recgoat_recbole.keys.LGMREC_KEYS``; R: the binary user–item
 matrix of the training split, Â: its symmetric-normalised bipartite graph)::
 
     E^c       = LightGCN(Â, [E_user; E_item], n_ui_layers)                     collaborative graph embedding
@@ -40,7 +40,6 @@ from torch import nn
 
 from recgoat_core.graphs import bipartite_adjacency
 from recgoat_core.layers import lightgcn_propagate, symmetric_spmm
-from recgoat_recbole.config_check import _POSITIVE, _WEIGHT, _int, _num
 from recgoat_recbole.peers._common import MultimodalPeer
 
 __all__ = ["LGMRec"]
@@ -50,20 +49,7 @@ logger = logging.getLogger(__name__)
 
 class LGMRec(MultimodalPeer):
     r"""LGMRec: local (collaborative + modality graph) and global (hypergraph) embeddings, see the module
-    docstring. Config keys and defaults: ``recgoat_recbole/properties/LGMRec.yaml``, docs/peers.md."""
-
-    RULES = {
-        "embedding_size": _int(1),
-        "n_ui_layers": _int(0),
-        "n_mm_layers": _int(0),
-        "n_hyper_layer": _int(1),
-        "hyper_num": _int(1),
-        "keep_rate": _num(0, 1, low_open=True),
-        "alpha": _WEIGHT,
-        "cl_weight": _WEIGHT,
-        "reg_weight": _WEIGHT,
-        "hyper_tau": _POSITIVE,
-    }
+    docstring. Config keys and defaults: :mod:`recgoat_recbole.keys` (``LGMREC_KEYS``), docs/peers.md."""
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)

@@ -114,7 +114,7 @@ def _add_features(sub) -> None:
     prof.add_argument("--url", default=None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     prof.add_argument("--item-table", default=None, help="item text table (default: the dataset's .item file)")
     prof.add_argument("--columns", nargs="+", action="extend", default=None,
-                      help="default: movie_title class release_year")
+                      help="item columns the profiles summarise (default: every column of the item table but the id)")
     prof.add_argument("--id-column", default=None)
     prof.add_argument("--encoder", default=None, help="text encoder for the profiles (default: offline MiniLM)")
     prof.add_argument("--max-items", type=_positive_int, default=50, help="history items per prompt (the most recent)")
@@ -211,7 +211,7 @@ def _positive_int(text: str) -> int:
 
 
 #: defaults of the options that may be repeated (``action="extend"`` would add to a non-empty default)
-_LIST_DEFAULTS = {"datasets": ["ml-100k"], "seeds": [2020], "columns": ["movie_title", "class", "release_year"]}
+_LIST_DEFAULTS = {"datasets": ["ml-100k"], "seeds": [2020]}
 #: list options whose entries must differ (a repeated seed would train the same run twice and report ± 0)
 _DISTINCT = ("datasets", "models", "seeds", "gamma")
 

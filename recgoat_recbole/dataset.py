@@ -35,7 +35,6 @@ __all__ = ["FeatureDataset", "features_for_model", "FeatureContractError",
            "modality_gate"]
 
 _TEMPLATE = "auto:template"
-_TEMPLATE_COLUMNS = ["movie_title", "class", "release_year"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +134,14 @@ class FeatureDataset(Dataset):
         if str(spec).startswith(_TEMPLATE):
             from recgoat_recbole.features.profiles import cached_template_profiles
 
-            columns = [c for c in str(spec)[len(_TEMPLATE):].lstrip(":").split(",") if c] or _TEMPLATE_COLUMNS
+            columns = [c for c in str(spec)[len(_TEMPLATE):].lstrip(":").split(",") if c]
             item_file = os.path.join(self.config["data_path"], f"{self.dataset_name}.item")
             if not os.path.isfile(item_file):
                 raise FeatureFileError(f"{spec!r} needs the item file {item_file}")
+            if not columns:  # every column of the item file but the item id, in the file's order
+                with open(item_file, encoding="utf-8") as f:
+                    header = [field.split(":")[0] for field in f.readline().rstrip("\n").split("\t")]
+                columns = [c for c in header if c != self.iid_field]
             cache = os.path.join(self.config["feature_cache_dir"] or "recgoat_cache", self.dataset_name)
             path = cached_template_profiles(datasets[0], item_file, columns, cache, self.config["text_encoder"])
             self._set_user_features(datasets, read_features(path), "zero")

@@ -12,9 +12,15 @@ from recgoat_recbole import RecGOAT
 from tests.conftest import mini_config
 
 
+#: RecGOAT with every component on: the GAT views, every modality aligned, the views in the score (the defaults
+#: leave the first and the last off and gate the second, which would leave those parts untested here)
+FULL_RECGOAT = {"use_gat": True, "align_gate": False, "fusion_gamma": None}
+
+
 def build_recgoat(mini_ml, **overrides):
-    """``(config, dataset, train, valid, model)``: an untrained RecGOAT on ``mini_ml`` with ``overrides``."""
-    config = Config(model=RecGOAT, config_dict=mini_config(mini_ml, **overrides))
+    """``(config, dataset, train, valid, model)``: an untrained RecGOAT on ``mini_ml`` with every component on
+    (:data:`FULL_RECGOAT`) and ``overrides``."""
+    config = Config(model=RecGOAT, config_dict=mini_config(mini_ml, **{**FULL_RECGOAT, **overrides}))
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)

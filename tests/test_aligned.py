@@ -278,7 +278,7 @@ def test_cmcl_max_items_bounds_the_infonce_batch_of_recgoat_and_the_plugin(mini_
 
 def test_recgoat_bench_align_flag_reaches_the_design(monkeypatch, tmp_path):
     import recgoat_cli
-    import recgoat_recbole.bench as bench
+    import recgoat_recbole.bench.design as bench
 
     seen = {}
 

@@ -78,7 +78,7 @@ def test_bench_reads_an_imported_yamls_data_path_against_the_yaml(tmp_path, monk
 
 def test_ablation_specs_set_every_alignment_switch(tmp_path):
     """A dataset YAML that turns alignment off (tiktok.yaml) must not leak into the ablation rows."""
-    from recgoat_recbole.bench import build_specs
+    from recgoat_recbole.bench.design import build_specs
 
     yaml_file = tmp_path / "d.yaml"
     yaml_file.write_text("dataset: d\ncmcl_weight: 0\nuse_oat: false\nwasserstein_weight: 0\n")

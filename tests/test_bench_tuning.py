@@ -20,16 +20,14 @@ def _defaults(model: str) -> dict:
     """RecBole's (or RecGOAT's) model YAML plus the overall defaults, as a model starts from them."""
     import recbole
 
-    from recgoat_recbole import model as recgoat_model
+    from recgoat_recbole.keys import MODELS, defaults
 
     folder = os.path.dirname(recbole.__file__)
     values = yaml.safe_load(open(os.path.join(folder, "properties", "overall.yaml")))
-    ours = os.path.join(os.path.dirname(recgoat_model.__file__), "properties", f"{model}.yaml")
-    if os.path.isfile(ours):  # RecGOAT and the multimodal peers (FREEDOM, LGMRec)
-        path = ours
+    if model in MODELS:  # RecGOAT and the multimodal peers (FREEDOM, LGMRec)
+        values.update(defaults(model))
     else:
-        path = os.path.join(folder, "properties", "model", f"{model}.yaml")
-    values.update(yaml.safe_load(open(path)) or {})
+        values.update(yaml.safe_load(open(os.path.join(folder, "properties", "model", f"{model}.yaml"))) or {})
     # PyYAML reads "1e-05" as a string (RecBole's own loader reads it as a float)
     return {k: float(v) if isinstance(v, str) and v[:1].isdigit() and "e" in v else v for k, v in values.items()}
 

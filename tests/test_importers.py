@@ -131,15 +131,17 @@ def test_imported_folder_can_be_moved_and_still_runs(tmp_path, capsys):
     assert "test: recall@10" in capsys.readouterr().out
 
 
-def test_imported_multimodal_yaml_carries_the_validated_defaults(tmp_path):
-    """#17: an imported dataset with item features gets RecGOAT's validated defaults (no GAT views, γ 0, the
-    alignment gate) and patience 50 for every model; one without features gets no RecGOAT keys."""
+def test_imported_yaml_carries_the_data_and_patience_50_but_no_model_setting(tmp_path):
+    """The imported YAML describes the data: RecGOAT's validated settings (no GAT views, γ 0, the alignment
+    gate) are its defaults now, not keys of the YAML (tests/test_data_yaml.py); patience 50 for every model."""
+    from recgoat_recbole.keys import defaults
+
     src = lightgcn_source(tmp_path / "src")
     assert main(["data", "import", "--format", "lightgcn", str(src), "out", "--name", "mm",
                  "--feature", "image=img.npy"]) == 0
     config = yaml.safe_load(open("out/mm/mm.yaml"))
-    assert config["use_gat"] is False and config["fusion_gamma"] == 0.0 and config["align_gate"] is True
-    assert config["stopping_step"] == 50
+    assert not set(config) & (set(defaults("RecGOAT")) - {"item_modalities"}) and config["stopping_step"] == 50
+    assert config["item_modalities"] == {"image": "image.npz"}
     assert main(["data", "import", "--format", "lightgcn", str(src), "out", "--name", "plain"]) == 0
     plain = yaml.safe_load(open("out/plain/plain.yaml"))
     assert "use_gat" not in plain and "align_gate" not in plain and plain["stopping_step"] == 50

@@ -272,7 +272,7 @@ def test_model_yaml_is_layered_below_user_settings(mini_ml):
     from recbole.config import Config
 
     config = Config(model=RecGOAT, config_dict={"data_path": mini_ml["data_path"], "dataset": "ml-mini"})
-    assert config["cmcl_weight"] == 0.032 and config["fusion"] == "fixed"  # from properties/RecGOAT.yaml
+    assert config["cmcl_weight"] == 0.032 and config["fusion"] == "fixed"  # from recgoat_recbole/keys.py
     config = Config(model="RecGOAT", config_dict={"data_path": mini_ml["data_path"], "dataset": "ml-mini",
                                                   "cmcl_weight": 0.5})
     assert config["cmcl_weight"] == 0.5

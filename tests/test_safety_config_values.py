@@ -193,7 +193,7 @@ def test_ordinary_yaml_aliases_still_work(tmp_path):
 
 # ------------------------------------------------------------------------------- options keep what was said
 def test_repeated_config_and_set_options_are_all_kept():
-    from recgoat_cli import _parse, build_parser
+    from recgoat_cli.parser import _parse, build_parser
 
     args = _parse(build_parser(), ["run", "--config", "a.yaml", "--config", "b.yaml", "--set", "x=1", "--set",
                                    "y=2", "--epochs=3"])

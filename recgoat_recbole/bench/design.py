@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -24,12 +23,10 @@ logger = logging.getLogger(__name__)
 
 
 def _default(key: str) -> Any:
-    """RecGOAT's default for ``key`` (recgoat_recbole/properties/RecGOAT.yaml)."""
-    import yaml
+    """RecGOAT's default for ``key`` (recgoat_recbole/keys.py)."""
+    from recgoat_recbole.keys import defaults
 
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "properties", "RecGOAT.yaml")
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)[key]
+    return defaults("RecGOAT")[key]
 
 
 #: every alignment term on at the paper's default weights (the full model); each ablation sets all of them, so
@@ -75,10 +72,10 @@ class RunSpec:
 
 
 def find_config(dataset: str) -> str:
-    """``recbole_configs/<dataset>.yaml`` from the working directory, the source checkout or the install."""
+    """``recbole_configs/<dataset>.yaml`` from the working directory, else from the source checkout this package
+    runs from (an editable install: the shipped YAMLs are not installed as package data)."""
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for folder in (os.path.join(os.getcwd(), "recbole_configs"), os.path.join(here, "recbole_configs"),
-                   os.path.join(sys.prefix, "share", "recgoat-recbole", "recbole_configs")):
+    for folder in (os.path.join(os.getcwd(), "recbole_configs"), os.path.join(here, "recbole_configs")):
         path = os.path.join(folder, f"{dataset}.yaml")
         if os.path.isfile(path):
             return path

@@ -8,7 +8,7 @@ config is reused there, not trained again.
 
 The default grids have nine points for every model with knobs: two knobs with three values each, or one knob
 with nine values. Each grid contains the default of every knob it varies (RecBole's model YAML, or
-RecGOAT.yaml, FREEDOM.yaml, LGMRec.yaml). Pop has no knob.
+recgoat_recbole/keys.py). Pop has no knob.
 """
 
 from __future__ import annotations

@@ -309,7 +309,7 @@ def extract_profile_features(
     config,
     output: str,
     item_table: str | None = None,
-    columns: Sequence[str] = ("movie_title", "class", "release_year"),
+    columns: Sequence[str] | None = None,
     id_column: str | None = None,
     backend: str = "template",
     model: str | None = None,
@@ -334,6 +334,7 @@ def extract_profile_features(
     item_table = item_table or os.path.join(config["data_path"], f"{config['dataset']}.item")
     items = read_table(item_table)
     id_column = id_column or items.columns[0]
+    columns = list(columns or [c for c in items.columns if c != id_column])  # default: every column but the id
     cache = output + ".profiles.jsonl"
     if backend == "template":
         profiles = template_profiles_for(histories, items, id_column, columns)

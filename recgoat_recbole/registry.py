@@ -3,8 +3,8 @@
 ``run_recbole`` and ``load_data_and_model`` resolve a model with
 ``recbole.utils.get_model(name)``, which only searches ``recbole.model.*``; ``Config`` only loads
 ``recbole/properties/model/<name>.yaml``; ``create_dataset`` only looks in ``recbole.data.dataset``.
-:func:`register_model` puts an external class (and optionally its dataset class and default YAML) in a
-registry that a wrapped ``get_model`` consults first. The model's YAML is layered exactly where RecBole
+:func:`register_model` puts an external class (and optionally its dataset class and defaults) in a
+registry that a wrapped ``get_model`` consults first. The model's defaults (a dict or a YAML file) are layered exactly where RecBole
 layers its own model YAMLs (after ``overall.yaml``, before the dataset YAML, below the user's files and
 dict).
 

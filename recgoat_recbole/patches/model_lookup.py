@@ -3,7 +3,7 @@
 RecBole 1.2.1's ``get_model(name)`` searches only ``recbole.model.*``, ``get_trainer`` only RecBole's trainers,
 and ``Config`` loads only ``recbole/properties/model/<name>.yaml``. :func:`install` makes each consult
 :mod:`recgoat_recbole.registry` first (a registered name, or a ``<Backbone>+Align`` made on first use), and
-layers a registered model's YAML files exactly where RecBole layers its own (after ``overall.yaml``, before the
+layers a registered model's defaults (dicts from :mod:`recgoat_recbole.keys`, or YAML files) exactly where RecBole layers its own (after ``overall.yaml``, before the
 dataset YAML, below the user's files and dict). A name nobody registered is RecBole's, unchanged.
 """
 

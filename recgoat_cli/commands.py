@@ -236,6 +236,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for folder in args.reuse or []:  # only the folders named: --tuned DIR/best.yaml reuses nothing by itself
         if not os.path.isdir(folder):
             raise UserError(f"--reuse {folder}: no such folder")
+    if not args.report_only:
+        _record_command(args.out, _command(args))
     _run_suite(specs, args.out, title, train=not args.report_only, jobs=args.jobs, reuse_from=args.reuse or [])
     return 0
 
@@ -313,6 +315,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for model in models or ():
         _resolve_model(model)
     grid = grid_specs(args.datasets, models, args.seeds, _bench_common(args), configs, grids, align=args.align)
+    if not args.report_only:
+        _record_command(args.out, _command(args))
     records = run_grid(grid, args.out, jobs=args.jobs, train=not args.report_only)
     if not records:
         raise FileNotFoundError(f"no finished grid runs in {args.out}/runs for these settings")
@@ -341,11 +345,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    """Rebuild (or with --check, compare) the generated result blocks of the docs from committed records."""
+    import glob
+
+    from recgoat_recbole.bench.docs import regenerate
+
+    root = args.root
+    files = args.files or [p for p in [os.path.join(root, "README.md"),
+                                       *sorted(glob.glob(os.path.join(root, "docs", "*.md")))] if os.path.isfile(p)]
+    for path in files:
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: no such file")
+    changed = regenerate(files, root, check=args.check)
+    if args.check:
+        for item in changed:
+            print(f"differs from its records: {item} (run `recgoat results` to rebuild it)", file=sys.stderr)
+        return 1 if changed else 0
+    print("\n".join(f"rebuilt: {item}" for item in changed) or "every block already matches its records")
+    return 0
+
+
+def _record_command(out: str, command: str) -> None:
+    """Append the command to ``OUT/commands.txt`` (once): what a committed results folder says it ran."""
+    path = os.path.join(out, "commands.txt")
+    seen = []
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            seen = [line.rstrip("\n") for line in f]
+    if command not in seen:
+        os.makedirs(out, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(command + "\n")
+
+
 def fixable_errors() -> tuple[type[BaseException], ...]:
     """The exceptions printed as one ``recgoat: error:`` line (imported once a command runs, not for --help)."""
     from recgoat_core.feature_files import FeatureFileError
     from recgoat_recbole.config_check import ConfigError
     from recgoat_recbole.dataset_cache import CacheError
+    from recgoat_recbole.bench.docs import ResultsError
     from recgoat_recbole.signing import KeyFileError
 
-    return UserError, FileNotFoundError, FileExistsError, FeatureFileError, ConfigError, CacheError, KeyFileError
+    return ResultsError, UserError, FileNotFoundError, FileExistsError, FeatureFileError, ConfigError, CacheError, KeyFileError

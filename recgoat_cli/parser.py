@@ -174,6 +174,19 @@ def _add_demo(sub) -> None:
     demo.set_defaults(func="cmd_demo")
 
 
+def _add_results(sub) -> None:
+    results = sub.add_parser("results", help="rebuild the docs' result tables and figures from committed records",
+                             description="Rebuild every <!-- results NAME --> block of the Markdown files, and its "
+                                         "figure docs/img/results-NAME.png, from the run records in "
+                                         "results/NAME/runs (recgoat_recbole.bench.docs). Nothing is trained.")
+    results.add_argument("files", nargs="*", default=None, metavar="FILE.md",
+                         help="default: README.md and every docs/*.md under --root")
+    results.add_argument("--root", default=".", help="the repository root holding results/ and docs/ (default: .)")
+    results.add_argument("--check", action="store_true",
+                         help="write nothing; exit 1 and name each block that differs from what its records give")
+    results.set_defaults(func="cmd_results")
+
+
 # ------------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -182,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_run, _add_features, _add_data, _add_bench, _add_tune, _add_demo):
+    for add in (_add_run, _add_features, _add_data, _add_bench, _add_tune, _add_demo, _add_results):
         add(sub)
     for command in _subparsers(parser):
         _add_verbose(command)

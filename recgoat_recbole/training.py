@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from recgoat_recbole.progress import format_seconds
 
-__all__ = ["run_training", "TrainingResult"]
+__all__ = ["run_training", "TrainingResult", "per_user_metrics", "PER_USER_METRICS"]
 
 #: ``on_epoch(epoch_index, seconds, loss)``: called after every training epoch
 EpochCallback = Callable[[int, float, Any], None]
@@ -60,11 +60,25 @@ class TrainingResult:
     trainer: Any = field(default=None, repr=False)
     #: ``(train, valid, test)`` data loaders
     data: tuple = field(default=(), repr=False)
+    #: every validation of ``fit``, in order: ``(epochs trained so far, valid_metric)``
+    valid_curve: list[tuple[int, float]] = field(default_factory=list)
+    #: the test metrics of every test user, in RecBole's definitions (:func:`per_user_metrics`):
+    #: ``{"user_id": int array, "ndcg@10": float array, ...}``; ``None`` without a full-ranking test
+    per_user: dict | None = field(default=None, repr=False)
 
     @property
     def epochs(self) -> int:
         """Epochs trained (early stopping may end a run before its ``epochs`` budget)."""
         return len(self.epoch_times)
+
+    @property
+    def best_epoch(self) -> int | None:
+        """Epochs trained at the best validation (the last of equal scores, as RecBole's early stopping keeps)."""
+        if not self.valid_curve:
+            return None
+        sign = 1.0 if self.valid_score_bigger else -1.0
+        best = max(range(len(self.valid_curve)), key=lambda i: (sign * self.valid_curve[i][1], i))
+        return int(self.valid_curve[best][0])
 
     @property
     def mean_epoch_s(self) -> float:
@@ -96,6 +110,72 @@ def _time_epochs(trainer: Any, device: Any, on_epoch: EpochCallback | None) -> l
 
     trainer._train_epoch = timed
     return times
+
+
+def _record_validation(trainer: Any, epoch_times: list[float]) -> list[tuple[int, float]]:
+    """Wrap ``trainer._valid_epoch`` to record ``(epochs trained so far, valid score)`` at every validation."""
+    curve: list[tuple[int, float]] = []
+    original = trainer._valid_epoch
+
+    def recorded(*args, **kwargs):
+        score, result = original(*args, **kwargs)
+        curve.append((len(epoch_times), float(score)))
+        return score, result
+
+    trainer._valid_epoch = recorded
+    return curve
+
+
+#: the per-user test metrics a run keeps (what significance tests pair on): ``name@k`` of RecBole's metrics
+PER_USER_METRICS = ("ndcg@10", "recall@20")
+
+
+def _capture_test_ranking(trainer: Any, uid_field: str) -> dict:
+    """Make the next ``trainer.evaluate`` keep its users, in order, and the collected ``rec.topk`` (each
+    user's hits in the top max(topk) and number of positives): what RecBole averages into its metrics."""
+    box: dict[str, Any] = {"users": [], "topk": None}
+    collector, evaluator = trainer.eval_collector, trainer.evaluator
+    collect, evaluate = collector.eval_batch_collect, evaluator.evaluate
+
+    def collect_users(scores, interaction, positive_u, positive_i):
+        box["users"].append(interaction[uid_field].detach().cpu())
+        return collect(scores, interaction, positive_u, positive_i)
+
+    def evaluate_kept(struct):
+        if "rec.topk" in struct:
+            box["topk"] = struct.get("rec.topk")
+        return evaluate(struct)
+
+    collector.eval_batch_collect = collect_users
+    evaluator.evaluate = evaluate_kept
+    box["restore"] = lambda: (setattr(collector, "eval_batch_collect", collect),
+                              setattr(evaluator, "evaluate", evaluate))
+    return box
+
+
+def per_user_metrics(config: Any, users: Any, topk: Any, names: Sequence[str] = PER_USER_METRICS) -> dict | None:
+    """Each test user's ``names`` (``metric@k``), computed by RecBole's own metric classes from ``rec.topk``
+    (so their mean is the reported metric). ``None`` when there is nothing to compute (no ``rec.topk``)."""
+    import numpy as np
+    import torch
+    from recbole.evaluator import metrics as recbole_metrics
+
+    if topk is None or not users:
+        return None
+    max_k = max(config["topk"])
+    pos_index, pos_len = torch.split(topk, [max_k, 1], dim=1)
+    pos_index, pos_len = pos_index.to(torch.bool).numpy(), pos_len.squeeze(-1).numpy()
+    out: dict[str, Any] = {"user_id": torch.cat(users).numpy().astype(np.int64)}
+    if len(out["user_id"]) != len(pos_len):
+        return None
+    classes = {name.lower(): cls for name, cls in vars(recbole_metrics).items() if isinstance(cls, type)}
+    for name in names:
+        metric, _, k = name.partition("@")
+        if metric not in classes or not k.isdigit() or not 1 <= int(k) <= max_k:
+            continue
+        values = classes[metric](config).metric_info(pos_index, pos_len)
+        out[name] = np.asarray(values[:, int(k) - 1], dtype=np.float64)
+    return out
 
 
 def _console_level(logger: logging.Logger, level: int) -> None:
@@ -223,10 +303,18 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     if progress is not None:
         on_epoch = _progress_lines(progress, int(config["epochs"]), on_epoch)
     epoch_times = _time_epochs(trainer, config["device"], on_epoch)
+    valid_curve = _record_validation(trainer, epoch_times)
     progress = config["show_progress"] if show_progress is None else show_progress
     best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=progress)
-    test_result = (trainer.evaluate(test, load_best_model=saved, show_progress=progress) if evaluate_test
-                   else None)
+    test_result, per_user = None, None
+    if evaluate_test:
+        ranking = _capture_test_ranking(trainer, config["USER_ID_FIELD"])
+        try:
+            test_result = trainer.evaluate(test, load_best_model=saved, show_progress=progress)
+        finally:
+            ranking["restore"]()
+        if config["single_spec"]:  # (under DDP each process holds a shard of the users)
+            per_user = per_user_metrics(config, ranking["users"], ranking["topk"])
     total_s = time.perf_counter() - start
 
     if log_details:
@@ -244,4 +332,5 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     return TrainingResult(config=config, best_valid_score=best_valid_score, best_valid_result=best_valid_result,
                           test_result=test_result, valid_score_bigger=config["valid_metric_bigger"],
                           epoch_times=epoch_times, checkpoint=checkpoint, adjusted=adjusted, build_s=build_s,
-                          total_s=total_s, model=net, trainer=trainer, data=(train, valid, test))
+                          total_s=total_s, model=net, trainer=trainer, data=(train, valid, test),
+                          valid_curve=valid_curve, per_user=per_user)

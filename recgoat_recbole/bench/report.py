@@ -11,6 +11,13 @@ folder, and how many records are not signed by this user's runs. Those are the r
 keeps although their signature is missing or does not verify (:mod:`~recgoat_recbole.bench.execute`: a report
 may be re-derived from someone else's output folder, but its numbers are then as the files say): their rows
 are marked ``†``. ``results.csv`` has the same per run: ``reused_from`` (the folder) and ``signed``.
+
+Every table tests its differences (:mod:`~recgoat_recbole.bench.stats`): per dataset, each model against the
+best other one on test NDCG@10 (the best row against the runner-up, every other row against the best), a
+two-sided Wilcoxon signed-rank test over the test users of each user's NDCG@10 averaged over the model's seeds.
+The column gives the difference and its p-value; the plot marks a significant one (p < 0.05) with ``*``.
+Every table also says where the epoch budget binds: a run that trained all its epochs with its best validation
+among the last ``stopping_step`` validations was still improving when the cap stopped it (``‡``).
 """
 
 from __future__ import annotations
@@ -20,7 +27,25 @@ import os
 import statistics
 from typing import Any, Iterable, Sequence
 
-__all__ = ["summarise", "markdown_table", "caption", "write_outputs", "provenance"]
+__all__ = ["summarise", "markdown_table", "caption", "write_outputs", "plot", "provenance", "budget_notes",
+           "cap_binds", "SIGNIFICANCE"]
+
+#: the metric the paired test compares, and the level a difference counts as significant at
+SIGNIFICANCE = ("ndcg@10", 0.05)
+
+
+def cap_binds(record: dict) -> bool | None:
+    """Whether the epoch budget stopped this run while it was still improving: it trained ``epochs_cap``
+    epochs and its best validation is among the last ``stopping_step`` validations. ``None`` when the record
+    does not say (older records) or the model has no epoch budget (closed form: Pop, ItemKNN, EASE)."""
+    curve, cap = record.get("valid_curve"), record.get("epochs_cap")
+    if record.get("model_type") == "TRADITIONAL" or not curve or not isinstance(cap, int):
+        return None
+    if int(record["epochs"]) < cap:
+        return False
+    scores = [v for _, v in curve]
+    best = max(range(len(scores)), key=lambda i: (scores[i], i))
+    return best >= len(scores) - int(record.get("stopping_step") or 1)
 
 
 def summarise(records: Iterable[dict], metrics: Sequence[str]) -> list[dict]:
@@ -44,8 +69,28 @@ def summarise(records: Iterable[dict], metrics: Sequence[str]) -> list[dict]:
         row["reused"] = _count((r["reused_dir"], _code(r)) for r in runs if r.get("reused_dir"))
         row["code"] = _count(_code(r) for r in runs if r.get("recgoat_version"))
         row["adjusted"] = {k: v for r in runs for k, v in (r.get("adjusted") or {}).items()}
+        binds = [cap_binds(r) for r in runs]
+        row["cap_binds"] = sum(1 for b in binds if b)
+        row["budget_known"] = sum(1 for b in binds if b is not None)
+        row["runs"] = runs
         rows.append(row)
+    _compare(rows)
     return rows
+
+
+def _compare(rows: list[dict]) -> None:
+    """Per dataset: each row's paired test against the best other row (``row["test_vs"]``: (name, PairedTest)
+    or None), the best row against the runner-up."""
+    from recgoat_recbole.bench.stats import paired_test
+
+    metric = SIGNIFICANCE[0]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        sub = [r for r in rows if r["dataset"] == dataset and not math.isnan(r.get(metric, float("nan")))]
+        ranked = sorted(sub, key=lambda r: -r[metric])
+        for row in sub:
+            other = next((o for o in ranked if o is not row), None)
+            test = paired_test(row["runs"], other["runs"], metric) if other is not None else None
+            row["test_vs"] = (other["model"], test) if test is not None else None
 
 
 def _code(record: dict) -> str:
@@ -67,8 +112,9 @@ def _shown(folder: str) -> str:
     return folder if rel == ".." or rel.startswith(".." + os.sep) else rel
 
 
-def provenance(rows: Sequence[dict]) -> list[str]:
-    """The lines under a table that say where its runs come from (see the module docstring)."""
+def provenance(rows: Sequence[dict], signatures: bool = True) -> list[str]:
+    """The lines under a table that say where its runs come from (see the module docstring). With
+    ``signatures=False`` a ``--reuse`` folder is named by its last part and unsigned records are not counted."""
     total = sum(int(r["seeds"]) for r in rows)
     code: dict = {}
     reused: dict = {}
@@ -86,14 +132,15 @@ def provenance(rows: Sequence[dict]) -> list[str]:
         by_folder.setdefault(folder, []).append((what, n))
     for folder, whats in by_folder.items():
         n = sum(k for _, k in whats)
-        lines.append(f"reused {n} run{'s' if n != 1 else ''} from {_shown(folder)} (trained there by " +
+        shown = _shown(folder) if signatures else os.path.basename(folder.rstrip(os.sep))
+        lines.append(f"reused {n} run{'s' if n != 1 else ''} from {shown} (trained there by " +
                      "; ".join(w if len(whats) == 1 else f"{w}: {k}" for w, k in whats) + "), not trained here.")
     for r in rows:  # what the bench changed to fit a run (bench/worker.py): a footnote, not a silent change
         changed = r.get("adjusted") or {}
         if changed:
             lines.append(f"{r['model']} on {r['dataset']}: " + "; ".join(
                 f"{k} {v}" if isinstance(v, str) else f"{k} = {v}" for k, v in changed.items()) + ".")
-    unverified = sum(int(r.get("unverified", 0)) for r in rows)
+    unverified = sum(int(r.get("unverified", 0)) for r in rows) if signatures else 0
     if unverified:
         lines.append(f"† {unverified} of {total} runs not signed by this user's runs (edited since, written by "
                      "someone else, or by a recgoat without record signatures): their numbers are as the files say, "
@@ -112,11 +159,39 @@ def _seeds_phrase(rows: Sequence[dict]) -> str:
 
 
 def caption(rows: Sequence[dict]) -> str:
-    """What the numbers are: the split, how the model was chosen, the seeds and what ± means."""
+    """What the numbers are: the split, how the model was chosen, the seeds and what ± means, the test."""
+    metric, level = SIGNIFICANCE
     return (f"Test split; each run's model is the epoch chosen on the validation split (early stopping on "
-            f"valid_metric); {_seeds_phrase(rows)}. Epoch and total seconds are each run's wall clock on a shared "
-            f"machine (with --jobs N, N runs at once): relative cost only; clean speed ratios come from "
-            f"benchmarks/bench_speed.py.")
+            f"valid_metric); {_seeds_phrase(rows)}. \"vs best other\": the row's test {_name(metric)} minus that "
+            f"of the best other model on the dataset (the best row: minus the runner-up), and the p-value of a "
+            f"two-sided Wilcoxon signed-rank test over the test users, each user's {_name(metric)} averaged over "
+            f"the model's seeds (uncorrected; a difference with p ≥ {level:g} is not a lead). Epoch and total "
+            f"seconds are each run's wall clock on a shared machine (with --jobs N, N runs at once): relative "
+            f"cost only; clean speed ratios come from benchmarks/bench_speed.py.")
+
+
+def _name(metric: str) -> str:
+    name, _, k = metric.partition("@")
+    return {"ndcg": "NDCG", "recall": "Recall"}.get(name, name) + (f"@{k}" if k else "")
+
+
+def _p(p: float) -> str:
+    if math.isnan(p):
+        return "p –"
+    return f"p = {p:.2g}" if p >= 0.001 else f"p = {p:.1e}"
+
+
+def _versus(row: dict) -> str:
+    found = row.get("test_vs")
+    if not found:
+        return "–"
+    other, test = found
+    return f"{test.delta:+.4f} vs {other}, {_p(test.p)}"
+
+
+def _epochs(row: dict) -> str:
+    mark = " ‡" if row.get("cap_binds") else ""
+    return f"{row['epochs']:.0f}{mark}"
 
 
 def _cell(row: dict, metric: str) -> str:
@@ -128,21 +203,50 @@ def _cell(row: dict, metric: str) -> str:
     return f"{value:.4f}"
 
 
-def markdown_table(rows: Sequence[dict], metrics: Sequence[str]) -> str:
-    """The caption (:func:`caption`), then one row per (dataset, model) with Recall and NDCG side by side."""
+def markdown_table(rows: Sequence[dict], metrics: Sequence[str], signatures: bool = True) -> str:
+    """The caption (:func:`caption`), then one row per (dataset, model) with Recall and NDCG side by side, the
+    paired test against the best other model, and the budget notes. ``signatures=False`` (committed records,
+    whose provenance is the repository's history) neither marks nor counts unsigned records."""
     metrics = _recall_next_to_ndcg(metrics)
-    head = "| dataset | model | " + " | ".join(metrics) + " | epochs | epoch (s) | total (s) | peak MiB | seeds |"
+    head = ("| dataset | model | " + " | ".join(metrics) + f" | vs best other ({_name(SIGNIFICANCE[0])}) | epochs | "
+            "epoch (s) | total (s) | peak MiB | seeds |")
     lines = [caption(rows), "", head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
         cells = [_cell(r, m) for m in metrics]
-        mark = " †" if r.get("unverified") else ""
+        mark = " †" if r.get("unverified") and signatures else ""
         lines.append(f"| {r['dataset']} | {r['model']}{mark} | " + " | ".join(cells) +
-                     f" | {r['epochs']:.0f} | {r['epoch_s']:.2f} | {r['total_s']:.0f} | {r['peak_mib']:.0f} | "
-                     f"{r['seeds']} |")
-    notes = provenance(rows)
+                     f" | {_versus(r)} | {_epochs(r)} | {r['epoch_s']:.2f} | {r['total_s']:.0f} | "
+                     f"{r['peak_mib']:.0f} | {r['seeds']} |")
+    notes = provenance(rows, signatures=signatures) + budget_notes(rows)
     if notes:
         lines += [""] + notes
     return "\n".join(lines)
+
+
+def budget_notes(rows: Sequence[dict]) -> list[str]:
+    """The lines under a table that say what the epoch budget was and where it binds (``‡``)."""
+    runs = [r for row in rows for r in row.get("runs", [])]
+    caps = sorted({(r["epochs_cap"], r.get("stopping_step")) for r in runs
+                   if r.get("model_type") != "TRADITIONAL" and isinstance(r.get("epochs_cap"), int)})
+    lines = []
+    if caps:
+        lines.append("Budget: " + "; ".join(f"at most {cap} epochs, patience {patience}" for cap, patience in caps) +
+                     " (closed-form models: one pass).")
+    bound = [r for r in rows if r.get("cap_binds")]
+    if bound:
+        lines.append("‡ the cap binds: " + "; ".join(f"{r['model']} on {r['dataset']} ({r['cap_binds']} of "
+                                                     f"{r['seeds']} runs)" for r in bound) +
+                     " trained every epoch with the best validation among the last `stopping_step` validations, "
+                     "still improving when stopped.")
+    elif caps and all(r.get("budget_known") == r["seeds"] for r in rows if r.get("budget_known") is not None):
+        lines.append("The cap binds nowhere: every run stopped early or had its best validation before its last "
+                     "`stopping_step` validations.")
+    unknown = sum(int(r["seeds"]) - int(r.get("budget_known", 0)) for r in rows
+                  if any(x.get("model_type") != "TRADITIONAL" for x in r.get("runs", [])))
+    if unknown:
+        lines.append(f"{unknown} runs' records have no validation curve (older records): whether the cap binds "
+                     "there is not known.")
+    return lines
 
 
 def _recall_next_to_ndcg(metrics: Sequence[str]) -> list[str]:
@@ -159,29 +263,38 @@ def _recall_next_to_ndcg(metrics: Sequence[str]) -> list[str]:
     return out
 
 
-def write_outputs(records: Sequence[dict], out_dir: str, metrics: Sequence[str], title: str) -> dict[str, str]:
-    """``results.csv`` (one row per run), ``results.md`` (mean ± std) and ``results.png`` (Recall/NDCG bars)."""
+def write_outputs(records: Sequence[dict], out_dir: str, metrics: Sequence[str], title: str,
+                  signatures: bool = True) -> dict[str, str]:
+    """``results.csv`` (one row per run), ``results.md`` (mean ± std, the paired tests) and ``results.png``
+    (Recall/NDCG bars, significance marks)."""
     import csv
 
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, "results.csv")
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["dataset", "model", "seed", *metrics, "epochs", "epoch_s", "total_s", "peak_mib", "device",
-                         "reused_from", "signed"])
+        writer.writerow(["dataset", "model", "seed", *metrics, "epochs", "epochs_cap", "best_epoch", "cap_binds",
+                         "epoch_s", "total_s", "peak_mib", "device", "reused_from", "signed"])
         for r in records:
+            binds = cap_binds(r)
             writer.writerow([r["dataset"], r["label"], r["seed"], *(f"{r['test'].get(m, float('nan')):.6f}"
-                             for m in metrics), r["epochs"], f"{r['epoch_s']:.3f}", f"{r['total_s']:.1f}",
+                             for m in metrics), r["epochs"], r.get("epochs_cap", ""), r.get("best_epoch", ""),
+                             "" if binds is None else binds, f"{r['epoch_s']:.3f}", f"{r['total_s']:.1f}",
                              f"{r['peak_mib']:.0f}", r["device"], r.get("reused_dir") or "",
                              not r.get("unverified")])
     rows = summarise(records, metrics)
     md_path = os.path.join(out_dir, "results.md")
     with open(md_path, "w", encoding="utf-8") as f:
-        f.write(f"{title}\n\n{markdown_table(rows, metrics)}\n")
+        f.write(f"{title}\n\n{markdown_table(rows, metrics, signatures=signatures)}\n")
     png_path = os.path.join(out_dir, "results.png")
-    shown = [m for m in ("recall@10", "ndcg@10") if m in metrics] or list(metrics[:1])
-    _plot(rows, shown, png_path)
+    plot(rows, metrics, png_path)
     return {"csv": csv_path, "markdown": md_path, "png": png_path}
+
+
+def plot(rows: Sequence[dict], metrics: Sequence[str], path: str) -> None:
+    """:func:`_plot` of Recall@10 and NDCG@10 (else the first metric)."""
+    shown = [m for m in ("recall@10", "ndcg@10") if m in metrics] or list(metrics[:1])
+    _plot(rows, shown, path)
 
 
 def _plot(rows: Sequence[dict], metrics: Sequence[str], path: str) -> None:
@@ -210,7 +323,10 @@ def _plot(rows: Sequence[dict], metrics: Sequence[str], path: str) -> None:
             errors = [r[f"{metric}_std"] if r.get(f"{metric}_n", r["seeds"]) > 1 else 0.0 for r in sub]
             bars = ax.bar(xs, values, width, yerr=errors if any(errors) else None, capsize=3, color=colours,
                           hatch=hatches[k % len(hatches)], edgecolor="white")
-            ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=2, fontsize=7)
+            marks = [""] * len(sub)
+            if metric == SIGNIFICANCE[0]:
+                marks = [" *" if r.get("test_vs") and r["test_vs"][1].significant else "" for r in sub]
+            ax.bar_label(bars, labels=[f"{v:.3f}{m}" for v, m in zip(values, marks)], padding=2, fontsize=7)
             top = max(top, *(v + e for v, e in zip(values, errors) if not math.isnan(v)))
         ax.set_ylim(0, top * 1.18 if top > 0 else 1)
         ax.set_xticks(range(len(sub)), [r["model"] for r in sub], rotation=45, ha="right", fontsize=8)
@@ -220,8 +336,10 @@ def _plot(rows: Sequence[dict], metrics: Sequence[str], path: str) -> None:
                            for k, m in enumerate(metrics)], fontsize=7, loc="lower right")
     note = ("Test split, model chosen on validation; " +
             ("1 seed: single values, no error bars" if all(r["seeds"] == 1 for r in rows)
-             else "error bars: std over seeds (" + _seeds_phrase(rows) + ")"))
+             else "error bars: std over seeds (" + _seeds_phrase(rows) + ")") +
+            f"; * {_name(SIGNIFICANCE[0])} differs from the best other model's, p < {SIGNIFICANCE[1]:g} "
+            "(paired Wilcoxon over test users)")
     fig.text(0.5, 0.01, note, ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, metadata={"Software": None})  # (no version stamp: the same records, the same file)
     plt.close(fig)

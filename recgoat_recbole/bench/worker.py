@@ -3,7 +3,9 @@
 The run is :func:`recgoat_recbole.training.run_training` with the spec's YAML files and overrides: selection on
 the validation split, one evaluation on test from the best checkpoint, full ranking. It prints one JSON line:
 the test and best-validation metrics, the number of epochs trained, the mean epoch time, the total wall time,
-the peak memory of the process (RSS; CUDA peak when on a GPU) and the config keys changed to fit the dataset.
+the peak memory of the process (RSS; CUDA peak when on a GPU), the config keys changed to fit the dataset, the
+epoch budget and patience, the validation curve (``[epochs trained, valid_metric]`` at every validation) with
+its best epoch, and every test user's NDCG@10 and Recall@20 (:mod:`recgoat_recbole.bench.stats`).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def run_spec(spec: dict) -> dict:
     import contextlib
 
     from recgoat_recbole.bench.pop_counts import NOTE, counting_every_interaction
+    from recgoat_recbole.bench.stats import encode_per_user
 
     overrides = dict(spec["overrides"])
     overrides["seed"] = spec["seed"]
@@ -98,6 +101,14 @@ def run_spec(spec: dict) -> dict:
         "epoch_s": result.mean_epoch_s,
         "total_s": result.total_s,
         "peak_mib": peak_memory_mib(result.config["device"]),
+        # the budget and how the run ended: the cap binds when the run trained all `epochs_cap` epochs and its
+        # best validation came within the last `stopping_step` validations (it was still improving)
+        "epochs_cap": int(result.config["epochs"]),
+        "model_type": result.config["MODEL_TYPE"].name,  # TRADITIONAL: closed form or one pass, no budget
+        "stopping_step": int(result.config["stopping_step"]),
+        "best_epoch": result.best_epoch,
+        "valid_curve": [[int(e), round(float(v), 6)] for e, v in result.valid_curve],
+        "per_user": encode_per_user(result.per_user),
         "device": str(result.config["device"]),
         "adjusted": result.adjusted,
     }

@@ -1,0 +1,138 @@
+"""Results as code: the tables and figures of the docs, rebuilt from committed run records (``recgoat results``).
+
+A results folder is what ``recgoat bench`` / ``recgoat tune`` write to ``--out``, committed under
+``results/<name>/``: ``runs/*.json`` (one record per run: settings, commit, seed, epochs, validation curve, test
+metrics and every test user's NDCG@10 / Recall@20) and ``commands.txt`` (the commands that trained them, one a
+line, as typed). A Markdown file names a folder with a generated block::
+
+    <!-- results NAME -->
+    (everything here is generated: the commands, the table, the notes and the figure link)
+    <!-- /results -->
+
+:func:`regenerate` rebuilds every block from ``results/NAME`` alone (nothing is trained, nothing else read),
+writes the figure ``docs/img/results-NAME.png``, and keeps the prose around the blocks as it is. With
+``check=True`` it writes nothing and returns the blocks that differ from what the records give (the test that
+keeps docs and records in step). Rows are ordered by test NDCG@10, best first.
+
+The records' signatures are not checked here: a committed record's provenance is the repository's history, and
+anyone regenerating the docs holds a different signing key (:mod:`recgoat_recbole.signing`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+__all__ = ["BLOCK", "Block", "find_blocks", "render", "regenerate", "load_folder", "image_path", "ResultsError"]
+
+#: a generated block: ``<!-- results NAME -->`` ... ``<!-- /results -->``
+BLOCK = re.compile(r"<!-- results (?P<name>[A-Za-z0-9][A-Za-z0-9._-]*) -->\n(?P<body>.*?)<!-- /results -->",
+                   re.DOTALL)
+
+
+class ResultsError(ValueError):
+    """A block that names no results folder, or a folder whose records cannot make a table."""
+
+
+@dataclass(frozen=True)
+class Block:
+    path: str
+    name: str
+    body: str
+
+
+def find_blocks(path: str) -> list[Block]:
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    return [Block(path, m.group("name"), m.group("body")) for m in BLOCK.finditer(text)]
+
+
+def load_folder(folder: str) -> tuple[list[dict], list[str]]:
+    """The records of ``folder/runs`` (sorted by file name) and the commands of ``folder/commands.txt``."""
+    from recgoat_recbole.bench.execute import load_record
+
+    runs = os.path.join(folder, "runs")
+    if not os.path.isdir(runs):
+        raise ResultsError(f"{folder}: no runs/ folder (a results folder is a committed `recgoat bench --out`)")
+    records = []
+    for name in sorted(os.listdir(runs)):
+        if not name.endswith(".json"):
+            continue
+        record, problem = load_record(os.path.join(runs, name), check_signature=False)
+        if record is None:
+            raise ResultsError(f"{os.path.join(runs, name)}: {problem}")
+        record.pop("unverified", None)
+        records.append(record)
+    if not records:
+        raise ResultsError(f"{folder}: no records in runs/")
+    commands_file = os.path.join(folder, "commands.txt")
+    commands = []
+    if os.path.isfile(commands_file):
+        with open(commands_file, encoding="utf-8") as f:
+            commands = [line.rstrip("\n") for line in f if line.strip()]
+    return records, commands
+
+
+def image_path(root: str, name: str) -> str:
+    return os.path.join(root, "docs", "img", f"results-{name}.png")
+
+
+def _rows(records: list[dict]) -> list[dict]:
+    from recgoat_recbole.bench.names import METRICS
+    from recgoat_recbole.bench.report import summarise
+
+    rows = summarise(records, METRICS)
+    order = {d: i for i, d in enumerate(dict.fromkeys(r["dataset"] for r in rows))}
+    return sorted(rows, key=lambda r: (order[r["dataset"]], -r["ndcg@10"] if r["ndcg@10"] == r["ndcg@10"] else 0))
+
+
+def render(root: str, name: str, doc_path: str) -> str:
+    """The body of block ``name`` for the Markdown file at ``doc_path``: the commands, the table with its
+    caption and notes (:func:`recgoat_recbole.bench.report.markdown_table`), the figure."""
+    from recgoat_recbole.bench.names import METRICS
+    from recgoat_recbole.bench.report import markdown_table
+
+    folder = os.path.join(root, "results", name)
+    records, commands = load_folder(folder)
+    rows = _rows(records)
+    image = os.path.relpath(image_path(root, name), os.path.dirname(os.path.abspath(doc_path)))
+    parts = [f"Records: [`results/{name}/runs/`]({os.path.relpath(os.path.join(folder, 'runs'), os.path.dirname(os.path.abspath(doc_path)))}) "
+             f"({len(records)} runs); rebuilt by `recgoat results`."]
+    if commands:
+        parts.append("```bash\n" + "\n".join(commands) + "\n```")
+    parts.append(markdown_table(rows, METRICS, signatures=False))
+    parts.append(f"![results/{name}]({image.replace(os.sep, '/')})")
+    return "\n\n".join(parts) + "\n"
+
+
+def regenerate(paths: list[str], root: str, check: bool = False) -> list[str]:
+    """Rebuild every generated block of the Markdown files ``paths`` from ``root/results/NAME``; returns
+    ``"FILE: NAME"`` for each block that differed (with ``check``: that differs, and nothing is written; a
+    missing figure counts). Raises :class:`ResultsError` for a block whose folder is missing or broken."""
+    from recgoat_recbole.bench.names import METRICS
+    from recgoat_recbole.bench.report import plot
+
+    changed: list[str] = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        bodies: dict[str, str] = {}
+        for block in find_blocks(path):
+            if block.name not in bodies:
+                bodies[block.name] = render(root, block.name, path)
+            fresh = bodies[block.name]
+            png = image_path(root, block.name)
+            if fresh != block.body or not os.path.isfile(png):
+                changed.append(f"{path}: {block.name}")
+            if not check:
+                os.makedirs(os.path.dirname(png), exist_ok=True)
+                plot(_rows(load_folder(os.path.join(root, "results", block.name))[0]), METRICS, png)
+        if not check and bodies:
+            new = BLOCK.sub(lambda m: f"<!-- results {m.group('name')} -->\n{bodies[m.group('name')]}"
+                                      "<!-- /results -->", text)
+            if new != text:
+                from recgoat_core.feature_files import atomic_write
+
+                atomic_write(path, lambda f: f.write(new.encode("utf-8")), suffix=".tmp")
+    return changed

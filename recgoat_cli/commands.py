@@ -227,7 +227,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _resolve_model(model)
     tuned = _load_tuned(args.tuned) if args.tuned else None
     specs = build_specs(args.datasets, args.models, args.seeds, _bench_common(args), configs, args.ablations,
-                        args.gamma or (), tuned, align=args.align)
+                        args.gamma or (), tuned, align=args.align, tag=args.tag)
     if tuned:
         _warn_unused_tuned(args.tuned, tuned, specs)
     title = f"`{_command(args)}`"
@@ -368,6 +368,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def _record_command(out: str, command: str) -> None:
     """Append the command to ``OUT/commands.txt`` (once): what a committed results folder says it ran."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        return  # (the run's folder checks name that error)
     path = os.path.join(out, "commands.txt")
     seen = []
     if os.path.isfile(path):

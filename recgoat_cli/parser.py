@@ -148,6 +148,9 @@ def _add_bench(sub) -> None:
     bench.add_argument("--gamma", type=float, nargs="*", action="extend", help="γ sensitivity sweep: modality weight values")
     bench.add_argument("--tuned", default=None, metavar="BEST.yaml",
                        help="per dataset and model settings from `recgoat tune` (those rows are labelled tuned)")
+    bench.add_argument("--tag", default="", metavar="NAME",
+                       help="name this command's settings (e.g. its --set): part of each run's key and label, so "
+                            "variants of one model share an --out as rows of their own")
     bench.add_argument("--reuse", nargs="*", action="extend", metavar="DIR",
                        help="earlier --out folders: a finished run there with identical settings is copied, not trained")
     _add_budget(bench, epochs=300, out="bench_runs")

@@ -63,7 +63,7 @@ class ItemAccess:
     vector; ``kind == "embedding"``: the ``nn.Embedding`` attribute ``attribute`` is the item table.
     ``summed_loss``: the backbone's ranking loss is a *sum* over the batch, not a mean (SGL's BPR); the alignment
     terms (means) are then multiplied by the batch size, so that λ_c weighs them against the ranking loss as it
-    does on a mean-reduced backbone (unscaled, they were ~1/2048 of SGL's gradient: SGL+Align trained as SGL).
+    does on a mean-reduced backbone (unscaled, they would be 1/batch-size of their weight against SGL's sum).
     """
 
     kind: str

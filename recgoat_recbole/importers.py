@@ -404,8 +404,8 @@ def _write_and_swap(frame: pd.DataFrame, name: str, dst: str, features: dict[str
             "valid_metric": "NDCG@10",
             # full ranking scores eval_batch_size // n_items users per batch: 64 of them, not one
             "eval_batch_size": eval_batch_size(n_items),
-            # early stopping patience: at RecBole's 10, LightGCN and FREEDOM stop in an early validation dip
-            # on Amazon Scientific (docs/results.md); 50 for every model
+            # early stopping patience, 50 for every model: at RecBole's 10, LightGCN and FREEDOM stopped in an
+            # early validation dip on Amazon Scientific in an earlier round (no record of those runs was kept)
             "stopping_step": 50,
         }
         body = (_DATA_PATH_NOTE + yaml.safe_dump(config, sort_keys=False)).encode("utf-8")

@@ -11,7 +11,8 @@ by :class:`~recgoat_recbole.dataset.FeatureDataset` for every model that reads f
 (no effect on what is computed, only on memory and time).
 
 ``recbole_configs/paper.yaml`` is the paper's configuration; the defaults here are the settings we recommend,
-chosen on validation (docs/results.md).
+chosen on validation in an earlier round whose runs were not kept as records (being re-measured under the
+protocol of docs/results.md).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ RECGOAT_KEYS: tuple[Key, ...] = (
     Key("rating_temperature", 4.0, POSITIVE, PAPER,
         "t in `w_ui = |N_u| softmax((r_ui − r̄_u)/t)`"),
     Key("id_ssl_weight", 0.0, WEIGHT, EXTENSION,
-        "our extension: λ_ssl of SGL's graph contrast on the ID branch. Each epoch two edge-dropout subgraphs of the user–item graph are drawn; InfoNCE between the ID branch propagated over each, for the batch's distinct users and positive items (in-batch negatives). 0 = off. The ablation is in docs/results.md"),
+        "our extension: λ_ssl of SGL's graph contrast on the ID branch. Each epoch two edge-dropout subgraphs of the user–item graph are drawn; InfoNCE between the ID branch propagated over each, for the batch's distinct users and positive items (in-batch negatives). 0 = off"),
     Key("id_ssl_temperature", 0.5, POSITIVE, EXTENSION,
         "its τ (SGL's `ssl_tau`)"),
     Key("id_ssl_drop_ratio", 0.1, PROB, EXTENSION,
@@ -86,7 +87,7 @@ RECGOAT_KEYS: tuple[Key, ...] = (
     Key("knn_chunk_size", 2048, integer(1), PERFORMANCE,
         "rows per similarity block (memory O(chunk · I))"),
     Key("use_gat", False, BOOL, PAPER,
-        "the GAT over each modality's kNN graph (the paper: true, `recbole_configs/paper.yaml`); false, the default, uses the projected features without graph propagation: the GAT views cost quality on Amazon Scientific and TikTok (docs/results.md)"),
+        "the GAT over each modality's kNN graph (the paper: true, `recbole_configs/paper.yaml`); false, the default, uses the projected features without graph propagation"),
     Key("item_graph_layers", 0, integer(0), EXTENSION,
         "**our extension**, after FREEDOM: the item ID embeddings propagated this many times over the fused, frozen, symmetric-normalised kNN graph of the modalities (`knn_k`) and added to the LightGCN item output; 0 = off"),
     Key("item_graph_weights", None, None, EXTENSION,
@@ -132,13 +133,13 @@ RECGOAT_KEYS: tuple[Key, ...] = (
     Key("wasserstein_sample_size", 128, integer(1), PAPER,
         "batch items the W term uses (Sinkhorn is O(n²) per iteration)"),
     Key("align_detach_target", False, BOOL, EXTENSION,
-        "true: stop-gradient on the unified z in CMCL and W, so the alignment moves only the LM views towards the ID space and never pulls the ID embeddings towards the content. On ml-100k the un-detached pull is where the gain comes from; on TikTok it hurts, and detaching makes the terms neutral (docs/results.md)"),
+        "true: stop-gradient on the unified z in CMCL and W, so the alignment moves only the LM views towards the ID space and never pulls the ID embeddings towards the content"),
     Key("align_target", "output", choice("output", "embedding"), EXTENSION,
         "our extension: `embedding` aligns the views with the layer-0 item embedding table (as `BPR+Align` does) instead of the fused, propagated item vectors of the paper"),
     Key("align_gate", True, BOOL, EXTENSION,
         "our extension: before training, each modality's co-occurrence lift is measured on the training split (how much more often an item's k feature neighbours share a user with it than random items do, `recgoat_core/feature_signal.py`); modalities below `align_gate_min_lift` get no CMCL / W terms. on by default (the paper has no gate: `recbole_configs/paper.yaml` turns it off)"),
     Key("align_gate_min_lift", 2.0, number(1), EXTENSION,
-        "the lift a modality needs under `align_gate` (TikTok's image and audio: 1.1–1.2; Amazon Scientific's text and image: 3.9–6.2)"),
+        "the lift a modality needs under `align_gate` (each run logs every modality's lift)"),
     Key("align_gate_fallback", "none", choice("none", "embedding"), EXTENSION,
         "our extension, with `align_gate`: `embedding` aligns a modality the gate closes with the layer-0 item embedding table (as `align_target: embedding`) instead of not at all. RecGOAT only; the plugin treats a closed modality as off"),
     Key("match_scale", True, BOOL, EXTENSION,

@@ -32,8 +32,8 @@ class CachedScoring:
         """Changes whenever any parameter or buffer does: in-place updates (optimiser steps,
         ``load_state_dict``'s copies) bump a tensor's version counter; a swapped tensor changes its storage.
 
-        The tensors are listed once (walking the module tree costs 80 µs on RecGOAT, called per evaluation
-        batch: a third of a MovieLens full-sort pass) and listed again after anything that can swap one:
+        The tensors are listed once (not per evaluation batch: walking the module tree every call would
+        cost time on every batch) and listed again after anything that can swap one:
         ``train()``/``eval()`` (every ``Trainer.evaluate`` and ``fit`` epoch), ``load_state_dict`` (also with
         ``assign=True``) and ``.to()``/``.cuda()``/``.half()`` (``_apply``)."""
         if self._tracked is None:

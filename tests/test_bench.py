@@ -25,9 +25,22 @@ def test_bench_smoke_writes_tables_and_resumes(mini_ml, capsys):
     record = json.load(open("bench/runs/ml-mini__RecGOAT__seed1.json"))
     assert record["epochs"] == 1 and record["peak_mib"] > 0 and record["epoch_s"] > 0
     assert open("bench/results.md").readline().strip() == "`recgoat " + " ".join(argv) + "`"  # the real argv
+    assert open("bench/commands.txt").read() == "recgoat " + " ".join(argv) + "\n"
+    # the raw record: the budget, the validation curve, every test user's metrics
+    assert record["epochs_cap"] == 1 and record["best_epoch"] == 1 and len(record["valid_curve"]) == 1
+    from recgoat_recbole.bench.stats import decode_per_user
+
+    per_user = decode_per_user(record["per_user"])
+    assert abs(per_user["ndcg@10"].mean() - record["test"]["ndcg@10"]) < 1e-4
+    table = open("bench/results.md").read().split("\n", 1)[1]
+    assert "vs best other (NDCG@10)" in table and ", p = " in table and "‡ the cap binds" in table
     capsys.readouterr()
     assert main(argv) == 0  # second time: nothing re-trained
     assert capsys.readouterr().out.count("done earlier, reused") == 2
+    # --report-only rebuilds the same table from the records alone
+    assert main(argv + ["--report-only"]) == 0
+    assert open("bench/results.md").read().split("\n", 1)[1] == table
+    assert open("bench/commands.txt").read() == "recgoat " + " ".join(argv) + "\n"  # (report-only trains nothing)
     # --report-only trains nothing: BPR has no run, so it is listed and left out of the tables
     assert main(argv[:7] + ["BPR"] + argv[7:] + ["--report-only"]) == 0
     out = capsys.readouterr().out
@@ -168,3 +181,18 @@ def test_bench_is_quiet_shows_epochs_and_ends_with_one_block(mini_ml, capfd):
         assert word in block
     assert main(argv[:-1] + ["bench-v", "--verbose"]) == 0
     assert "epoch 1 training" in capfd.readouterr().err
+
+
+def test_tag_makes_variants_of_a_model_rows_of_their_own(tmp_path):
+    """`recgoat bench --set use_gat=true --tag gat` and the defaults share one --out: other keys, other labels
+    (without the tag the second command would stop at the first one's records: other settings)."""
+    from recgoat_recbole.bench.design import build_specs
+
+    yaml_file = tmp_path / "d.yaml"
+    yaml_file.write_text("dataset: d\n")
+    plain = build_specs(["d"], ["RecGOAT"], [1], {}, {"d": str(yaml_file)})
+    tagged = build_specs(["d"], ["RecGOAT"], [1], {"use_gat": True}, {"d": str(yaml_file)}, tag="gat")
+    tuned = build_specs(["d"], ["RecGOAT"], [1], {}, {"d": str(yaml_file)}, tuned={"d": {"RecGOAT": {"k": 1}}},
+                        tag="gat")
+    assert plain[0].key != tagged[0].key and tagged[0].label == "RecGOAT (gat)"
+    assert tuned[0].label == "RecGOAT (tuned, gat)" and tuned[0].key not in (plain[0].key, tagged[0].key)

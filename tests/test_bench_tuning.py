@@ -152,3 +152,16 @@ def test_a_failed_run_does_not_stop_the_others(mini_ml):
     with pytest.raises(RuntimeError, match=r"1 of 2 runs failed: ml-mini__Pop__seed1;"):
         run_all([broken, fine], "bench", verbose=False, jobs=2)
     assert os.listdir("bench/runs") == [f"{fine.key}.json"]
+
+
+def test_a_choice_on_the_edge_of_its_grid_is_named_under_the_table():
+    from recgoat_recbole.bench.design import RunSpec
+    from recgoat_recbole.bench.tuning import grid_points, on_edges, tuning_table
+
+    grid = [(RunSpec("d", "FREEDOM", 1, str(p), ("x.yaml",), p), p)
+            for p in grid_points({"dropout": [0.5, 0.7, 0.8], "reg_weight": [1e-4, 1e-3, 1e-2]})]
+    inside = {"d": {"FREEDOM": {"dropout": 0.7, "reg_weight": 1e-3}}}
+    edge = {"d": {"FREEDOM": {"dropout": 0.8, "reg_weight": 1e-3}}}
+    assert on_edges(inside, grid) == {} and on_edges(edge, grid) == {("d", "FREEDOM"): ["dropout"]}
+    assert "On the edge: FREEDOM on d chose the smallest or largest value of dropout" in tuning_table([], grid, edge)
+    assert "On the edge" not in tuning_table([], grid, inside)

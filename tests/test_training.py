@@ -90,6 +90,15 @@ def test_recgoat_run_goes_through_run_training_and_prints_what_run_recbole_retur
     assert printed == expected
     assert result.as_run_recbole() == reference
 
+    # what the run records besides: the validation curve and every test user's metrics, whose means are
+    # RecBole's reported test metrics (RecBole rounds to 4 digits)
+    assert result.valid_curve == [(1, pytest.approx(result.best_valid_score))] and result.best_epoch == 1
+    per_user = result.per_user
+    assert set(per_user) == {"user_id", "ndcg@10", "recall@20"}
+    assert len(per_user["user_id"]) == len(set(per_user["user_id"].tolist())) > 50
+    for name in ("ndcg@10", "recall@20"):
+        assert round(float(per_user[name].mean()), 4) == pytest.approx(float(result.test_result[name]), abs=1e-4)
+
 
 def test_epoch_timer_records_every_epoch_and_calls_back():
     seen = []

@@ -133,12 +133,14 @@ def with_aligned(dataset: str, models: Sequence[str], config_files: Sequence[str
 def build_specs(datasets: Sequence[str], models: Sequence[str] | None, seeds: Sequence[int], common: dict[str, Any],
                 configs: dict[str, str] | None = None, ablations: bool = False,
                 gammas: Sequence[float] = (), tuned: dict[str, dict[str, dict]] | None = None,
-                log: Callable[[str], Any] | None = None, align: bool = False) -> list[RunSpec]:
+                log: Callable[[str], Any] | None = None, align: bool = False, tag: str = "") -> list[RunSpec]:
     """One spec per dataset x (model | ablation | γ) x seed. ``tuned`` (``{dataset: {model: settings}}``, as
     ``recgoat tune`` writes) adds those settings to the models it names, tagged ``tuned``. ``models=None`` (or
     exactly :data:`DEFAULT_MODELS`) is the default selection: RecGOAT, the built-ins, and FREEDOM and LGMRec on
     the datasets with item features (:func:`models_for_dataset`). ``align`` adds ``<Backbone>+Align`` after
-    each alignable backbone (:func:`with_aligned`)."""
+    each alignable backbone (:func:`with_aligned`). ``tag`` (``--tag``) names this command's settings (its
+    ``--set``): it is part of every run's key and label, so runs of the same model with other settings sit in
+    the same output folder as rows of their own."""
     specs = []
     for dataset in datasets:
         files = ((configs or {}).get(dataset) or find_config(dataset),)
@@ -149,13 +151,15 @@ def build_specs(datasets: Sequence[str], models: Sequence[str] | None, seeds: Se
         for seed in seeds:
             for model in dataset_models:
                 if model in chosen:
-                    specs.append(RunSpec(dataset, model, seed, "", files, {**common, **chosen[model]}, "tuned"))
+                    label = ", ".join(t for t in ("tuned", tag) if t)
+                    specs.append(RunSpec(dataset, model, seed, "", files, {**common, **chosen[model]}, label))
                 else:
-                    specs.append(RunSpec(dataset, model, seed, "", files, dict(common)))
+                    specs.append(RunSpec(dataset, model, seed, "", files, dict(common), tag))
             if ablations:
                 for name, extra in ABLATIONS.items():
-                    specs.append(RunSpec(dataset, "RecGOAT", seed, f"ablation: {name}", files, {**common, **extra}))
+                    specs.append(RunSpec(dataset, "RecGOAT", seed, f"ablation: {name}", files, {**common, **extra},
+                                         tag))
             for gamma in gammas:
                 extra = {"fusion_gamma": float(gamma)}
-                specs.append(RunSpec(dataset, "RecGOAT", seed, f"gamma={gamma:g}", files, {**common, **extra}))
+                specs.append(RunSpec(dataset, "RecGOAT", seed, f"gamma={gamma:g}", files, {**common, **extra}, tag))
     return specs

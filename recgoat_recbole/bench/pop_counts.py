@@ -2,8 +2,8 @@
 
 ``Pop.calculate_loss`` does ``item_cnt[item] = item_cnt[item] + 1``. With an item repeated in a batch, that
 assignment adds 1 once, so Pop counts "batches that contain the item", not interactions. Popular items tie at
-the number of batches, and the tie order follows the shuffling, so Pop's NDCG on TikTok moved from 0.0186 to
-0.0362 between two seeds. :func:`counting_every_interaction` counts with ``index_add_`` for the duration of
+the number of batches, and the tie order follows the shuffling, so Pop's metrics depend on the seed.
+:func:`counting_every_interaction` counts with ``index_add_`` for the duration of
 one run; ``import recgoat_recbole`` leaves RecBole's Pop as it is. The run's record says so (``adjusted``),
 and the bench's table prints it under the table.
 """

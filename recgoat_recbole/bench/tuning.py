@@ -8,7 +8,8 @@ config is reused there, not trained again.
 
 The default grids have nine points for every model with knobs: two knobs with three values each, or one knob
 with nine values. Each grid contains the default of every knob it varies (RecBole's model YAML, or
-recgoat_recbole/keys.py). Pop has no knob.
+recgoat_recbole/keys.py). Pop has no knob. A choice on the edge of its grid (the smallest or largest value of a
+knob) is named under the tuning table (:func:`on_edges`): extend the grid before using it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from recgoat_recbole.bench.design import RunSpec, models_for_dataset, with_align
 from recgoat_recbole.bench.execute import run_all
 from recgoat_recbole.bench.names import ALIGN_SUFFIX, DEFAULT_MODELS
 
-__all__ = ["GRIDS", "ALIGN_KNOB", "grid_for", "grid_points", "grid_specs", "choose", "load_grids", "write_choice", "tuning_table",
-           "run_grid", "GridRun"]
+__all__ = ["GRIDS", "ALIGN_KNOB", "grid_for", "grid_points", "grid_specs", "choose", "load_grids", "write_choice",
+           "tuning_table", "run_grid", "GridRun", "on_edges"]
 
 #: knob -> values per model: RecBole 1.2.1's config keys, 9 points each (the default of every knob included)
 GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -34,12 +35,13 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "SGL": {"ssl_tau": [0.1, 0.2, 0.5], "ssl_weight": [0.02, 0.05, 0.1]},
     "NCL": {"ssl_temp": [0.05, 0.1, 0.2], "ssl_reg": [1e-7, 1e-6, 1e-5]},
     "SimpleX": {"margin": [0.5, 0.7, 0.9], "negative_weight": [1, 10, 50]},
-    # the ID branch's depth, as LightGCN's grid, and λ_c: CMCL carries RecGOAT's gain on ml-100k
-    # (docs/results.md, "Ablations"). Where the YAML turns CMCL off, pass a grid (benchmarks/grids/tiktok.yaml).
+    # the ID branch's depth, as LightGCN's grid, and λ_c, the weight of RecGOAT's contrastive alignment.
+    # Where the YAML turns CMCL off, pass a grid (benchmarks/grids/tiktok.yaml).
     "RecGOAT": {"n_layers": [1, 2, 3], "cmcl_weight": [0.016, 0.032, 0.064]},
-    # MMRec's FREEDOM grid is dropout {0.8, 0.9} x reg_weight {0, 1e-5, 1e-4, 1e-3}; as 3 x 3: a milder
-    # pruning added, and 1e-5 (indistinguishable from 0 at this loss scale) left out
-    "FREEDOM": {"dropout": [0.7, 0.8, 0.9], "reg_weight": [0.0, 1e-4, 1e-3]},
+    # MMRec's FREEDOM grid is dropout {0.8, 0.9} x reg_weight {0, 1e-5, 1e-4, 1e-3}. Our earlier 3 x 3
+    # ({0.7, 0.8, 0.9} x {0, 1e-4, 1e-3}) chose dropout 0.7 and 1e-3 on Scientific validation: both on an edge
+    # (no record of those runs was kept). Extended past both edges, the defaults (0.8, 1e-4) kept:
+    "FREEDOM": {"dropout": [0.5, 0.7, 0.8], "reg_weight": [1e-4, 1e-3, 1e-2]},
     # LGMRec's per-dataset settings in MMRec differ most in the hyperedge count and the global weight α
     # (Baby 4 / 0.3, Sports 4 / 0.6, Clothing 64 / 0.2)
     "LGMRec": {"hyper_num": [4, 16, 64], "alpha": [0.2, 0.3, 0.6]},
@@ -214,9 +216,29 @@ class _locked:
             self.fd = None
 
 
+def on_edges(choice: Mapping[str, Mapping[str, dict]], grid: Sequence[GridRun]) -> dict[tuple[str, str], list[str]]:
+    """``{(dataset, model): [knob, ...]}``: the knobs whose chosen value is the smallest or largest of the grid's
+    values for it (grids of three values or more, numeric values): the search may have stopped short, and the
+    grid must be extended past that edge before the choice is used."""
+    values: dict[tuple[str, str], dict[str, set]] = {}
+    for spec, point in grid:
+        for knob, value in point.items():
+            values.setdefault((spec.dataset, spec.model), {}).setdefault(knob, set()).add(value)
+    out: dict[tuple[str, str], list[str]] = {}
+    for dataset, models in choice.items():
+        for model, point in models.items():
+            for knob, value in point.items():
+                seen = values.get((dataset, model), {}).get(knob, set())
+                numeric = [v for v in seen if isinstance(v, (int, float)) and not isinstance(v, bool)]
+                if len(numeric) >= 3 and len(numeric) == len(seen) and value in (min(numeric), max(numeric)):
+                    out.setdefault((dataset, model), []).append(knob)
+    return out
+
+
 def tuning_table(records: Sequence[dict], grid: Sequence[GridRun], choice: Mapping[str, Mapping[str, dict]],
                  metric: str = "ndcg@10") -> str:
-    """Markdown: every grid point's mean *validation* ``metric`` over its finished seeds, the chosen one in bold."""
+    """Markdown: every grid point's mean *validation* ``metric`` over its finished seeds, the chosen one in bold;
+    under it, each chosen point on an edge of its grid (:func:`on_edges`)."""
     lines = [f"| dataset | model | setting | valid {metric} | seeds |", "| --- | --- | --- | --- | --- |"]
     for (dataset, model, label), (point, values, _) in _scores(records, grid, metric).items():
         if not values:
@@ -225,6 +247,12 @@ def tuning_table(records: Sequence[dict], grid: Sequence[GridRun], choice: Mappi
         if choice.get(dataset, {}).get(model) == point:
             cell = f"**{cell}**"
         lines.append(f"| {dataset} | {model} | {label.removeprefix('tune: ')} | {cell} | {len(values)} |")
+    edges = on_edges(choice, grid)
+    if edges:
+        lines.append("")
+        lines += [f"On the edge: {model} on {dataset} chose the smallest or largest value of {', '.join(knobs)}: "
+                  "extend the grid past it (`--grid FILE`) before using this choice." for (dataset, model), knobs
+                  in edges.items()]
     return "\n".join(lines)
 
 

@@ -1,0 +1,104 @@
+"""Results as code: the docs' result tables are generated blocks, rebuilt from committed run records
+(recgoat_recbole.bench.docs, `recgoat results`), and the committed docs match what their records give."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from recgoat_cli import main
+from recgoat_recbole.bench.docs import ResultsError, find_blocks, image_path, regenerate
+from recgoat_recbole.bench.stats import encode_per_user
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _doc_files(root: str) -> list[str]:
+    return [p for p in [os.path.join(root, "README.md"), *sorted(glob.glob(os.path.join(root, "docs", "*.md")))]
+            if os.path.isfile(p)]
+
+
+def test_the_committed_docs_are_what_their_records_regenerate():
+    """Every generated block of README.md and docs/*.md equals what `recgoat results` rebuilds from
+    results/NAME/runs, and its figure exists. On failure: run `recgoat results` and commit the result."""
+    files = _doc_files(ROOT)
+    blocks = [b for path in files for b in find_blocks(path)]
+    assert any(b.name for b in blocks), "docs/results.md has no generated block"
+    assert regenerate(files, ROOT, check=True) == []
+
+
+def _write_folder(root, name: str, values: dict[str, float], users: int = 200) -> None:
+    runs = root / "results" / name / "runs"
+    runs.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for model, level in values.items():
+        for seed in (1, 2):
+            per = np.clip(level + rng.normal(0, 0.1, users), 0, 1)
+            mean = float(per.mean())
+            record = {"dataset": "toy", "model": model, "label": model, "seed": seed, "key": f"toy__{model}__{seed}",
+                      "test": {"recall@10": mean, "ndcg@10": mean, "recall@20": mean, "ndcg@20": mean},
+                      "valid": {"ndcg@10": mean}, "epochs": 12, "epoch_s": 0.5, "total_s": 9.0, "peak_mib": 300.0,
+                      "device": "cpu", "epochs_cap": 100, "stopping_step": 5, "model_type": "GENERAL",
+                      "valid_curve": [[e, min(e, 7) / 10] for e in range(1, 13)], "recgoat_version": "0.1.0",
+                      "git_commit": "a" * 40, "signature": "not ours",
+                      "per_user": encode_per_user({"user_id": np.arange(1, users + 1), "ndcg@10": per,
+                                                   "recall@20": per})}
+            (runs / f"{record['key']}.json").write_text(json.dumps(record))
+    (root / "results" / name / "commands.txt").write_text(f"recgoat bench --datasets toy --out results/{name}\n")
+
+
+def test_blocks_are_rebuilt_from_the_records_and_the_prose_is_kept(tmp_path, capsys):
+    _write_folder(tmp_path, "toy-run", {"Strong": 0.5, "Weak": 0.3})
+    (tmp_path / "docs").mkdir()
+    doc = tmp_path / "docs" / "results.md"
+    doc.write_text("# Results\n\nProse before.\n\n<!-- results toy-run -->\nstale table\n<!-- /results -->\n\n"
+                   "Prose after.\n")
+    assert regenerate([str(doc)], str(tmp_path), check=True) == [f"{doc}: toy-run"]
+    assert "stale table" in doc.read_text()  # --check writes nothing
+
+    assert main(["results", "--root", str(tmp_path)]) == 0
+    text = doc.read_text()
+    assert text.startswith("# Results\n\nProse before.\n\n<!-- results toy-run -->\n") and text.endswith(
+        "<!-- /results -->\n\nProse after.\n")
+    assert "stale table" not in text and "recgoat bench --datasets toy --out results/toy-run" in text
+    strong = next(line for line in text.splitlines() if line.startswith("| toy | Strong"))
+    assert "vs Weak, p = " in strong and "± " in strong  # the test against the best other, mean ± std
+    assert text.index("| toy | Strong") < text.index("| toy | Weak")  # best first
+    assert "The cap binds nowhere" in text and "†" not in text  # committed records: no signature marks
+    assert "![results/toy-run](img/results-toy-run.png)" in text
+    assert os.path.isfile(image_path(str(tmp_path), "toy-run"))
+    assert main(["results", "--root", str(tmp_path), "--check"]) == 0
+
+    # a record changed after the docs were built: the check names the block
+    path = sorted((tmp_path / "results" / "toy-run" / "runs").glob("*.json"))[0]
+    record = json.loads(path.read_text())
+    record["test"]["ndcg@10"] += 0.01
+    path.write_text(json.dumps(record))
+    assert main(["results", "--root", str(tmp_path), "--check"]) == 1
+    assert "differs from its records: " in capsys.readouterr().err
+    # a missing figure counts too
+    main(["results", "--root", str(tmp_path)])
+    os.remove(image_path(str(tmp_path), "toy-run"))
+    assert regenerate([str(doc)], str(tmp_path), check=True) == [f"{doc}: toy-run"]
+
+
+def test_a_block_naming_no_folder_is_one_error_line(tmp_path, capsys):
+    doc = tmp_path / "README.md"
+    doc.write_text("<!-- results nowhere -->\n<!-- /results -->\n")
+    with pytest.raises(ResultsError, match="nowhere"):
+        regenerate([str(doc)], str(tmp_path), check=True)
+    assert main(["results", "--root", str(tmp_path), str(doc)]) == 2
+    assert capsys.readouterr().err.startswith("recgoat: error: ")
+
+
+def test_bench_writes_the_command_a_results_folder_was_made_by(tmp_path, monkeypatch):
+    from recgoat_cli import commands
+
+    monkeypatch.chdir(tmp_path)
+    commands._record_command("out", "recgoat bench --datasets a")
+    commands._record_command("out", "recgoat bench --datasets a")
+    commands._record_command("out", "recgoat bench --datasets b")
+    assert (tmp_path / "out" / "commands.txt").read_text() == "recgoat bench --datasets a\nrecgoat bench --datasets b\n"

@@ -233,6 +233,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     title = f"`{_command(args)}`"
     if args.report_only:
         title += " (tables from the finished runs only)"
+    both = sorted(set(_tuning_seeds(args.tuned)) & set(args.seeds)) if args.tuned else []
+    if both:
+        seeds = ", ".join(map(str, both))
+        note = (f"seed{'s' if len(both) > 1 else ''} {seeds} chose the settings of {args.tuned} on validation and "
+                "also count in the tuned rows' test means, which favours them: report other seeds")
+        print(f"recgoat: warning: {note}", file=sys.stderr)
+        title += f"\n\nWarning: {note}."
     for folder in args.reuse or []:  # only the folders named: --tuned DIR/best.yaml reuses nothing by itself
         if not os.path.isdir(folder):
             raise UserError(f"--reuse {folder}: no such folder")
@@ -240,6 +247,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _record_command(args.out, _command(args))
     _run_suite(specs, args.out, title, train=not args.report_only, jobs=args.jobs, reuse_from=args.reuse or [])
     return 0
+
+
+def _tuning_seeds(path: str) -> list[int]:
+    """The ``--seeds`` of the ``recgoat tune`` commands that wrote ``best.yaml`` (its comment lines name them)."""
+    seeds: list[int] = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line[2:] for line in f if line.startswith("# ")]
+    except OSError:
+        return seeds
+    for line in lines:
+        _, found, command = line.partition("recgoat tune ")
+        if not found:
+            continue
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            continue
+        taking = False
+        for word in words:
+            if word == "--seeds":
+                taking = True
+            elif word.startswith("-"):
+                taking = False
+            elif taking and word.lstrip("-").isdigit():
+                seeds.append(int(word))
+    return seeds
 
 
 def _warn_unused_tuned(path: str, tuned: dict[str, dict[str, dict[str, Any]]], specs: Sequence[Any]) -> None:

@@ -132,8 +132,12 @@ def test_tune_then_bench_tuned_end_to_end(mini_ml, capsys):
     bench = ["bench", "--datasets", "ml-mini", "--config", "ml-mini=mini.yaml", "--models", "LightGCN", "EASE",
              "--seeds", "1", "2", "--epochs", "1", "--tuned", "tune/best.yaml", "--reuse", "tune", "--out", "bench"]
     assert main(bench) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert out.count("is finished, reused") == 2 and out.count(": running ...") == 2  # seed 2 of each model
+    # seed 1 chose the settings and counts in the test means: said on the console and above the table
+    assert "recgoat: warning: seed 1 chose the settings of tune/best.yaml" in captured.err
+    assert "Warning: seed 1 chose the settings" in open("bench/results.md").read()
     rows = pd.read_csv("bench/results.csv")
     assert sorted(set(rows["model"])) == ["EASE (tuned)", "LightGCN (tuned)"] and len(rows) == 4
     assert "--tuned tune/best.yaml" in open("bench/results.md").read()

@@ -328,18 +328,22 @@ def _plot(rows: Sequence[dict], metrics: Sequence[str], path: str) -> None:
                 marks = [" *" if r.get("test_vs") and r["test_vs"][1].significant else "" for r in sub]
             ax.bar_label(bars, labels=[f"{v:.3f}{m}" for v, m in zip(values, marks)], padding=2, fontsize=7)
             top = max(top, *(v + e for v, e in zip(values, errors) if not math.isnan(v)))
-        ax.set_ylim(0, top * 1.18 if top > 0 else 1)
+        ax.set_ylim(0, top * 1.3 if top > 0 else 1)  # (the top band: the values and the legend)
         ax.set_xticks(range(len(sub)), [r["model"] for r in sub], rotation=45, ha="right", fontsize=8)
         ax.set_title(dataset)
         ax.set_ylabel("test metric")
         ax.legend(handles=[Patch(facecolor="#bdc3c7", edgecolor="white", hatch=hatches[k % len(hatches)], label=m)
-                           for k, m in enumerate(metrics)], fontsize=7, loc="lower right")
+                           for k, m in enumerate(metrics)], fontsize=7, loc="upper center",
+                  ncol=len(metrics), frameon=False)
     note = ("Test split, model chosen on validation; " +
             ("1 seed: single values, no error bars" if all(r["seeds"] == 1 for r in rows)
              else "error bars: std over seeds (" + _seeds_phrase(rows) + ")") +
             f"; * {_name(SIGNIFICANCE[0])} differs from the best other model's, p < {SIGNIFICANCE[1]:g} "
             "(paired Wilcoxon over test users)")
-    fig.text(0.5, 0.01, note, ha="center", fontsize=8)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    import textwrap
+
+    lines = textwrap.wrap(note, width=max(60, int(fig.get_figwidth() * 15)))
+    fig.text(0.5, 0.01, "\n".join(lines), ha="center", va="bottom", fontsize=8)
+    fig.tight_layout(rect=(0, 0.035 * (len(lines) + 0.5), 1, 1))
     fig.savefig(path, dpi=120, metadata={"Software": None})  # (no version stamp: the same records, the same file)
     plt.close(fig)

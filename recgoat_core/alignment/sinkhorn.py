@@ -19,7 +19,7 @@ When the costs are *bounded* relative to ε -- :math:`(\max C - \min C)/\varepsi
 the scaling domain instead (``method="scaling"``, or ``"auto"``):
 :math:`K = e^{-(C - \min C)/\varepsilon},\ u \leftarrow a / Kv,\ v \leftarrow b / K^\top u`, the plan
 :math:`\mathrm{diag}(u) K \mathrm{diag}(v)`: two matrix-vector products per iteration instead of two log-sum-exps
-over the whole matrix (5-10x faster), where :math:`K \ge e^{-\text{limit}}` keeps every quotient finite and the
+over the whole matrix, where :math:`K \ge e^{-\text{limit}}` keeps every quotient finite and the
 iterates :math:`u = e^{f/\varepsilon}` are those of the log-domain solver up to rounding. Convergence is checked
 every ``check_every`` iterations (a host sync on a GPU), on the row marginal :math:`u \odot Kv` that the next
 update computes anyway.

@@ -13,8 +13,8 @@ each aligned modality and the unified representation; the authors' code omits th
 ``lambda_ot``.
 
 The costs of normalised points lie in [0, 2], so for ε ≥ 2/30 the plan comes from the scaling-domain solver in
-float32 (and for ε ≥ 2/50 in float64; ``method="auto"`` of :func:`~recgoat_core.alignment.sinkhorn.sinkhorn_plan`,
-5-10x faster than the log domain); smaller ε, or unnormalised clouds with a wide cost range, use the log domain in
+float32 (and for ε ≥ 2/50 in float64; ``method="auto"`` of :func:`~recgoat_core.alignment.sinkhorn.sinkhorn_plan`:
+matrix-vector products instead of log-sum-exps); smaller ε, or unnormalised clouds with a wide cost range, use the log domain in
 float64 as before.
 """
 

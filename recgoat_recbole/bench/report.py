@@ -230,8 +230,10 @@ def budget_notes(rows: Sequence[dict]) -> list[str]:
                    if r.get("model_type") != "TRADITIONAL" and isinstance(r.get("epochs_cap"), int)})
     lines = []
     if caps:
+        closed = sorted({row["model"] for row in rows for r in row.get("runs", [])
+                         if r.get("model_type") == "TRADITIONAL"})
         lines.append("Budget: " + "; ".join(f"at most {cap} epochs, patience {patience}" for cap, patience in caps) +
-                     " (closed-form models: one pass).")
+                     (f" ({', '.join(closed)}: closed form, one pass)." if closed else "."))
     bound = [r for r in rows if r.get("cap_binds")]
     if bound:
         lines.append("‡ the cap binds: " + "; ".join(f"{r['model']} on {r['dataset']} ({r['cap_binds']} of "

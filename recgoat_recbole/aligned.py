@@ -44,7 +44,7 @@ from recgoat_recbole.dataset import FeatureContractError, features_for_model, mo
 from recgoat_recbole.keys import defaults, rules
 from recgoat_recbole.patches.model_lookup import recbole_model
 
-__all__ = ["aligned", "is_aligned_name", "BACKBONES", "SUFFIX", "AlignedRecommender"]
+__all__ = ["aligned", "is_aligned_name", "BACKBONES", "SUFFIX", "AlignedRecommender", "ItemAccess", "subclass"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,12 @@ class ItemAccess:
     attribute: str = "item_embedding"
     args: Callable[[Any], tuple] = lambda model: ()
     summed_loss: bool = False
+    #: how many of the backbone's last loss terms must stay last: NCLTrainer drops ``losses[-1]`` (NCL's
+    #: prototype term) during its warm-up epochs, so the alignment terms go before it
+    trailing_terms: int = 0
+    #: ``(attribute, layout)`` of the backbone's normalised user–item graph, for RecGOAT's rating-aware graph
+    #: (layout ``"csr"`` or ``"coo"``: NGCF's node dropout reads ``_indices()``); ``None``: no such graph to swap
+    graph: tuple[str, str] | None = None
 
     @property
     def fusable(self) -> bool:
@@ -79,10 +85,10 @@ class ItemAccess:
 
 #: the backbones tested end to end (tests/test_aligned.py); others are tried by the rules of :func:`_access_for`
 BACKBONES: dict[str, ItemAccess] = {
-    "LightGCN": ItemAccess("forward"),
-    "NGCF": ItemAccess("forward"),
+    "LightGCN": ItemAccess("forward", graph=("norm_adj_matrix", "csr")),
+    "NGCF": ItemAccess("forward", graph=("norm_adj_matrix", "coo")),
     "SGL": ItemAccess("forward", args=lambda model: (model.train_graph,), summed_loss=True),
-    "NCL": ItemAccess("forward"),
+    "NCL": ItemAccess("forward", trailing_terms=1, graph=("norm_adj_mat", "csr")),
     "BPR": ItemAccess("embedding", attribute="item_embedding"),
     "SimpleX": ItemAccess("embedding", attribute="item_emb"),
 }
@@ -127,14 +133,33 @@ class AlignedRecommender:
     backbone: type
     access: ItemAccess
 
+    #: the config keys this class reads, checked when it is built
+    rules = ALIGN_RULES
+
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
+        self._adopt_backbone(config, dataset)
+        validate(config, self.rules)
+        features, profiles = features_for_model(config, dataset)
+        self._check_inputs(config, features, profiles)
+        dim = self._item_table_for_dim().shape[1]
+        heads = config["gat_heads"]
+        if config["use_gat"] and dim % heads:
+            raise ConfigError(f"{type(self).__name__}: gat_heads ({heads}) must divide the item vector size of "
+                              f"{self.backbone.__name__} ({dim})")
+        self.alignment = self._build_alignment(config, dataset, features, dim)
+        self._step: dict | None = None  # what the first forward() of a training step produced
+
+    # -------------------------------------------------------------------------------------------- hooks
+    def _adopt_backbone(self, config, dataset) -> None:
+        """Right after the backbone's ``__init__``: what a subclass changes on the backbone (RecGOAT: its graph)."""
+
+    def _check_inputs(self, config, features: dict, profiles) -> None:
+        """The plugin needs features, ignores profiles, and fuses only where the backbone returns every item."""
         name = type(self).__name__
-        validate(config, ALIGN_RULES)
         if config["id_only"]:
             raise ConfigError(f"{name}: id_only: true leaves the alignment no features; train "
                               f"{self.backbone.__name__} itself for an ID-only model")
-        features, profiles = features_for_model(config, dataset)
         if not features:
             raise FeatureContractError(
                 f"{name} needs item features: set item_modalities ({{name: file}}, e.g. {{text: text.npz}}, or "
@@ -146,19 +171,42 @@ class AlignedRecommender:
             raise ConfigError(f"{name}: fusion_gamma > 0 puts the feature views into the score, which needs a "
                               f"backbone whose forward() returns every item's vector; {self.backbone.__name__}'s "
                               f"does not: set fusion_gamma: 0 (the alignment losses still apply)")
-        table = self._item_table_for_dim()
-        dim = table.shape[1]
-        heads = config["gat_heads"]
-        if config["use_gat"] and dim % heads:
-            raise ConfigError(f"{name}: gat_heads ({heads}) must divide the item vector size of "
-                              f"{self.backbone.__name__} ({dim})")
+
+    def _build_alignment(self, config, dataset, features: dict, dim: int) -> FeatureAlignment:
+        """The feature views and their losses, sized to the backbone's item vectors (``dim``)."""
         tensors = {m: torch.as_tensor(x, dtype=torch.float32) for m, x in sorted(features.items())}
         settings = AlignmentSettings.from_config({**{k: config[k] for k in defaults("Align") if k != "fusion_gamma"},
                                                   "embedding_size": dim})  # (from_config ignores other keys)
         device = torch.device(config["device"]) if config["device"] is not None else torch.device("cpu")
-        gate = modality_gate(config, tensors, dataset, name)
-        self.alignment = FeatureAlignment(tensors, settings, build_device=device, modality_weights=gate)
-        self._step: dict | None = None  # what the first forward() of a training step produced
+        gate = modality_gate(config, tensors, dataset, type(self).__name__)
+        return FeatureAlignment(tensors, settings, build_device=device, modality_weights=gate)
+
+    def _passthrough(self) -> bool:
+        """True when ``forward`` is the backbone's own: nothing to blend, nothing to train this step."""
+        return self.align_gamma == 0 and (self._step is None or not self.alignment.has_loss)
+
+    def _step_views(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The views of a forward: all of them when they enter the score, else the aligned ones."""
+        return self.alignment.views(items, None if self.align_gamma > 0 else self.alignment.aligned)
+
+    def _fuse_output(self, out: tuple, views: dict[str, torch.Tensor]) -> tuple:
+        """The backbone's ``forward`` output with the views blended into its items (γ > 0)."""
+        if self.align_gamma > 0:
+            items = self.alignment.blend(out[self.access.index], views, self.align_gamma)
+            out = (*out[: self.access.index], items, *out[self.access.index + 1:])
+        return out
+
+    def _alignment_terms(self, step: dict | None, interaction) -> list[torch.Tensor]:
+        """CMCL / W between the step's views and the backbone's item vectors of the batch's positives."""
+        if self.access.kind == "embedding":
+            items = getattr(self, self.access.attribute).weight
+            views = self.alignment.views(items, self.alignment.aligned)
+        elif step is not None and "views" in step:
+            items, views = step["items"], step["views"]
+        else:
+            raise RuntimeError(f"{type(self).__name__}: {self.backbone.__name__}.calculate_loss did not call "
+                               f"forward(), so its item vectors could not be read")
+        return list(self.alignment.loss(views, items, interaction[self.ITEM_ID]))
 
     # ------------------------------------------------------------------------------------------- access
     def _item_table_for_dim(self) -> torch.Tensor:
@@ -185,19 +233,15 @@ class AlignedRecommender:
 
     def forward(self, *args, **kwargs):
         out = super().forward(*args, **kwargs)
-        nothing_to_do = self.align_gamma == 0 and (self._step is None or not self.alignment.has_loss)
-        if self.access.kind != "forward" or nothing_to_do:
+        if self.access.kind != "forward" or self._passthrough():
             return out  # nothing to blend, nothing to train: the backbone's own output
         step = self._step
         if step is not None and "views" in step:
             return out  # later forward calls of the same step (SGL's augmented graphs) stay the backbone's own
-        items = out[self.access.index]
-        views = self.alignment.views(items, None if self.align_gamma > 0 else self.alignment.aligned)
-        if self.align_gamma > 0:
-            items = self.alignment.blend(items, views, self.align_gamma)
-            out = (*out[: self.access.index], items, *out[self.access.index + 1:])
+        views = self._step_views(out[self.access.index])
+        out = self._fuse_output(out, views)
         if step is not None:
-            step.update(views=views, items=items)
+            step.update(views=views, items=out[self.access.index])
         return out
 
     def calculate_loss(self, interaction):
@@ -207,21 +251,14 @@ class AlignedRecommender:
             step = self._step
         finally:
             self._step = None
+        base = base if isinstance(base, tuple) else (base,)
         if not self.alignment.has_loss:  # every term off, or every modality gated off
-            return base if isinstance(base, tuple) else (base,)
-        if self.access.kind == "embedding":
-            items = getattr(self, self.access.attribute).weight
-            views = self.alignment.views(items, self.alignment.aligned)
-        elif "views" in step:
-            items, views = step["items"], step["views"]
-        else:
-            raise RuntimeError(f"{type(self).__name__}: {self.backbone.__name__}.calculate_loss did not call "
-                               f"forward(), so its item vectors could not be read")
-        terms = self.alignment.loss(views, items, interaction[self.ITEM_ID])
+            return base
+        terms = self._alignment_terms(step, interaction)
         if self.access.summed_loss:
             terms = [len(interaction) * t for t in terms]
-        base = base if isinstance(base, tuple) else (base,)
-        return (*base, *terms)
+        cut = len(base) - self.access.trailing_terms  # NCL's prototype term stays last (NCLTrainer's warm-up)
+        return (*base[:cut], *terms, *base[cut:])
 
 
 _CLASSES: dict[str, type] = {}
@@ -246,19 +283,24 @@ def aligned(backbone: str | type) -> type:
     name = base.__name__ + SUFFIX
     if name in _CLASSES:
         return _CLASSES[name]
-    access = _access_for(base)
-    cls = type(name, (AlignedRecommender, base), {
-        "backbone": base, "access": access, "__module__": __name__, "__qualname__": name,
-        "__doc__": f"{base.__name__} with the feature alignment of :mod:`recgoat_recbole.aligned`.",
-    })
-    recbole_yaml = _recbole_model_yaml(base.__name__)
+    cls = subclass(AlignedRecommender, base, name, name, __name__,
+                   f"{base.__name__} with the feature alignment of :mod:`recgoat_recbole.aligned`.")
+    recbole_yaml = recbole_model_yaml(base.__name__)
     registry.register_model(cls, FeatureDataset, [*([recbole_yaml] if recbole_yaml else []), defaults("Align")],
                             trainer_name=base.__name__)
     _CLASSES[name] = cls
     return cls
 
 
-def _recbole_model_yaml(name: str) -> str | None:
+def subclass(mixin: type, base: type, name: str, qualname: str, module: str, doc: str, **extra: Any) -> type:
+    """``type(name, (mixin, base), ...)`` with ``backbone = base`` and its :class:`ItemAccess`: the class
+    ``<Backbone>+Align`` and RecGOAT's ``RecGOAT[<Backbone>]`` (``module``'s ``__getattr__`` must resolve
+    ``qualname``, so that pickle finds it)."""
+    return type(name, (mixin, base), {"backbone": base, "access": _access_for(base), "__module__": module,
+                                      "__qualname__": qualname, "__doc__": doc, **extra})
+
+
+def recbole_model_yaml(name: str) -> str | None:
     import recbole
 
     path = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{name}.yaml")

@@ -22,7 +22,7 @@ from typing import Any
 
 from recgoat_recbole.config_check import BOOL, POSITIVE, PROB, WEIGHT, Rule, choice, integer, number
 
-__all__ = ["Key", "HOOK_KEYS", "RECGOAT_KEYS", "FREEDOM_KEYS", "LGMREC_KEYS", "MODELS", "keys_of", "defaults",
+__all__ = ["Key", "BACKBONE_NAMES", "REMOVED", "HOOK_KEYS", "RECGOAT_KEYS", "FREEDOM_KEYS", "LGMREC_KEYS", "MODELS", "keys_of", "defaults",
            "rules", "markdown", "GROUPS"]
 
 PAPER = "the paper's method"
@@ -61,37 +61,41 @@ HOOK_KEYS: tuple[Key, ...] = (
     Key("user_profile_feat", None, None, HOOK,
         "a feature file keyed by user token (`recgoat features profiles`), or `auto:template[:cols]` for the offline template profiles built from the training split"),
     Key("id_only", False, BOOL, HOOK,
-        "ignore every feature file: rating-weighted LightGCN (with `use_rating_weights: false`, plain LightGCN)"),
+        "ignore every feature file: RecGOAT is its backbone alone (rating-weighted where it applies; with `use_rating_weights: false`, the plain backbone)"),
 )
+
+#: the RecBole recommenders RecGOAT's ID branch can be (``recgoat_recbole.aligned.BACKBONES``; a test compares)
+BACKBONE_NAMES = ("LightGCN", "NGCF", "SGL", "NCL", "BPR", "SimpleX")
+
+#: keys RecGOAT had and no longer reads -> where their job went (a config setting one is one ConfigError)
+REMOVED: dict[str, str] = {
+    **{key: "SGL's graph contrast on the ID branch is `backbone: SGL` (its ssl_weight / ssl_tau / drop_ratio; SGL "
+            "sums over the batch and contrasts all nodes)"
+       for key in ("id_ssl_weight", "id_ssl_temperature", "id_ssl_drop_ratio")},
+    **{key: "FREEDOM's item–item graph over the ID embeddings is the peer `model: FREEDOM`"
+       for key in ("item_graph_layers", "item_graph_weights")},
+}
 
 #: RecGOAT's own keys (with :data:`HOOK_KEYS`, its defaults)
 RECGOAT_KEYS: tuple[Key, ...] = (
+    Key("backbone", "LightGCN", choice(*BACKBONE_NAMES), PAPER,
+        "the ID branch: a RecBole recommender (LightGCN, the paper's), with its own keys from its RecBole YAML; what applies to which: docs/plugin.md. `SGL` is SGL's graph contrast on the ID branch"),
     Key("embedding_size", 64, integer(1), PAPER,
-        "d, for every branch"),
+        "d, for every branch (a backbone other than LightGCN: its RecBole YAML's; NGCF's item vectors are its layers concatenated)"),
     Key("n_layers", 2, integer(0), PAPER,
-        "LightGCN layers (RecBole's LightGCN default; the paper uses 3)"),
+        "the backbone's layers (LightGCN: RecBole's default; the paper uses 3; another backbone: its RecBole YAML's)"),
     Key("reg_weight", 0.0001, WEIGHT, PAPER,
-        "λ_reg on the batch's layer-0 user/item embeddings"),
+        "λ_reg on the batch's layer-0 user/item embeddings (another backbone: its RecBole YAML's)"),
     Key("use_rating_weights", True, BOOL, PAPER,
-        "\"rating attention\" edge weights when the data has `RATING_FIELD`"),
+        "\"rating attention\" edge weights when the data has `RATING_FIELD` (backbones LightGCN, NGCF, NCL; not SGL, which redraws its own graphs, nor BPR / SimpleX)"),
     Key("rating_temperature", 4.0, POSITIVE, PAPER,
         "t in `w_ui = |N_u| softmax((r_ui − r̄_u)/t)`"),
-    Key("id_ssl_weight", 0.0, WEIGHT, EXTENSION,
-        "our extension: λ_ssl of SGL's graph contrast on the ID branch. Each epoch two edge-dropout subgraphs of the user–item graph are drawn; InfoNCE between the ID branch propagated over each, for the batch's distinct users and positive items (in-batch negatives). 0 = off"),
-    Key("id_ssl_temperature", 0.5, POSITIVE, EXTENSION,
-        "its τ (SGL's `ssl_tau`)"),
-    Key("id_ssl_drop_ratio", 0.1, PROB, EXTENSION,
-        "the fraction of interactions each subgraph drops (SGL's `drop_ratio`), in [0, 1)"),
     Key("knn_k", 10, integer(0), PAPER,
         "item–item neighbours per modality"),
     Key("knn_chunk_size", 2048, integer(1), PERFORMANCE,
         "rows per similarity block (memory O(chunk · I))"),
     Key("use_gat", False, BOOL, PAPER,
         "the GAT over each modality's kNN graph (the paper: true, `recbole_configs/paper.yaml`); false, the default, uses the projected features without graph propagation"),
-    Key("item_graph_layers", 0, integer(0), EXTENSION,
-        "**our extension**, after FREEDOM: the item ID embeddings propagated this many times over the fused, frozen, symmetric-normalised kNN graph of the modalities (`knn_k`) and added to the LightGCN item output; 0 = off"),
-    Key("item_graph_weights", None, None, EXTENSION,
-        "`{modality: weight}` in that fused graph (normalised to sum 1); default equal"),
     Key("gat_layers", 1, integer(0), PAPER,
         "GAT layers per modality (and for the user graph)"),
     Key("gat_heads", 8, integer(1), PAPER,

@@ -1,8 +1,10 @@
-"""RecGOAT as a RecBole general recommender: thin glue between the graphs, layers and alignment losses.
+"""RecGOAT as a RecBole general recommender: a RecBole backbone (its ID branch) with the feature alignment and
+the paper's own parts.
 
 Representations (the paper's §3.2-3.4; docs/method.md)::
 
-    z_id            = LightGCN(user–item graph, rating-weighted)               users and items
+    z_id            = backbone(user–item graph)                               users and items (``backbone``,
+                      default LightGCN, the paper's; rating-weighted graph where the backbone has one to swap)
     z_m             = GAT_m(Linear_m(x_m), item–item kNN graph of m)          each item modality m
     z~_m            = OAT_m(z_m, z_id) = z_m (d·T_m + Δ_m)                     distribution-level alignment
                       (then rescaled to the RMS norm of z_id when match_scale: true)
@@ -10,50 +12,56 @@ Representations (the paper's §3.2-3.4; docs/method.md)::
     z_u             = z_id_u + γ_p GAT_p(Linear_p(p_u), user–user kNN graph)   optional user profiles
     score(u, i)     = z_u · z_i
 
-Loss: BPR + λ_reg (‖U⁰_b‖ + ‖I⁰_b+‖ + ‖I⁰_b-‖)/B + λ_c Σ_m InfoNCE(z~_m, z) + λ_ot Σ_m W_ε(z~_m, z), the last two over the batch's
-positive items (with ``align_detach_target`` the unified z is a fixed target: only the views move).
-Every component can be switched off from the config (ablations).
+Loss: the backbone's own loss (LightGCN: BPR + λ_reg (‖U⁰_b‖ + ‖I⁰_b+‖ + ‖I⁰_b-‖)/B) on the fused vectors
++ λ_c Σ_m InfoNCE(z~_m, z) + λ_ot Σ_m W_ε(z~_m, z) over the batch's positive items (with ``align_detach_target``
+the unified z is a fixed target: only the views move). Every component can be switched off (ablations).
 
-Our extension (off by default, ``id_ssl_weight``): SGL's graph contrast on the ID branch. Each epoch draws two
-edge-dropout subgraphs s₁, s₂ of the user–item graph (drop ratio ρ); with z', z'' LightGCN over them,
-
-    + λ_ssl [InfoNCE_τ'(z'_U, z''_U) + InfoNCE_τ'(z'_I, z''_I)]
-
-over the batch's distinct users U and positive items I (in-batch negatives; SGL takes all nodes).
+How: the registered ``RecGOAT`` picks, in ``__new__``, the class ``RecGOAT[<Backbone>]`` (made once per backbone
+by :func:`recgoat_on`): RecGOAT's parts on the alignment plugin's mixin
+(:class:`recgoat_recbole.aligned.AlignedRecommender`, its hooks) on RecBole's own backbone class. Checkpoints name
+``RecGOAT`` and store ``backbone``, so they reload through ``load_data_and_model``. Which parts apply to which
+backbone: docs/plugin.md. ``backbone: SGL`` is SGL's graph contrast on the ID branch (it replaced our
+``id_ssl_*`` keys); FREEDOM's item graph is the peer ``model: FREEDOM`` (it replaced ``item_graph_layers``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
-from recbole.model.init import xavier_normal_initialization
-from recbole.model.loss import BPRLoss, EmbLoss
 from recbole.utils import InputType
 from torch import nn
 
-from recgoat_core.alignment.cmcl import info_nce
 from recgoat_core.feature_alignment import AlignmentSettings, FeatureAlignment
+from recgoat_core.graphs import bipartite_adjacency, knn_graph, rating_weights
+from recgoat_core.layers import GAT, AttentionGraph
+from recgoat_recbole.aligned import BACKBONES, AlignedRecommender, ItemAccess, recbole_model_yaml, subclass
+from recgoat_recbole.checkpoint import StoredConfig
 from recgoat_recbole.config_check import ConfigError, validate
-from recgoat_recbole.dataset import features_for_model, modality_gate
+from recgoat_recbole.dataset import modality_gate
 from recgoat_recbole.graph_buffers import GraphBuffers
-from recgoat_recbole.keys import rules
+from recgoat_recbole.keys import REMOVED, defaults, rules
+from recgoat_recbole.patches.model_lookup import recbole_model
 from recgoat_recbole.scoring import CachedScoring
-from recgoat_core.graphs import (bipartite_adjacency, edge_dropout_adjacency, knn_graph, normalized_adjacency,
-                                 rating_weights)
-from recgoat_core.layers import GAT, AttentionGraph, lightgcn_propagate, symmetric_spmm
 
-__all__ = ["RecGOAT", "FUSIONS"]
+__all__ = ["RecGOAT", "FUSIONS", "recgoat_on", "recgoat_defaults", "BackboneTrainer"]
 
 logger = logging.getLogger(__name__)
 
 FUSIONS = ("fixed", "learned", "sum", "concat")
 
+#: the backbone when the config names none (old checkpoints store none): the paper's
+DEFAULT_BACKBONE = "LightGCN"
 
-class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
+
+class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommender):
     r"""RecGOAT (arXiv 2602.00682). Keys and defaults: :mod:`recgoat_recbole.keys`, docs/config.md.
+
+    ``RecGOAT(config, dataset)`` builds a ``RecGOAT[<backbone>]`` (a subclass of this class and of RecBole's
+    backbone class), so ``isinstance(model, RecGOAT)`` holds and ``type(model).__name__ == "RecGOAT"``.
 
     Attributes:
         item_features: ``dict[str, Tensor]`` -- each modality's LM features [n_items, dim_m] aligned to RecBole
@@ -61,58 +69,93 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         user_features: ``Tensor | None`` -- user-profile vectors [n_users, dim] or ``None``.
     """
 
-    input_type = InputType.PAIRWISE
+    backbone: type | None = None  # set on RecGOAT[<Backbone>]
+    access: ItemAccess | None = None
+    input_type = InputType.PAIRWISE  # all of BACKBONES are pairwise; Config reads it from the registered class
+    rules = rules("RecGOAT")
+
+    def __new__(cls, *args, **kwargs):
+        # the registered class dispatches on the config; RecGOAT[<B>] (also deepcopy's cls.__new__(cls)) does not
+        if cls.backbone is None:
+            config = args[0] if args else kwargs["config"]
+            cls = recgoat_on(config["backbone"] or DEFAULT_BACKBONE)
+        return super().__new__(cls)
 
     def __init__(self, config, dataset) -> None:
+        validate(config, self.rules)  # every key in its allowed range, or one ConfigError naming it
+        _refuse_removed_keys(config)
+        self._rng0 = torch.get_rng_state()  # see _adopt_backbone
+        # the backbone, then (hooks below) its graph, the checks, the modality views and their alignment
         super().__init__(config, dataset)
-        validate(config, rules("RecGOAT"))  # every key in its allowed range, or one ConfigError naming it
-        features, profiles = features_for_model(config, dataset)  # the model–dataset contract
-        self.dim = config["embedding_size"]
-        self.n_layers = config["n_layers"]
-        self.reg_weight = config["reg_weight"]
-        self.id_only = bool(config["id_only"])
-        self.use_gat = bool(config["use_gat"])
-        self.fusion = config["fusion"]
         # the order of these steps is the order the parameters draw their initial values in
-        self._init_id_branch(config, dataset)
-        self._init_modality_branches(config, dataset, features)
-        self._init_user_branch(config, profiles)
+        self._init_user_branch(config, self._profiles)
         self._init_fusion(config)
-        self.bpr_loss = BPRLoss()
-        self.reg_loss = EmbLoss()
 
     # ------------------------------------------------------------------------------------------- set-up
-    def _init_id_branch(self, config, dataset) -> None:
-        """LightGCN's embeddings and its (rating-weighted) user–item graph of the training split; the items
-        with no training interaction; SGL's edge-dropout contrast on this branch (our extension, id_ssl_*)."""
-        self.user_embedding = nn.Embedding(self.n_users, self.dim)
-        self.item_embedding = nn.Embedding(self.n_items, self.dim)
-        self.apply(xavier_normal_initialization)
+    def _adopt_backbone(self, config, dataset) -> None:
+        """The backbone's user–item graph replaced by RecGOAT's rating-weighted one (where the backbone has a
+        graph to swap: :data:`~recgoat_recbole.aligned.ItemAccess.graph`); the items with no training interaction.
+
+        LightGCN: its embeddings are drawn again as RecGOAT drew its own before it ran on backbones (normal, then
+        xavier-normal, from the RNG state before the backbone), so ``backbone: LightGCN`` starts, and leaves the
+        RNG, exactly where it did (tests/test_golden.py)."""
+        from recbole.model.general_recommender import LightGCN
+
+        rng0 = self.__dict__.pop("_rng0")
+        if self.backbone is LightGCN:
+            torch.set_rng_state(rng0)
+            tables = (self.user_embedding, self.item_embedding)
+            for table in tables:
+                table.reset_parameters()
+            for table in tables:
+                nn.init.xavier_normal_(table.weight.data)
         inter = dataset.inter_feat
         users, items = inter[dataset.uid_field], inter[dataset.iid_field]
         rating_field = config["RATING_FIELD"]
-        weights = None
-        if config["use_rating_weights"] and rating_field in inter.columns:
-            weights = rating_weights(users, inter[rating_field], config["rating_temperature"])
-        self._register_csr("adj", bipartite_adjacency(users, items, self.n_users, self.n_items, weights))
+        rated = bool(config["use_rating_weights"]) and rating_field in inter.columns
+        if self.access.graph is not None:
+            weights = rating_weights(users, inter[rating_field], config["rating_temperature"]) if rated else None
+            adjacency = bipartite_adjacency(users, items, self.n_users, self.n_items, weights)
+            self._register_csr("adj", adjacency.to(self.device))
+        elif rated:
+            why = ("SGL redraws its graphs from its own unweighted matrix every epoch" if self.access.fusable
+                   else f"{self.backbone.__name__} has no graph")
+            logger.info(f"RecGOAT: rating-aware propagation does not apply to backbone "
+                        f"{self.backbone.__name__} ({why}); use_rating_weights is ignored")
         degree = torch.bincount(items.long(), minlength=self.n_items)
-        self.register_buffer("cold_items", degree == 0, persistent=False)
-        self.id_ssl_weight = float(config["id_ssl_weight"] or 0.0)
-        self.id_ssl_temperature = float(config["id_ssl_temperature"])
-        self.id_ssl_drop_ratio = float(config["id_ssl_drop_ratio"])
-        self._ssl_edges = (users.long(), items.long(), weights) if self.id_ssl_weight > 0 else None
-        self._ssl_drawn = False  # the epoch's two subgraphs are in the ssl0/ssl1 buffers
+        self.register_buffer("cold_items", degree.to(self.device) == 0, persistent=False)
 
-    def _init_modality_branches(self, config, dataset, features: dict) -> None:
+    def _check_inputs(self, config, features: dict, profiles) -> None:
+        """RecGOAT runs without features (``id_only``: the backbone alone); what needs the backbone to return
+        every item's vector (fusion, profiles, cold items from features) is refused or off on BPR and SimpleX."""
+        self._profiles = profiles
+        self.id_only = bool(config["id_only"])
+        self.use_gat = bool(config["use_gat"])
+        self.fusion = config["fusion"]
+        self.align_gamma = 0.0  # the plugin's blend; RecGOAT fuses by its own weights (_fuse)
+        self.cold_from_features = bool(config["cold_items_from_features"])
+        if self.access.fusable:
+            return
+        b = self.backbone.__name__
+        if self.fusion != "fixed" or _view_weight(config, sorted(features)) > 0:
+            raise ConfigError(f"RecGOAT: backbone {b} scores from its own tables, so the views cannot enter the "
+                              f"score: set fusion: fixed and fusion_gamma: 0 (the alignment losses still apply)")
+        if profiles is not None and config["use_user_graph"]:
+            raise ConfigError(f"RecGOAT: backbone {b} scores from its own tables, so user profiles cannot enter "
+                              f"the score: unset user_profile_feat (or use_user_graph: false)")
+        if self.cold_from_features:
+            logger.info(f"RecGOAT: cold items cannot score from their features on backbone {b} "
+                        f"(cold_items_from_features is ignored)")
+            self.cold_from_features = False
+
+    def _build_alignment(self, config, dataset, features: dict, dim: int) -> FeatureAlignment:
         """Per modality (recgoat_core.feature_alignment): Linear → GAT over a frozen cosine kNN graph → OAT map,
-        with the CMCL and W losses -- the module ``<Backbone>+Align`` adds to other models; the alignment gate;
-        FREEDOM's item graph over the ID embeddings (our extension, item_graph_layers)."""
+        with the CMCL and W losses -- the module ``<Backbone>+Align`` adds to other models; the alignment gate."""
+        self.dim = dim  # the backbone's item vector size (NGCF: its layers concatenated)
         self.modalities = sorted(features)
-        self.item_graph_layers = int(config["item_graph_layers"]) if self.modalities else 0
-        graph_weights = self._item_graph_weights(config)
         tensors = {name: torch.as_tensor(features[name], dtype=torch.float32) for name in self.modalities}
         edges = {}
-        if self.use_gat or self.item_graph_layers:
+        if self.use_gat:
             edges = {name: knn_graph(x, config["knn_k"], config["knn_chunk_size"], device=self._build_device(config))
                      for name, x in tensors.items()}
         gate = modality_gate(config, tensors, dataset, "RecGOAT") if self.modalities else {}
@@ -125,14 +168,12 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
                 gate[m], self.align_targets[m] = 1.0, "embedding"
                 logger.info(f"RecGOAT: modality {m!r} is aligned with the layer-0 item embeddings "
                             f"(align_gate_fallback: embedding)")
-        self.alignment = FeatureAlignment(tensors, AlignmentSettings.from_config(config), knn_edges=edges,
-                                          modality_weights=gate)
-        item_graph = None
-        for name in self.modalities if self.item_graph_layers else ():
-            part = graph_weights[name] * normalized_adjacency(edges[name], self.n_items)
-            item_graph = part if item_graph is None else (item_graph + part).coalesce()
-        if item_graph is not None:
-            self._register_csr("item_graph", item_graph)
+        width = self._item_table.embedding_dim
+        if "embedding" in self.align_targets.values() and width != dim:
+            raise ConfigError(f"RecGOAT: align_target / align_gate_fallback embedding needs the item table "
+                              f"({width}) as wide as {self.backbone.__name__}'s item vectors ({dim}): use output")
+        settings = AlignmentSettings.from_config({**{f: config[f] for f in defaults("Align")}, "embedding_size": dim})
+        return FeatureAlignment(tensors, settings, knn_edges=edges, modality_weights=gate)
 
     def _init_user_branch(self, config, profiles) -> None:
         """User profiles: Linear → GAT over the user–user kNN graph of the profile vectors."""
@@ -140,24 +181,12 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         self.profile_weight = float(config["user_profile_weight"])
         if self.use_profiles:
             p = torch.as_tensor(profiles, dtype=torch.float32)
-            self.register_buffer("user_profiles", p, persistent=False)
+            self.register_buffer("user_profiles", p.to(self.device), persistent=False)
             edges = knn_graph(p, config["user_knn_k"], config["knn_chunk_size"], device=self._build_device(config))
             self.user_graph = AttentionGraph(edges, self.n_users, config["gat_heads"])
             self.profile_projection = nn.Linear(p.shape[1], self.dim)
             self.profile_gat = GAT(self.dim, config["gat_layers"], config["gat_heads"], config["gat_dropout"])
-
-    def _item_graph_weights(self, config) -> dict[str, float]:
-        """Each modality's weight in the fused item–item graph (``item_graph_weights``; default: equal)."""
-        given = dict(config["item_graph_weights"] or {})
-        unknown = set(given) - set(self.modalities)
-        if unknown:
-            raise ConfigError(f"item_graph_weights names unknown modalities {sorted(unknown)}; "
-                              f"modalities are {self.modalities}")
-        weights = {m: float(given.get(m, 1.0 if not given else 0.0)) for m in self.modalities}
-        total = sum(weights.values())
-        if any(w < 0 for w in weights.values()) or (self.modalities and total <= 0):
-            raise ConfigError(f"item_graph_weights must be non-negative with a positive sum, got {weights}")
-        return {m: w / total for m, w in weights.items()}
+        del self._profiles
 
     def _init_fusion(self, config) -> None:
         """The fusion weights of the ID part and the modality views (``fusion_gamma`` or ``fusion_weights``),
@@ -192,17 +221,32 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         #: the used modalities grouped by what their views are aligned with (fixed at build time)
         self.view_groups = {target: [m for m in self.view_modalities if self.align_targets[m] == target]
                             for target in ("output", "embedding")}
-        self.cold_items_from_features = bool(config["cold_items_from_features"]) and bool(self.view_modalities)
+        self.cold_items_from_features = self.cold_from_features and bool(self.view_modalities)
 
     # ---------------------------------------------------------------------------------------- forward
     @property
     def item_features(self) -> dict[str, torch.Tensor]:
         return self.alignment.features
 
+    @property
+    def user_features(self) -> torch.Tensor | None:
+        return self.user_profiles if self.use_profiles else None
+
+    @property
+    def adjacency(self) -> torch.Tensor:
+        """RecGOAT's normalised (rating-weighted) user–item adjacency as a CSR tensor (a view on the buffers)."""
+        n = self.n_users + self.n_items
+        return self._csr("adj", (n, n))
+
+    @property
+    def _item_table(self) -> nn.Embedding:
+        """The backbone's layer-0 item embedding table (SimpleX: ``item_emb``)."""
+        return getattr(self, self.access.attribute)
+
     def _align_references(self, items: torch.Tensor) -> tuple[tuple[str, torch.Tensor], ...]:
         """What each ``align_targets`` value aligns a view with: ``items`` (the fused, propagated vectors) for
         "output", the layer-0 item embedding table for "embedding"."""
-        return ("output", items), ("embedding", self.item_embedding.weight)
+        return ("output", items), ("embedding", self._item_table.weight)
 
     def _used_modalities(self) -> list[str]:
         """The modalities whose view anything uses: trained by an alignment term, or in the score. A modality
@@ -213,47 +257,6 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
         weights = dict(zip(self.modalities, self.fusion_fixed[1:].tolist()))
         aligned = set(self.alignment.aligned)
         return [m for m in self.modalities if m in aligned or weights[m] > 0]
-
-    def train(self, mode: bool = True) -> "RecGOAT":
-        """As ``nn.Module.train``; entering training (RecBole's trainer does, once an epoch) also draws the
-        two edge-dropout subgraphs of the ID graph contrast when it is on, as SGL does."""
-        super().train(mode)
-        if mode and self._ssl_edges is not None:
-            self._ssl_drawn = False
-        return self
-
-    def _ssl_subgraphs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The epoch's two edge-dropout subgraphs (CSR views), drawn on first use into the ``ssl0``/``ssl1``
-        graph buffers on the model's device (so the model still moves and deep-copies: RecBole's ``get_flops``
-        copies it)."""
-        if not self._ssl_drawn:
-            users, items, weights = self._ssl_edges
-            device = self.item_embedding.weight.device
-            for k in range(2):
-                self._register_csr(f"ssl{k}", edge_dropout_adjacency(
-                    users, items, self.n_users, self.n_items, self.id_ssl_drop_ratio, weights).to(device))
-            self._ssl_drawn = True
-        n = self.n_users + self.n_items
-        return self._csr("ssl0", (n, n)), self._csr("ssl1", (n, n))
-
-    def _id_ssl_loss(self, user: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """λ_ssl [InfoNCE(z'_U, z''_U) + InfoNCE(z'_I, z''_I)] over the batch's distinct users and positives."""
-        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        (u1, i1), (u2, i2) = (torch.split(lightgcn_propagate(g, ego, self.n_layers), [self.n_users, self.n_items])
-                              for g in self._ssl_subgraphs())
-        users, items = torch.unique(user), torch.unique(pos)
-        tau = self.id_ssl_temperature
-        return self.id_ssl_weight * (info_nce(u1[users], u2[users], tau) + info_nce(i1[items], i2[items], tau))
-
-    @property
-    def user_features(self) -> torch.Tensor | None:
-        return self.user_profiles if self.use_profiles else None
-
-    @property
-    def adjacency(self) -> torch.Tensor:
-        """The normalised user–item adjacency as a CSR tensor (a view on the buffers, no copy)."""
-        n = self.n_users + self.n_items
-        return self._csr("adj", (n, n))
 
     def fusion_weights(self) -> dict[str, float]:
         """The current weights γ of the ID part and each modality (fixed or learned)."""
@@ -298,50 +301,165 @@ class RecGOAT(CachedScoring, GraphBuffers, GeneralRecommender):
             fused = F.normalize(fused, dim=-1)
         return self.fusion_dropout(fused)
 
-    def forward(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """All users' and items' final representations, and each modality's aligned view (items)."""
-        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        z_id = lightgcn_propagate(self.adjacency, ego, self.n_layers)
-        user_id, item_id = torch.split(z_id, [self.n_users, self.n_items])
-        if self.item_graph_layers:  # FREEDOM-style: item ID embeddings over the frozen modality graph, added
-            graph = self._csr("item_graph", (self.n_items, self.n_items))
-            h = self.item_embedding.weight
-            for _ in range(self.item_graph_layers):
-                h = symmetric_spmm(graph, h)
-            item_id = item_id + h
-        views = self.modality_views(item_id)
+    # ------------------------------------------------------------------- the plugin's hooks (aligned.py)
+    def _passthrough(self) -> bool:
+        return not (self.view_modalities or self.use_profiles or self.cold_items_from_features)
+
+    def _step_views(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.modality_views(items)
+
+    def _fuse_output(self, out: tuple, views: dict[str, torch.Tensor]) -> tuple:
+        """The backbone's output with its items fused with the views, its users with the profiles."""
+        i = self.access.index
+        user_id, item_id = out[0], out[i]
         items = self._fuse(item_id, views)
         users = user_id
         if self.use_profiles:
             p = self.profile_gat(self.profile_projection(self.user_profiles), self.user_graph)
             users = users + self.profile_weight * self._scaled_like(p, user_id)
-        return users, items, views
+        return (users, *out[1:i], items, *out[i + 1:])
+
+    def _alignment_terms(self, step: dict | None, interaction) -> list[torch.Tensor]:
+        """CMCL / W between each view and its target's vectors of the batch's positive items, per target group
+        ("output" / "embedding"); the groups share the switched-on terms, summed term by term."""
+        if self.access.kind == "embedding":
+            items = self._item_table.weight
+            views = self.modality_views(items)
+        else:
+            step = step or {}
+            items, views = step.get("items"), step.get("views", {})
+            if items is None and self.view_modalities:
+                raise RuntimeError(f"RecGOAT: {self.backbone.__name__}.calculate_loss did not call forward(), "
+                                   f"so its item vectors could not be read")
+        pos = interaction[self.ITEM_ID]
+        parts = [self.alignment.loss({m: views[m] for m in self.view_groups[target]}, reference, pos)
+                 for target, reference in self._align_references(items) if self.view_groups[target]]
+        return [sum(group) for group in zip(*parts)]
+
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """All users' and items' final representations, and each modality's aligned view (items). (``forward``
+        returns what the backbone's does, which its ``calculate_loss`` unpacks.)"""
+        if self.access.kind == "embedding":
+            items = self._item_table.weight
+            users = getattr(self, self.access.attribute.replace("item", "user")).weight
+            return users, items, self.modality_views(items)
+        out = self.backbone.forward(self, *self.access.args(self))
+        views = self.modality_views(out[self.access.index])
+        out = self._fuse_output(out, views)
+        return out[0], out[self.access.index], views
 
     # ------------------------------------------------------------------------------------------- losses
     def calculate_loss(self, interaction) -> tuple[torch.Tensor, ...]:
+        """The backbone's loss on the fused vectors, then the alignment terms (:mod:`recgoat_recbole.aligned`)."""
         self._invalidate()
-        user = interaction[self.USER_ID]
-        pos = interaction[self.ITEM_ID]
-        neg = interaction[self.NEG_ITEM_ID]
-        users, items, views = self.forward()
-        u = users[user]
-        rec = self.bpr_loss((u * items[pos]).sum(-1), (u * items[neg]).sum(-1))
-        reg = self.reg_loss(self.user_embedding(user), self.item_embedding(pos), self.item_embedding(neg))
-        losses = [rec + self.reg_weight * reg]
-        # CMCL / W between each view and its target's vectors of the batch's positive items, per target group
-        # ("output" / "embedding"); the groups share the switched-on terms, summed term by term
-        parts = [self.alignment.loss({m: views[m] for m in self.view_groups[target]}, reference, pos)
-                 for target, reference in self._align_references(items) if self.view_groups[target]]
-        losses += [sum(group) for group in zip(*parts)]
-        if self._ssl_edges is not None:
-            losses.append(self._id_ssl_loss(user, pos))
-        return tuple(losses)
+        return super().calculate_loss(interaction)
 
     # ------------------------------------------------------------------------------------------ scoring
     def scoring_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All users' and items' final vectors (cached per parameter state in eval mode: :mod:`.scoring`)."""
-        users, items, _ = self.forward()
-        return users, items
+        out = self.forward(*self.access.args(self))
+        return out[0], out[self.access.index]
+
+    def predict(self, interaction) -> torch.Tensor:
+        if self.access.fusable:
+            return CachedScoring.predict(self, interaction)
+        return self.backbone.predict(self, interaction)  # BPR, SimpleX: their own scores (SimpleX: cosine)
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        if self.access.fusable:
+            return CachedScoring.full_sort_predict(self, interaction)
+        return self.backbone.full_sort_predict(self, interaction)
+
+
+# ------------------------------------------------------------------------------------------ backbones
+_ON: dict[str, type] = {}
+
+
+def recgoat_on(backbone: str) -> type:
+    """``RecGOAT[<backbone>]``: RecGOAT on RecBole's ``backbone`` (one of :data:`~recgoat_recbole.aligned.BACKBONES`),
+    made once. The registered ``RecGOAT`` builds it from ``config["backbone"]``."""
+    if backbone not in _ON:
+        if backbone not in BACKBONES:
+            raise ConfigError(f"backbone {backbone!r} is not one of RecGOAT's backbones ({', '.join(BACKBONES)})")
+        base = recbole_model(backbone)
+        access = BACKBONES[backbone]
+        extra = {}
+        if access.graph is not None:
+            extra[access.graph[0]] = _graph_property(access.graph[1])
+        _ON[backbone] = subclass(RecGOAT, base, "RecGOAT", f"RecGOAT[{backbone}]", __name__,
+                                 f"RecGOAT on RecBole's {backbone} (:func:`recgoat_on`).", **extra)
+    return _ON[backbone]
+
+
+def _graph_property(layout: str) -> property:
+    """The backbone's graph attribute, read from RecGOAT's ``adj`` buffers (so it follows ``.to()`` and
+    ``deepcopy``); the backbone's own assignment in its ``__init__`` is dropped."""
+
+    def get(self) -> torch.Tensor:
+        graph = self.adjacency
+        return graph if layout == "csr" else graph.to_sparse_coo()
+
+    def set(self, value) -> None:
+        pass  # the backbone's unweighted graph: RecGOAT's adj buffers replace it
+
+    return property(get, set, doc="RecGOAT's (rating-weighted) user–item graph, in the backbone's layout")
+
+
+def __getattr__(name: str) -> type:
+    """``recgoat_recbole.model.RecGOAT[<Backbone>]`` (how pickle finds the classes, e.g. for DDP workers)."""
+    match = re.fullmatch(r"RecGOAT\[(\w+)\]", name)
+    if match and match.group(1) in BACKBONES:
+        return recgoat_on(match.group(1))
+    raise AttributeError(name)
+
+
+def recgoat_defaults(yours: dict) -> list[str | dict]:
+    """RecGOAT's defaults given your configs (``yours``): the backbone's RecBole YAML and :mod:`.keys`' RecGOAT
+    keys. LightGCN below RecGOAT's keys (its defaults as before); any other backbone above them, so that its own
+    ``embedding_size`` / ``n_layers`` / ``reg_weight`` apply."""
+    name = (yours or {}).get("backbone") or DEFAULT_BACKBONE
+    yaml = recbole_model_yaml(name) if name in BACKBONES else None  # another name: refused when built
+    if yaml is None:
+        return [defaults("RecGOAT")]
+    return [yaml, defaults("RecGOAT")] if name == DEFAULT_BACKBONE else [defaults("RecGOAT"), yaml]
+
+
+class BackboneTrainer:
+    """RecGOAT's trainer: its backbone's RecBole trainer (NCL: ``NCLTrainer``, which runs NCL's E-step)."""
+
+    def __new__(cls, config, model):
+        from recbole.utils import get_trainer
+
+        backbone = getattr(type(model), "backbone", None) or recbole_model(DEFAULT_BACKBONE)
+        return get_trainer(config["MODEL_TYPE"], backbone.__name__)(config, model)
+
+
+def _refuse_removed_keys(config) -> None:
+    """One :class:`ConfigError` for a removed key your configs set; an old checkpoint's stored config loads (with a
+    warning for a removed loss term, which scoring does not use) unless the key changed its scores."""
+    stored = isinstance(config, StoredConfig)
+    yours = getattr(config, "external_config_dict", None) or {}
+    for key, why in REMOVED.items():
+        value = config[key]
+        active = bool(value) if not isinstance(value, (int, float)) else value > 0
+        if not stored and key in yours:
+            raise ConfigError(f"{key} was removed: {why}")
+        if stored and active and key.startswith("item_graph"):
+            raise ConfigError(f"this checkpoint uses {key}, which was removed: {why}")
+        if stored and active and key == "id_ssl_weight":
+            logger.warning(f"this checkpoint was trained with {key} (removed: {why}); it scores as before")
+
+
+def _view_weight(config, modalities: list[str]) -> float:
+    """The modalities' share of the score under fixed fusion (``fusion_gamma``, else ``fusion_weights``)."""
+    if not modalities:
+        return 0.0
+    gamma = _fusion_gamma(config)
+    if gamma is not None:
+        return float(gamma)
+    given = dict(config["fusion_weights"] or {})
+    default_id = float(given.get("id", 0.5))
+    return sum(float(given.get(m, (1.0 - default_id) / len(modalities))) for m in modalities)
 
 
 def _fusion_gamma(config) -> float | None:

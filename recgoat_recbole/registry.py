@@ -27,9 +27,12 @@ __all__ = ["register_model", "register_factory", "registered_models", "registere
 class Registration:
     model_class: type
     dataset_class: type | None
-    #: the model's defaults, lowest first: a YAML file's path or a dict (:func:`recgoat_recbole.keys.defaults`)
-    defaults: tuple[str | dict, ...]
+    #: the model's defaults, lowest first: a YAML file's path, a dict (:func:`recgoat_recbole.keys.defaults`) or
+    #: a callable ``your_configs -> [path | dict, ...]`` (RecGOAT: its backbone's YAML, named in your configs)
+    defaults: tuple[str | dict | Callable[[dict], list], ...]
     trainer_name: str | None = None
+    #: the trainer class itself, where it depends on the built model (RecGOAT: its backbone's trainer)
+    trainer_class: type | None = None
 
 
 _REGISTRY: dict[str, Registration] = {}
@@ -38,22 +41,26 @@ _FACTORIES: list[Callable[[str], type | None]] = []
 
 
 def register_model(model_class: type, dataset_class: type | None = None,
-                   defaults: str | dict | Sequence[str | dict] | None = None, trainer_name: str | None = None) -> None:
+                   defaults: str | dict | Callable | Sequence[str | dict | Callable] | None = None,
+                   trainer_name: str | None = None, trainer_class: type | None = None) -> None:
     """Make ``model_class`` usable wherever RecBole takes a model name or class.
 
     Args:
         model_class: a RecBole recommender (subclass of ``AbstractRecommender``).
         dataset_class: the ``Dataset`` subclass ``create_dataset`` should build for it (default: RecBole's).
         defaults: the model's default parameters, layered like ``recbole/properties/model/<name>.yaml``: a
-            dict or a YAML file, or a list of them layered in order (later ones win).
+            dict or a YAML file, or a list of them layered in order (later ones win); a callable layer maps the
+            user's configs (dict, files, command line) to such a list, when a ``Config`` is built.
         trainer_name: the model name whose RecBole trainer it uses (``NCL+Align`` trains with ``NCLTrainer``).
+        trainer_class: what ``get_trainer`` returns for the model (``trainer_class(config, model)``).
     """
     name = model_class.__name__
-    layers = tuple([defaults] if isinstance(defaults, (str, dict)) else (defaults or ()))
+    single = isinstance(defaults, (str, dict)) or callable(defaults)
+    layers = tuple([defaults] if single else (defaults or ()))
     for layer in layers:
         if isinstance(layer, str) and not os.path.isfile(layer):
             raise FileNotFoundError(f"default config for {name} not found: {layer}")
-    _REGISTRY[name] = Registration(model_class, dataset_class, layers, trainer_name)
+    _REGISTRY[name] = Registration(model_class, dataset_class, layers, trainer_name, trainer_class)
     if dataset_class is not None:
         import recbole.data.dataset as dataset_module
 

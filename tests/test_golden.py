@@ -14,12 +14,13 @@ import torch
 
 from tests.conftest import mini_config
 
-#: RecGOAT's model keys as they were at 166cd9a (its properties/RecGOAT.yaml), with mini_config's overrides
+#: RecGOAT's model keys as they were at 166cd9a (its properties/RecGOAT.yaml), with mini_config's overrides; since
+#: RecGOAT runs on a backbone (issue 27) the removed id_ssl_* / item_graph_* keys (then 0 / off) are gone and the
+#: backbone is pinned to LightGCN: the same initial state and losses (model.RecGOAT._adopt_backbone)
 RECGOAT_PINNED = {
-    "n_layers": 2, "reg_weight": 1e-4, "use_rating_weights": True, "rating_temperature": 4.0,
-    "id_ssl_weight": 0.0, "id_ssl_temperature": 0.5, "id_ssl_drop_ratio": 0.1,
+    "backbone": "LightGCN", "n_layers": 2, "reg_weight": 1e-4, "use_rating_weights": True, "rating_temperature": 4.0,
     "feature_norm": "l2", "missing_features": "error", "knn_k": 10, "knn_chunk_size": 2048, "use_gat": True,
-    "item_graph_layers": 0, "item_graph_weights": None, "gat_layers": 1, "gat_dropout": 0.1,
+    "gat_layers": 1, "gat_dropout": 0.1,
     "use_user_graph": True, "user_knn_k": 10, "user_profile_weight": 0.1,
     "use_oat": True, "oat_epsilon": 0.01, "oat_cost_scale": 100.0, "oat_iters": 100, "oat_scale_plan": True,
     "oat_residual_init": "zeros", "oat_plan_grad": False, "cmcl_weight": 0.032, "cmcl_temperature": 0.2,

@@ -3,7 +3,8 @@
 RecBole 1.2.1's ``get_model(name)`` searches only ``recbole.model.*``, ``get_trainer`` only RecBole's trainers,
 and ``Config`` loads only ``recbole/properties/model/<name>.yaml``. :func:`install` makes each consult
 :mod:`recgoat_recbole.registry` first (a registered name, or a ``<Backbone>+Align`` made on first use), and
-layers a registered model's defaults (dicts from :mod:`recgoat_recbole.keys`, or YAML files) exactly where RecBole layers its own (after ``overall.yaml``, before the
+layers a registered model's defaults (dicts from :mod:`recgoat_recbole.keys`, YAML files, or a callable that picks
+them from the user's configs: RecGOAT's backbone) exactly where RecBole layers its own (after ``overall.yaml``, before the
 dataset YAML, below the user's files and dict). A name nobody registered is RecBole's, unchanged.
 """
 
@@ -49,7 +50,9 @@ def _load_internal_config_dict(self: Any, model: str, model_class: type, dataset
 
     base = os.path.join(os.path.dirname(os.path.realpath(configurator.__file__)), "..", "properties", "dataset")
     model_type = self.internal_config_dict["MODEL_TYPE"]
-    for layer in registration.defaults:
+    layers = [part for layer in registration.defaults
+              for part in (layer(self.external_config_dict) if callable(layer) else [layer])]
+    for layer in layers:
         if isinstance(layer, dict):
             self.internal_config_dict.update(layer)
         else:
@@ -62,6 +65,8 @@ def _load_internal_config_dict(self: Any, model: str, model_class: type, dataset
 
 def _get_trainer(model_type: Any, model_name: str) -> type:
     registration = _REGISTRY.get(model_name)
+    if registration is not None and registration.trainer_class is not None:
+        return registration.trainer_class
     if registration is not None and registration.trainer_name:
         model_name = registration.trainer_name
     return ORIGINALS["get_trainer"](model_type, model_name)

@@ -43,7 +43,7 @@ def mean_margin(model, batch) -> torch.Tensor:
     """Mean of s(u, pos) - s(u, neg) over the batch, in eval mode (no dropout)."""
     model.eval()
     with torch.no_grad():
-        users, items, _ = model.forward()
+        users, items, _ = model.representations()
     u = users[batch[model.USER_ID]]
     return ((u * items[batch[model.ITEM_ID]]).sum(-1) - (u * items[batch[model.NEG_ITEM_ID]]).sum(-1)).mean()
 

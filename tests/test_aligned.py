@@ -73,7 +73,11 @@ def test_each_backbone_gets_alignment_terms_that_reach_its_item_vectors(mini_ml,
         else:
             torch.testing.assert_close(seen["item_rep"], getattr(model, model.access.attribute).weight)
     assert all(torch.isfinite(t) for t in terms)
-    align = sum(terms[len(plain_terms):])
+    cut = len(plain_terms) - model.access.trailing_terms  # NCL: the alignment terms go before its proto term
+    align = sum(terms[cut:cut + 2])
+    if backbone not in ("NGCF", "SGL", "SimpleX"):  # (dropout / augmented graphs draw again) the backbone's terms
+        for got, want in zip([*terms[:cut], *terms[cut + 2:]], plain_terms):
+            torch.testing.assert_close(got.reshape(()), want.reshape(()))
     model.zero_grad()
     align.backward()
     for m in model.alignment.modalities:
@@ -81,6 +85,24 @@ def test_each_backbone_gets_alignment_terms_that_reach_its_item_vectors(mini_ml,
         assert model.alignment.gats[m].layers[0].att_src.grad.abs().sum() > 0
     table = getattr(model, model.access.attribute) if model.access.kind == "embedding" else model.item_embedding
     assert table.weight.grad is not None and table.weight.grad.abs().sum() > 0
+
+
+def test_ncl_warm_up_drops_proto_not_an_alignment_term(mini_ml):
+    """NCLTrainer drops ``losses[-1]`` (NCL's prototype term) in its warm-up epochs: the alignment terms go
+    before it, so warm-up keeps CMCL and W and drops proto, as on NCL itself."""
+    _, model, train = _build(mini_ml, "NCL+Align")
+    model.train()
+    model.e_step()
+    spied = {}
+    original = model.ProtoNCE_loss
+
+    def spy(*args):
+        spied["proto"] = original(*args)
+        return spied["proto"]
+
+    model.ProtoNCE_loss = spy
+    terms = model.calculate_loss(_batch(train))
+    assert len(terms) == 5 and terms[-1] is spied["proto"]
 
 
 def test_views_of_a_subset_of_modalities_accept_any_iterable():

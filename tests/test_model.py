@@ -103,7 +103,7 @@ def test_fusion_sum_and_layernorm_are_what_they_say(mini_ml):
         *_, model = build_recgoat(mini_ml, **overrides)
         model.eval()
         with torch.no_grad():
-            _, items, views = model.forward()
+            _, items, views = model.representations()
             ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight])
             item_id = lightgcn_propagate(model.adjacency, ego, model.n_layers)[model.n_users:]
         if check == "sum":
@@ -144,7 +144,7 @@ def test_gamma_zero_scores_warm_items_by_id_and_cold_items_by_features(mini_ml):
     with torch.no_grad():
         ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight])
         _, item_id = torch.split(lightgcn_propagate(model.adjacency, ego, model.n_layers), [model.n_users, model.n_items])
-        _, items, views = model.forward()
+        _, items, views = model.representations()
     cold = model.cold_items
     assert cold.any() and (~cold).any()
     torch.testing.assert_close(items[~cold], item_id[~cold])
@@ -172,7 +172,7 @@ def test_align_target_picks_what_the_views_are_aligned_with(mini_ml, target):
     if target == "embedding":
         assert seen["target"] is model.item_embedding.weight
     else:
-        _, items, _ = model.forward()
+        _, items, _ = model.representations()
         torch.testing.assert_close(seen["target"], items)
     grads = _grads(model, sum(losses[1:]))
     assert grads["item_embedding.weight"] > 0
@@ -200,39 +200,15 @@ def test_align_gate_fallback_aligns_closed_modalities_with_the_embedding_table(m
     assert set(opened.align_targets.values()) == {"output"}
 
 
-def test_id_ssl_adds_sgl_graph_contrast_redrawn_each_epoch(mini_ml):
-    """id_ssl_weight (our extension): one more loss term, λ_ssl times InfoNCE between the ID branch propagated
-    over two edge-dropout subgraphs, for the batch's users and positives; it trains the ID embeddings only;
-    train() (once an epoch in RecBole's trainer) draws new subgraphs; scoring never uses them; 0 is off."""
-    _, _, train, _, off = build_recgoat(mini_ml, use_gat=False)
-    _, _, _, _, model = build_recgoat(mini_ml, use_gat=False, id_ssl_weight=0.5, id_ssl_drop_ratio=0.2)
-    model.load_state_dict(off.state_dict())
-    model.train(), off.train()
-    batch = pairwise_batch(model, train)
-    base, ours = off.calculate_loss(batch), model.calculate_loss(batch)
-    assert len(ours) == len(base) + 1 and off._ssl_edges is None
-    for a, b in zip(base, ours):
-        torch.testing.assert_close(a, b)
-    ssl = ours[-1]
-    g1, g2 = model._ssl_subgraphs()
-    ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight])
-    z1, z2 = lightgcn_propagate(g1, ego, model.n_layers), lightgcn_propagate(g2, ego, model.n_layers)
-    u, i = torch.unique(batch[model.USER_ID]), torch.unique(batch[model.ITEM_ID]) + model.n_users
-    expected = 0.5 * (info_nce(z1[u], z2[u], 0.5) + info_nce(z1[i], z2[i], 0.5))
-    torch.testing.assert_close(ssl, expected)
-    n_edges = 2 * len(train._dataset.inter_feat)
-    assert 0.6 * n_edges < g1.values().numel() < 0.95 * n_edges  # about 80% of the edges kept
-    assert not torch.equal(g1.to_dense(), g2.to_dense())
-    grads = _grads(model, ssl)
-    assert grads["user_embedding.weight"] > 0 and grads["item_embedding.weight"] > 0
-    assert all(v == 0 for k, v in grads.items() if not k.endswith("embedding.weight"))
-    model.train()
-    assert not torch.equal(model._ssl_subgraphs()[0].to_dense(), g1.to_dense())
-    copy.deepcopy(model)  # RecBole's get_flops copies the model; the drawn subgraphs must not break that
-    model.eval()
-    users = torch.tensor([1, 2, 3])
-    torch.testing.assert_close(model.full_sort_predict(Interaction({model.USER_ID: users})),
-                               off.eval().full_sort_predict(Interaction({off.USER_ID: users})))
+def test_removed_keys_are_one_clear_error(mini_ml):
+    """id_ssl_* (now backbone: SGL) and item_graph_* (now the peer FREEDOM): one ConfigError naming the key and
+    where its job went; an old checkpoint's stored defaults (0 / off) are not an error."""
+    for key, value, where in (("id_ssl_weight", 0.5, "backbone: SGL"), ("id_ssl_temperature", 0.5, "backbone: SGL"),
+                              ("item_graph_layers", 2, "model: FREEDOM"), ("item_graph_weights", {"text": 1.0},
+                                                                           "model: FREEDOM")):
+        with pytest.raises(ConfigError, match=f"{key} was removed.*{where}") as info:
+            build_recgoat(mini_ml, **{key: value})
+        assert "\n" not in str(info.value)
 
 
 def test_predict_and_full_sort_predict_agree_and_cache_is_invalidated(mini_ml):
@@ -253,7 +229,7 @@ def test_predict_and_full_sort_predict_agree_and_cache_is_invalidated(mini_ml):
     after = model.full_sort_predict({model.USER_ID: users}).view(3, -1)
     assert not torch.allclose(after, full)
     with torch.no_grad():
-        u, i, _ = model.forward()
+        u, i, _ = model.representations()
     torch.testing.assert_close(after, u[users] @ i.T)
 
 
@@ -295,31 +271,6 @@ def test_missing_feature_rows_zero_fill_or_error(mini_ml, tmp_path):
 def test_runs_on_cuda(mini_ml):
     result = run_recbole(model=RecGOAT, config_dict=mini_config(mini_ml, epochs=1, use_gpu=True), saved=False)
     assert result["test_result"]["ndcg@10"] > 0
-
-
-# ------------------------------------------------- extensions beyond the paper, each off by default
-def test_item_graph_adds_id_embeddings_propagated_over_the_fused_modality_graph(mini_ml):
-    """item_graph_layers (FREEDOM's item graph): item output = LightGCN items + Â_items^L E_items, where Â_items
-    is the weighted sum of each modality's normalised kNN graph."""
-    config, _, _, _, model = build_recgoat(mini_ml, item_graph_layers=2,
-                                           item_graph_weights={"text": 3.0, "genre": 1.0},
-                                           use_gat=False, use_oat=False, fusion_gamma=0.0, user_profile_feat=None,
-                                           cold_items_from_features=False)
-    model.eval()
-    ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight])
-    _, items_lightgcn = torch.split(lightgcn_propagate(model.adjacency, ego, model.n_layers),
-                                    [model.n_users, model.n_items])
-    graph = sum(w * normalized_adjacency(knn_graph(model.item_features[m], config["knn_k"]), model.n_items)
-                .to_dense() for m, w in (("text", 0.75), ("genre", 0.25)))
-    expected = items_lightgcn + graph @ (graph @ model.item_embedding.weight)
-    with torch.no_grad():
-        _, items, _ = model.forward()
-    torch.testing.assert_close(items, expected, atol=1e-5, rtol=1e-4)
-
-
-def test_item_graph_weights_name_real_modalities(mini_ml):
-    with pytest.raises(ConfigError, match="unknown modalities"):
-        build_recgoat(mini_ml, item_graph_layers=1, item_graph_weights={"image": 1.0})
 
 
 # ------------------------------------------------- learning in the right direction through RecBole's Trainer

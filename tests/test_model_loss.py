@@ -1,4 +1,4 @@
-"""RecGOAT's loss, term by term, against references computed by hand from ``model.forward()`` on a hand-made batch.
+"""RecGOAT's loss, term by term, against references computed by hand from ``model.representations()`` on a hand-made batch.
 
 Each test pins one term to its formula (docs/method.md, "Fusion and objective"), so a sign flip, swapped or
 permuted arguments, or a dropped term fails here in seconds, without training.
@@ -33,7 +33,7 @@ def _info_nce_by_hand(view: torch.Tensor, target: torch.Tensor, tau: float) -> t
 
 def _scores(model, batch):
     with torch.no_grad():
-        users, items, views = model.forward()
+        users, items, views = model.representations()
     u = users[batch[model.USER_ID]]
     pos = (u * items[batch[model.ITEM_ID]]).sum(-1)
     neg = (u * items[batch[model.NEG_ITEM_ID]]).sum(-1)

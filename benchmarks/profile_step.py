@@ -31,9 +31,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-#: (module path, object name, attribute, label): what is timed, outermost first (labels nest by indentation)
+#: (module path, object name, attribute, label): what is timed, outermost first (labels nest by indentation);
+#: module None: an attribute of the built model's class (``backbone``: RecBole's class of its ID branch)
 PARTS = [
-    ("recgoat_recbole.model", None, "lightgcn_propagate", "ID branch propagation"),
+    (None, "backbone", "forward", "ID branch propagation"),  # the model's backbone class (LightGCN by default)
     ("recgoat_core.feature_alignment", "FeatureAlignment", "views", "modality views (all parts)"),
     ("recgoat_core.layers", "GAT", "forward", "  item GAT"),
     ("recgoat_core.alignment.oat", "OATMap", "forward", "  OAT map (plan + map)"),
@@ -42,7 +43,6 @@ PARTS = [
     ("recgoat_core.feature_alignment", "FeatureAlignment", "loss", "alignment terms (forward)"),
     ("recgoat_core.alignment.cmcl", "CMCLoss", "forward", "  CMCL (InfoNCE)"),
     ("recgoat_core.alignment.wasserstein", "WassersteinLoss", "forward", "  W term"),
-    ("recgoat_recbole.model", "RecGOAT", "_id_ssl_loss", "ID graph contrast (id_ssl)"),
 ]
 
 
@@ -106,6 +106,9 @@ def main() -> None:
     timers = Timers(torch.cuda.synchronize if cuda else (lambda: None))
     if args.model == "RecGOAT":
         for module, owner, attribute, label in PARTS:
+            if module is None:
+                timers.wrap(getattr(type(model), owner), attribute, label)
+                continue
             mod = importlib.import_module(module)
             timers.wrap(getattr(mod, owner) if owner else mod, attribute, label)
     trainer = result.trainer

@@ -2,7 +2,6 @@
 
 - :func:`bipartite_adjacency` -- the user–item graph D^-1/2 A D^-1/2 (optionally rating-weighted);
 - :func:`rating_weights` -- "rating attention": per-user softmax of ratings, rescaled to mean 1;
-- :func:`edge_dropout_adjacency` -- SGL's edge-dropout subgraph of the user–item graph (a random one per call);
 - :func:`knn_graph` -- cosine top-k neighbours (item–item per modality, user–user over profiles), computed
   in row chunks so memory is O(n·k + chunk·n), never a dense n×n matrix.
 """
@@ -14,7 +13,7 @@ import logging
 import numpy as np
 import torch
 
-__all__ = ["bipartite_adjacency", "edge_dropout_adjacency", "normalized_adjacency", "rating_weights", "knn_graph"]
+__all__ = ["bipartite_adjacency", "normalized_adjacency", "rating_weights", "knn_graph"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,32 +52,6 @@ def bipartite_adjacency(
     rows = torch.cat([users, items + n_users])
     cols = torch.cat([items + n_users, users])
     return normalized_adjacency(torch.stack([rows, cols]), n_users + n_items, torch.cat([w, w]))
-
-
-def edge_dropout_adjacency(
-    users: torch.Tensor,
-    items: torch.Tensor,
-    n_users: int,
-    n_items: int,
-    drop_ratio: float,
-    weights: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    r""":func:`bipartite_adjacency` of a random subset of the interactions: SGL's edge dropout (Wu et al.,
-    SIGIR 2021, "ED"). Each interaction is kept independently with probability :math:`1-\rho`,
-
-    .. math::
-        s(\mathcal G) = (\mathcal V, M\odot\mathcal E),\quad M_e\sim\mathrm{Bernoulli}(1-\rho),
-
-    and the kept graph is normalised anew (:math:`D^{-1/2}AD^{-1/2}` of the kept edges). ``rho = 0`` is
-    :func:`bipartite_adjacency` itself. The draw uses ``generator`` (default: torch's global RNG, so it follows
-    ``torch.manual_seed``) on the device of ``users``.
-    """
-    if not 0.0 <= drop_ratio < 1.0:
-        raise ValueError(f"drop_ratio must be in [0, 1), got {drop_ratio}")
-    keep = torch.rand(len(users), generator=generator, device=users.device) >= drop_ratio
-    w = None if weights is None else weights[keep]
-    return bipartite_adjacency(users[keep], items[keep], n_users, n_items, w)
 
 
 def normalized_adjacency(edge_index: torch.Tensor, n: int, weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,8 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recgoat_core.graphs import (bipartite_adjacency, edge_dropout_adjacency, knn_graph, normalized_adjacency,
-                                 rating_weights)
+from recgoat_core.graphs import bipartite_adjacency, knn_graph, normalized_adjacency, rating_weights
 from recgoat_core.layers import GAT, GATConv, lightgcn_propagate, segment_softmax, symmetric_spmm
 
 
@@ -144,28 +143,6 @@ def test_attention_gradcheck_and_symmetry_required():
     assert torch.autograd.gradcheck(lambda a, b, h: _GraphAttention.apply(a, b, h, None, graph, 0.2), (p, q, x))
     with pytest.raises(ValueError, match="symmetric"):
         AttentionGraph(torch.tensor([[0], [1]]), 3, heads=1)
-
-
-def test_edge_dropout_adjacency_keeps_a_random_subset_normalised_anew():
-    """SGL's edge dropout: ratio 0 is the full graph; otherwise each interaction is kept with probability 1 - ρ
-    and the kept graph is D^-1/2 A D^-1/2 of the kept edges alone; the draw follows torch.manual_seed."""
-    g = torch.Generator().manual_seed(0)
-    users, items = torch.randint(0, 40, (2000,), generator=g), torch.randint(0, 50, (2000,), generator=g)
-    pairs = torch.unique(torch.stack([users, items]), dim=1)
-    users, items = pairs[0], pairs[1]
-    full = bipartite_adjacency(users, items, 40, 50).to_dense()
-    torch.testing.assert_close(edge_dropout_adjacency(users, items, 40, 50, 0.0).to_dense(), full)
-    torch.manual_seed(1)
-    dropped = edge_dropout_adjacency(users, items, 40, 50, 0.3).to_dense()
-    kept = dropped[:40, 40:] > 0
-    assert abs(kept.sum().item() / len(users) - 0.7) < 0.05
-    ku, ki = torch.nonzero(kept, as_tuple=True)
-    torch.testing.assert_close(dropped, bipartite_adjacency(ku, ki, 40, 50).to_dense())
-    torch.testing.assert_close(dropped, dropped.T)
-    torch.manual_seed(1)
-    torch.testing.assert_close(edge_dropout_adjacency(users, items, 40, 50, 0.3).to_dense(), dropped)
-    with pytest.raises(ValueError, match="drop_ratio"):
-        edge_dropout_adjacency(users, items, 40, 50, 1.0)
 
 
 def test_normalized_adjacency_is_d_half_a_d_half():

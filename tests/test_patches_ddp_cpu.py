@@ -24,7 +24,10 @@ _trainer.get_local_time = lambda: "pid" + str(os.getpid())
 
 if __name__ == "__main__":
     config = mini_config(json.loads(sys.argv[1]), epochs=1, eval_batch_size=4096)
-    model = RecGOAT if sys.argv[3] == "RecGOAT" else sys.argv[3]  # the class, or a registered name
+    name, _, backbone = sys.argv[3].partition(":")  # RecGOAT:SGL = RecGOAT on the backbone SGL
+    model = RecGOAT if name == "RecGOAT" else name  # the class, or a registered name
+    if backbone:
+        config["backbone"] = backbone
     if model != RecGOAT:
         config["user_profile_feat"] = None
     result = run(model, "ml-mini", config_dict=config, nproc=2, port=sys.argv[2])
@@ -32,7 +35,7 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("model", ["RecGOAT", "LightGCN+Align"])
+@pytest.mark.parametrize("model", ["RecGOAT", "RecGOAT:SGL", "LightGCN+Align"])
 def test_two_process_ddp_on_cpu_with_gloo(mini_ml, tmp_path, model):
     root = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
     script = tmp_path / "ddp_run.py"

@@ -78,8 +78,8 @@ REMOVED: dict[str, str] = {
 
 #: RecGOAT's own keys (with :data:`HOOK_KEYS`, its defaults)
 RECGOAT_KEYS: tuple[Key, ...] = (
-    Key("backbone", "LightGCN", choice(*BACKBONE_NAMES), PAPER,
-        "the ID branch: a RecBole recommender (LightGCN, the paper's), with its own keys from its RecBole YAML; what applies to which: docs/plugin.md. `SGL` is SGL's graph contrast on the ID branch"),
+    Key("backbone", "LightGCN", replace(choice(*BACKBONE_NAMES), optional=True), PAPER,
+        "the ID branch: a RecBole recommender (LightGCN, the paper's; `~`, as in checkpoints from before this key: LightGCN), with its own keys from its RecBole YAML; what applies to which: docs/plugin.md. `SGL` is SGL's graph contrast on the ID branch"),
     Key("embedding_size", 64, integer(1), PAPER,
         "d, for every branch (a backbone other than LightGCN: its RecBole YAML's; NGCF's item vectors are its layers concatenated)"),
     Key("n_layers", 2, integer(0), PAPER,

@@ -13,8 +13,9 @@ where ``use_gat``, the OAT map where ``use_oat``) and adds to the backbone's own
 between the views and the backbone's item representation :math:`Z` on the batch's positive items :math:`B`.
 With ``fusion_gamma`` γ > 0 the views also enter the score, :math:`Z \leftarrow (1-\gamma)Z + \gamma\,
 \mathrm{mean}_m\tilde Z^m` (backbones whose ``forward`` returns every item's vector only). The defaults are
-``keys.defaults("Align")`` layered above the backbone's own RecBole YAML. RecGOAT is the LightGCN case of the same
-module plus its extras (rating-aware graph, user-profile graph, four fusion modes): :mod:`recgoat_recbole.model`.
+``keys.defaults("Align")`` layered above the backbone's own RecBole YAML. RecGOAT is the same mixin on the backbone
+its config names, with the paper's parts (rating-aware graph, user-profile graph, four fusion modes) filled into
+the hooks of :class:`AlignedRecommender`: :mod:`recgoat_recbole.model`.
 
 Where the item representation :math:`Z` comes from, per backbone (:data:`BACKBONES`):
 

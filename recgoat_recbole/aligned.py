@@ -139,9 +139,9 @@ class AlignedRecommender:
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        self._adopt_backbone(config, dataset)
         validate(config, self.rules)
-        features, profiles = features_for_model(config, dataset)
+        features, profiles = features_for_model(config, dataset)  # (first: a dataset without features is refused)
+        self._adopt_backbone(config, dataset)
         self._check_inputs(config, features, profiles)
         dim = self._item_table_for_dim().shape[1]
         heads = config["gat_heads"]

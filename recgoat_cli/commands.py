@@ -333,7 +333,8 @@ def _load_tuned(path: str) -> dict[str, dict[str, dict[str, Any]]]:
 def cmd_tune(args: argparse.Namespace) -> int:
     """Grid search on the validation split, the same nine-point budget per model; writes OUT/best.yaml."""
     from recgoat_recbole.bench.design import find_config
-    from recgoat_recbole.bench.tuning import choose, grid_specs, load_grids, run_grid, tuning_table, write_choice
+    from recgoat_recbole.bench.tuning import (across_table, choose, choose_across, grid_specs, load_grids, run_grid,
+                                              tuning_table, write_choice)
 
     configs = _dataset_configs(args)
     for dataset in args.datasets:
@@ -354,10 +355,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     records = run_grid(grid, args.out, jobs=args.jobs, train=not args.report_only)
     if not records:
         raise FileNotFoundError(f"no finished grid runs in {args.out}/runs for these settings")
-    choice = choose(records, grid)
+    choice = choose_across(records, grid) if args.across else choose(records, grid)
     best = os.path.join(args.out, "best.yaml")
-    write_choice(choice, best, f"chosen on validation NDCG@10 by: {_command(args)}")
+    how = "one point for every dataset, by the mean ratio to the first point" if args.across else "per dataset"
+    write_choice(choice, best, f"chosen on validation NDCG@10 ({how}) by: {_command(args)}")
     table = tuning_table(records, grid, choice)
+    if args.across:
+        table += "\n\nAcross the datasets (validation NDCG@10 as a ratio to each model's first point):\n\n" + \
+            across_table(records, grid, choice)
     with open(os.path.join(args.out, "tuning.md"), "w", encoding="utf-8") as f:
         f.write(f"`{_command(args)}` (validation only; the chosen point in bold)\n\n{table}\n")
     print(table)

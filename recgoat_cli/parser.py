@@ -163,7 +163,11 @@ def _add_tune(sub) -> None:
     _add_suite_args(tune, None, "default: RecGOAT and every built-in with a grid (all but Pop)",
                     "train nothing: choose from the finished runs")
     tune.add_argument("--grid", default=None, metavar="FILE.yaml",
-                      help="{Model: {key: [values]}}, replacing the built-in grid of the models it names")
+                      help="{Model: {key: [values]}} (every combination) or {Model: [{key: value}, ...]} (these "
+                           "candidates), replacing the built-in grid of the models it names")
+    tune.add_argument("--across", action="store_true",
+                      help="one choice per model for all --datasets: the point whose validation NDCG@10, as a ratio to "
+                           "the grid's first point on each dataset, is best on average (docs/protocol.md)")
     _add_budget(tune, epochs=300, out="bench_runs/tune")
     tune.set_defaults(func="cmd_tune")
 

@@ -169,3 +169,41 @@ def test_a_choice_on_the_edge_of_its_grid_is_named_under_the_table():
     assert on_edges(inside, grid) == {} and on_edges(edge, grid) == {("d", "FREEDOM"): ["dropout"]}
     assert "On the edge: FREEDOM on d chose the smallest or largest value of dropout" in tuning_table([], grid, edge)
     assert "On the edge" not in tuning_table([], grid, inside)
+
+
+def test_a_grid_file_may_list_candidates_one_by_one(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("RecGOAT:\n  - {backbone: LightGCN}\n  - {backbone: SGL, align_gate: false}\n")
+    grids = load_grids(str(path))
+    assert grid_points(grids["RecGOAT"]) == [{"backbone": "LightGCN"}, {"backbone": "SGL", "align_gate": False}]
+    runs = grid_specs(["d"], ["RecGOAT"], [1], {}, {"d": "d.yaml"}, grids)
+    assert [s.overrides for s, _ in runs] == [{"backbone": "LightGCN"}, {"backbone": "SGL", "align_gate": False}]
+    assert len({s.key for s, _ in runs}) == 2  # (each its own run folder)
+    for bad in ("RecGOAT: []\n", "RecGOAT: [1, 2]\n", "RecGOAT:\n  - {a: 1}\n  - {a: 1}\n"):
+        path.write_text(bad)
+        with pytest.raises(ValueError, match="RecGOAT"):
+            load_grids(str(path))
+
+
+def test_choose_across_picks_one_point_for_every_dataset_by_the_mean_ratio_to_the_first():
+    from recgoat_recbole.bench.tuning import across_table, choose_across
+
+    points = [{"backbone": "LightGCN"}, {"backbone": "SGL"}, {"backbone": "NCL"}]
+    grid = grid_specs(["a", "b"], ["RecGOAT"], [1, 2], {}, {"a": "a.yaml", "b": "b.yaml"}, {"RecGOAT": points})
+    # (mean over the two seeds) SGL wins "a" by far and loses "b" by a little; NCL wins "b" and is second on "a":
+    # the per-dataset rule splits the choice, the rule across datasets takes SGL
+    valid = {("a", "LightGCN"): (0.10, 0.10), ("a", "SGL"): (0.14, 0.14), ("a", "NCL"): (0.11, 0.11),
+             ("b", "LightGCN"): (0.20, 0.20), ("b", "SGL"): (0.19, 0.19), ("b", "NCL"): (0.21, 0.21)}
+    records = [_record(spec, valid[(spec.dataset, point["backbone"])][spec.seed - 1]) for spec, point in grid]
+    assert choose(records, grid) == {"a": {"RecGOAT": {"backbone": "SGL"}}, "b": {"RecGOAT": {"backbone": "NCL"}}}
+    choice = choose_across(records, grid)
+    # SGL: (1.4 + 0.95) / 2 = 1.175 > NCL: (1.1 + 1.05) / 2 = 1.075 > LightGCN 1
+    assert choice == {"a": {"RecGOAT": {"backbone": "SGL"}}, "b": {"RecGOAT": {"backbone": "SGL"}}}
+    table = across_table(records, grid, choice)
+    assert "| RecGOAT | backbone=SGL | 1.4000 | 0.9500 | **1.1750** |" in table
+    assert "| RecGOAT | backbone=LightGCN | 1.0000 | 1.0000 | 1.0000 |" in table
+    # a candidate missing a seed on one dataset does not compete (nor is it shown with a mean)
+    partial = [r for r in records if r["key"] != "b__RecGOAT-tune__backbone_SGL__seed2"]
+    assert len(partial) == len(records) - 1
+    assert choose_across(partial, grid)["a"]["RecGOAT"] == {"backbone": "NCL"}
+    assert "| RecGOAT | backbone=SGL | 1.4000 | – | – |" in across_table(partial, grid, {})

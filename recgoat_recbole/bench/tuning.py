@@ -10,20 +10,28 @@ The default grids have nine points for every model with knobs: two knobs with th
 with nine values. Each grid contains the default of every knob it varies (RecBole's model YAML, or
 recgoat_recbole/keys.py). Pop has no knob. A choice on the edge of its grid (the smallest or largest value of a
 knob) is named under the tuning table (:func:`on_edges`): extend the grid before using it.
+
+A grid file may also list a model's candidates one by one (``RecGOAT: [{}, {backbone: SGL}, ...]``: each entry
+one point, not a product). ``recgoat tune --across`` chooses one point per model for every dataset together
+(:func:`choose_across`): the one whose validation score, as a ratio to the model's first point on the same
+dataset, is highest on average over the datasets. That is how RecGOAT's defaults are chosen (docs/protocol.md).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, Union
 
 from recgoat_recbole.bench.design import RunSpec, models_for_dataset, with_aligned
 from recgoat_recbole.bench.execute import run_all
 from recgoat_recbole.bench.names import ALIGN_SUFFIX, DEFAULT_MODELS
 
-__all__ = ["GRIDS", "ALIGN_KNOB", "grid_for", "grid_points", "grid_specs", "choose", "load_grids", "write_choice",
-           "tuning_table", "run_grid", "GridRun", "on_edges"]
+__all__ = ["GRIDS", "ALIGN_KNOB", "Grid", "grid_for", "grid_points", "grid_specs", "choose", "choose_across",
+           "across_table", "load_grids", "write_choice", "tuning_table", "run_grid", "GridRun", "on_edges"]
+
+#: a grid: knob -> values (every combination is a point), or the list of its points (candidates)
+Grid = Union[Mapping[str, Sequence[Any]], Sequence[Mapping[str, Any]]]
 
 #: knob -> values per model: RecBole 1.2.1's config keys, 9 points each (the default of every knob included)
 GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -52,11 +60,14 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
 ALIGN_KNOB = {"cmcl_weight": [0.016, 0.032, 0.064]}
 
 
-def grid_for(model: str, grids: Mapping[str, Mapping[str, Sequence[Any]]]) -> dict[str, list[Any]]:
+def grid_for(model: str, grids: Mapping[str, Grid]) -> Grid:
     """The grid of ``model``: its own, or for ``<Backbone>+Align`` without one, the backbone's first knob x
     λ_c (the same number of points as every other model)."""
     if model in grids:
-        return {k: list(v) for k, v in grids[model].items()}
+        grid = grids[model]
+        if not isinstance(grid, Mapping):
+            return [dict(point) for point in grid]
+        return {k: list(v) for k, v in grid.items()}
     if model.endswith(ALIGN_SUFFIX) and model[: -len(ALIGN_SUFFIX)] in grids:
         base = grids[model[: -len(ALIGN_SUFFIX)]]
         first = next(iter(base), None)
@@ -64,9 +75,10 @@ def grid_for(model: str, grids: Mapping[str, Mapping[str, Sequence[Any]]]) -> di
     return {}
 
 
-def load_grids(path: str | None) -> dict[str, dict[str, list[Any]]]:
-    """:data:`GRIDS`, with the models in the YAML file at ``path`` (``{Model: {knob: [values]}}``) replaced."""
-    grids = {m: dict(g) for m, g in GRIDS.items()}
+def load_grids(path: str | None) -> dict[str, Grid]:
+    """:data:`GRIDS`, with the models in the YAML file at ``path`` replaced: ``{Model: {knob: [values]}}`` (every
+    combination) or ``{Model: [{knob: value, ...}, ...]}`` (these points, in this order)."""
+    grids: dict[str, Grid] = {m: dict(g) for m, g in GRIDS.items()}
     if path is None:
         return grids
     import yaml
@@ -76,21 +88,41 @@ def load_grids(path: str | None) -> dict[str, dict[str, list[Any]]]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected {{Model: {{knob: [values]}}}}")
     for model, grid in data.items():
+        if isinstance(grid, list):
+            if not grid or not all(isinstance(p, dict) and all(isinstance(k, str) for k in p) for p in grid):
+                raise ValueError(f"{path}: the candidates of {model} must be a non-empty list of "
+                                 "{key: value} mappings")
+            points = [dict(p) for p in grid]
+            repeated = [p for i, p in enumerate(points) if p in points[:i]]
+            if repeated:
+                raise ValueError(f"{path}: {model} lists the candidate {repeated[0]} twice")
+            grids[str(model)] = points
+            continue
         if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
             raise ValueError(f"{path}: the grid of {model} must map each knob to a non-empty list of values")
         grids[str(model)] = {str(k): list(v) for k, v in grid.items()}
     return grids
 
 
-def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, in order (an empty grid has one point: the defaults)."""
+def grid_points(grid: Grid) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, in order (an empty grid has one point: the defaults); a list of
+    candidates is its own points."""
+    if not isinstance(grid, Mapping):
+        return [dict(point) for point in grid]
     keys = list(grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {_value(v)}" for k, v in value.items()) + "}"
+    return "~" if value is None else str(value)
+
+
 def _label(point: Mapping[str, Any]) -> str:
-    return "tune: " + (", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
-                       or "defaults")
+    return "tune: " + (", ".join(f"{k}={_value(v)}" for k, v in point.items()) or "defaults")
 
 
 #: a grid run: its spec and the grid point (the knobs it sets) that the spec's overrides contain
@@ -98,7 +130,7 @@ GridRun = tuple[RunSpec, dict[str, Any]]
 
 
 def grid_specs(datasets: Sequence[str], models: Sequence[str] | None, seeds: Sequence[int], common: dict[str, Any],
-               configs: Mapping[str, str], grids: Mapping[str, Mapping[str, Sequence[Any]]],
+               configs: Mapping[str, str], grids: Mapping[str, Grid],
                align: bool = False) -> list[GridRun]:
     """One run per dataset x model x grid point x seed; a model without a grid runs with its defaults.
 
@@ -147,6 +179,74 @@ def choose(records: Sequence[dict], grid: Sequence[GridRun], metric: str = "ndcg
     for (dataset, model), (_, point) in best.items():
         out.setdefault(dataset, {})[model] = point
     return out
+
+
+def _across(records: Sequence[dict], grid: Sequence[GridRun], metric: str
+            ) -> dict[str, tuple[list[str], list[tuple[dict, dict[str, float], float | None]]]]:
+    """model -> (its datasets, [(point, {dataset: mean valid score / the first point's}, mean ratio or None)])
+    in grid order; the ratio is None unless every seed of the point and of the first point ran on every dataset."""
+    scores = _scores(records, grid, metric)
+    datasets: dict[str, list[str]] = {}
+    points: dict[str, list[dict]] = {}
+    for (dataset, model, _), (point, _, _) in scores.items():
+        if dataset not in datasets.setdefault(model, []):
+            datasets[model].append(dataset)
+        if point not in points.setdefault(model, []):
+            points[model].append(point)
+    out = {}
+    for model, names in datasets.items():
+        def mean(dataset: str, point: dict) -> float | None:
+            entry = scores.get((dataset, model, _label(point)))
+            if entry is None or not entry[1] or len(entry[1]) < entry[2]:
+                return None
+            return sum(entry[1]) / len(entry[1])
+        reference = points[model][0]
+        rows = []
+        for point in points[model]:
+            ratios = {}
+            for dataset in names:
+                value, base = mean(dataset, point), mean(dataset, reference)
+                if value is not None and base:
+                    ratios[dataset] = value / base
+            rows.append((point, ratios, sum(ratios.values()) / len(names) if len(ratios) == len(names) else None))
+        out[model] = (names, rows)
+    return out
+
+
+def choose_across(records: Sequence[dict], grid: Sequence[GridRun], metric: str = "ndcg@10"
+                  ) -> dict[str, dict[str, dict]]:
+    """``{dataset: {model: point}}`` with *one* point per model for all its datasets: the point with the highest
+    mean, over the datasets, of (its mean validation ``metric`` over seeds) / (the model's first point's, on
+    the same dataset), the first in grid order on ties. Only points with every seed finished on every dataset
+    compete (and only when the first point's did too)."""
+    out: dict[str, dict[str, dict]] = {}
+    for model, (names, rows) in _across(records, grid, metric).items():
+        ranked = [(score, i) for i, (_, _, score) in enumerate(rows) if score is not None]
+        if not ranked:
+            continue
+        best = rows[max(ranked, key=lambda t: (t[0], -t[1]))[1]][0]
+        for dataset in names:
+            out.setdefault(dataset, {})[model] = dict(best)
+    return out
+
+
+def across_table(records: Sequence[dict], grid: Sequence[GridRun], choice: Mapping[str, Mapping[str, dict]],
+                 metric: str = "ndcg@10") -> str:
+    """Markdown: per model and candidate, its validation ``metric`` on each dataset as a ratio to the model's
+    first candidate, and their mean (the rule of :func:`choose_across`); the chosen candidate in bold."""
+    lines = []
+    for model, (names, rows) in _across(records, grid, metric).items():
+        lines += [f"| model | setting | {' | '.join(f'{d} (valid, ×first)' for d in names)} | mean |",
+                  "| --- | --- | " + "--- | " * len(names) + "--- |"]
+        chosen = next(iter(choice.values()), {}).get(model) if choice else None
+        for point, ratios, score in rows:
+            cell = "–" if score is None else f"{score:.4f}"
+            if point == chosen:
+                cell = f"**{cell}**"
+            values = " | ".join(f"{ratios[d]:.4f}" if d in ratios else "–" for d in names)
+            lines.append(f"| {model} | {_label(point).removeprefix('tune: ')} | {values} | {cell} |")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
 
 
 def write_choice(choice: Mapping[str, Mapping[str, dict]], path: str, header: str) -> None:

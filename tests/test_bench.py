@@ -196,3 +196,36 @@ def test_tag_makes_variants_of_a_model_rows_of_their_own(tmp_path):
                         tag="gat")
     assert plain[0].key != tagged[0].key and tagged[0].label == "RecGOAT (gat)"
     assert tuned[0].label == "RecGOAT (tuned, gat)" and tuned[0].key not in (plain[0].key, tagged[0].key)
+
+
+def test_runs_at_once_share_the_cores_instead_of_oversubscribing_them(monkeypatch):
+    from recgoat_recbole.bench import execute
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(execute.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert "OMP_NUM_THREADS" not in execute.worker_env(1)  # alone: torch's own choice
+    assert execute.worker_env(2)["OMP_NUM_THREADS"] == "2" and execute.worker_env(2)["MKL_NUM_THREADS"] == "2"
+    assert execute.worker_env(8)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert execute.worker_env(2)["OMP_NUM_THREADS"] == "3"  # yours wins
+
+
+def test_run_all_tells_each_run_how_many_share_the_machine(tmp_path):
+    from recgoat_recbole.bench import execute
+    from recgoat_recbole.bench.design import RunSpec
+
+    seen = []
+
+    def fake(spec, out_dir, verbose=True, jobs=1):
+        seen.append(jobs)
+        return {"key": spec.key, "test": {"ndcg@10": 0.1}, "valid": {"ndcg@10": 0.1}, "epochs": 1}
+
+    specs = [RunSpec("d", "BPR", s) for s in (1, 2)]
+    original = execute.run_one
+    execute.run_one = fake
+    try:
+        execute.run_all(specs, str(tmp_path), log=lambda *_: None, jobs=2)
+    finally:
+        execute.run_one = original
+    assert seen == [2, 2]

@@ -49,7 +49,7 @@ from typing import Any, Callable, Sequence
 
 from recgoat_recbole.bench.design import RunSpec
 
-__all__ = ["PATH_KEYS", "run_one", "run_all", "config_digest", "settings_differ", "find_identical", "canonical",
+__all__ = ["PATH_KEYS", "worker_env", "run_one", "run_all", "config_digest", "settings_differ", "find_identical", "canonical",
            "load_record", "package_commit", "RECORD_FIELDS"]
 
 
@@ -82,9 +82,26 @@ def _absolute_paths(spec: RunSpec) -> dict[str, str]:
             if isinstance(written, str) and not os.path.isabs(written)}
 
 
+def worker_env(jobs: int) -> dict[str, str]:
+    """The environment of a run: with ``jobs`` runs at once, each gets an equal share of the cores this process
+    may use as its thread count (``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``, unless you set them). Without it,
+    every run's torch starts one thread per core, and two runs on two cores (``--jobs 2``) spend most of their
+    time waiting on each other's threads (several times slower per epoch than with one thread each)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if jobs > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, str(max(1, cores // jobs)))
+    return env
+
+
 def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: bool = True,
-            progress: Callable[[int, int, float, float], Any] | None = None, keep_checkpoint: bool = False) -> dict:
+            progress: Callable[[int, int, float, float], Any] | None = None, keep_checkpoint: bool = False,
+            jobs: int = 1) -> dict:
     """Run ``spec`` in a subprocess (working directory ``out_dir/work/<key>``) and save its result JSON.
+
+    ``jobs``: how many runs share the machine with this one; each gets the cores / ``jobs`` threads
+    (:func:`worker_env`).
 
     Each run has its own working directory because RecBole names a checkpoint ``saved/<model>-<time to the
     second>.pth``: two runs of one model started in the same second (``--jobs``) would share, overwrite and
@@ -121,7 +138,7 @@ def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: 
     reader.start()
     try:
         proc = subprocess.run(cmd, cwd=work, stdout=subprocess.PIPE, stderr=write_end, text=True, timeout=timeout,
-                              env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                              env=worker_env(jobs))
     finally:
         os.close(write_end)
         reader.join()
@@ -455,6 +472,8 @@ def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool | N
             extra = {"progress": progress} if "progress" in accepted else {}
             if keep_checkpoints and "keep_checkpoint" in accepted:
                 extra["keep_checkpoint"] = True
+            if "jobs" in accepted:
+                extra["jobs"] = jobs
             record = run_one(spec, out_dir, verbose=verbose and jobs == 1, **extra)  # (tests replace run_one)
         except RuntimeError as exc:  # the other runs go on; the failures are raised together at the end
             log(f"[{n}/{len(specs)}] {exc}")

@@ -1,13 +1,16 @@
 """Running the specs: each (dataset, model, variant, seed) trains in its own subprocess
 (:mod:`recgoat_recbole.bench.worker`), with its result saved as JSON the moment it finishes, so an interrupted
 benchmark resumes without repeating finished runs. A finished run is reused only with identical settings (the
-same overrides, YAML files and YAML contents), here or from an earlier output folder.
+same overrides, YAML files and YAML contents, and the same model defaults), here or from an earlier output
+folder.
 
 What a record (``OUT/runs/<key>.json``) says, and when it is trusted:
 
 - which code wrote it: ``recgoat_version`` and ``git_commit`` (``git rev-parse HEAD`` of the package's checkout,
   asked once per process; ``None`` for an installed package); which settings: the spec (``config_files``,
-  ``overrides``, ``seed``) and ``config_sha`` (the YAML files' contents); a copy from another folder also
+  ``overrides``, ``seed``), ``config_sha`` (the YAML files' contents) and ``defaults_sha`` (the model's
+  defaults, :func:`defaults_digest`: a run at the defaults is not reused once they change); a copy from another
+  folder also
   ``reused_from`` (the run's key there) and ``reused_dir`` (that folder), and keeps the version and commit of the
   code that trained it;
 - ``signature``: an HMAC-SHA256 of the record's canonical JSON (:func:`canonical`: every field but the
@@ -49,7 +52,7 @@ from typing import Any, Callable, Sequence
 
 from recgoat_recbole.bench.design import RunSpec
 
-__all__ = ["PATH_KEYS", "worker_env", "run_one", "run_all", "config_digest", "settings_differ", "find_identical", "canonical",
+__all__ = ["PATH_KEYS", "worker_env", "defaults_digest", "run_one", "run_all", "config_digest", "settings_differ", "find_identical", "canonical",
            "load_record", "package_commit", "RECORD_FIELDS"]
 
 
@@ -149,7 +152,7 @@ def run_one(spec: RunSpec, out_dir: str, timeout: float | None = None, verbose: 
     if result.get("checkpoint"):
         result["checkpoint"] = os.path.relpath(os.path.join(work, result["checkpoint"]))
     record = {**asdict(spec), "label": spec.label, "key": spec.key, **result,
-              "config_sha": config_digest(fields["config_files"])}
+              "config_sha": config_digest(fields["config_files"]), "defaults_sha": defaults_digest(spec.model)}
     return _save(record, os.path.join(out_dir, "runs", f"{spec.key}.json"))
 
 
@@ -195,9 +198,11 @@ def config_digest(files: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def settings_differ(record: dict, spec: RunSpec) -> str:
+def settings_differ(record: dict, spec: RunSpec, unknown_defaults_differ: bool = False) -> str:
     """Why a finished run's settings differ from ``spec`` ('' when they match). Runs recorded before the
-    config digest existed are checked on their overrides and file names only."""
+    config digest existed are checked on their overrides and file names only; runs recorded before the defaults
+    digest, on the rest (with ``unknown_defaults_differ``, as for a copy from another folder: not for a model
+    whose defaults this package defines)."""
     if record.get("overrides", spec.overrides) != spec.overrides:
         changed = sorted(k for k in {*record["overrides"], *spec.overrides}
                          if record["overrides"].get(k) != spec.overrides.get(k))
@@ -209,7 +214,49 @@ def settings_differ(record: dict, spec: RunSpec) -> str:
     if "config_sha" in record and all(os.path.isfile(p) for p in files) and \
             record["config_sha"] != config_digest(files):
         return "the YAML files changed since"
+    current = defaults_digest(spec.model)
+    if "defaults_sha" in record:
+        if record["defaults_sha"] != current:
+            return f"the defaults of {spec.model} changed since"
+    elif unknown_defaults_differ and _package_defaults(spec.model):
+        # recorded before records carried the digest: RecBole's own defaults are pinned by its version, this
+        # package's change between commits, so such a run of a model this package defines is not trusted
+        return f"recorded without the defaults of {spec.model}, which this package defines and may have changed"
     return ""
+
+
+def _package_defaults(model: str) -> list[str]:
+    """The names in :data:`recgoat_recbole.keys.MODELS` whose defaults ``model`` runs with (``<B>+Align``: the
+    plugin's and, when this package defines it, the backbone's)."""
+    from recgoat_recbole.keys import MODELS
+    from recgoat_recbole.bench.names import ALIGN_SUFFIX
+
+    names = [model[: -len(ALIGN_SUFFIX)], "Align"] if model.endswith(ALIGN_SUFFIX) else [model]
+    return [n for n in names if n in MODELS]
+
+
+@functools.lru_cache(maxsize=None)
+def defaults_digest(model: str) -> str:
+    """SHA-256 of what ``model`` runs with when a setting is not given: this package's defaults
+    (``recgoat_recbole/keys.py``) for the models it defines, RecBole's model YAML and version for its own (for
+    ``<B>+Align``: both). A record keeps it, so that a run at the defaults is not reused after they change."""
+    import hashlib
+
+    import recbole
+
+    from recgoat_recbole.bench.names import ALIGN_SUFFIX
+    from recgoat_recbole.keys import defaults
+
+    parts: dict[str, Any] = {}
+    for name in _package_defaults(model):
+        parts[name] = defaults(name)
+    base = model[: -len(ALIGN_SUFFIX)] if model.endswith(ALIGN_SUFFIX) else model
+    if base not in parts:
+        path = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{base}.yaml")
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                parts[base] = {"recbole": recbole.__version__, "yaml": hashlib.sha256(f.read()).hexdigest()}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode("utf-8")).hexdigest()
 
 
 def find_identical(spec: RunSpec, folder: str, log: Callable[[str], Any] | None = None,
@@ -234,7 +281,7 @@ def find_identical(spec: RunSpec, folder: str, log: Callable[[str], Any] | None 
             continue
         if (record["dataset"], record["model"], record["seed"]) != (spec.dataset, spec.model, spec.seed):
             continue
-        if "overrides" in record and "config_files" in record and not settings_differ(record, spec):
+        if "overrides" in record and "config_files" in record and not settings_differ(record, spec, True):
             return record
     return None
 
@@ -271,7 +318,8 @@ def _malformed(record: Any) -> str:
             return f"not a run record (field {field!r} is not a {kind.__name__})"
     if not all(isinstance(p, str) for p in record.get("config_files", [])):
         return "not a run record (config_files holds something other than file names)"
-    for field in ("reused_dir", "reused_from", "recgoat_version", "git_commit", "config_sha", "checkpoint"):
+    for field in ("reused_dir", "reused_from", "recgoat_version", "git_commit", "config_sha", "defaults_sha",
+                  "checkpoint"):
         if record.get(field) is not None and not isinstance(record[field], str):
             return f"not a run record (field {field!r} is not a string)"
     return ""
@@ -415,7 +463,9 @@ def run_all(specs: Sequence[RunSpec], out_dir: str, log=print, verbose: bool | N
                     if check:
                         log(f"warning: {path}: {problem}; in the tables, marked as not signed by your runs")
                 difference = settings_differ(record, spec)
-                if difference:
+                if difference and not train and difference.startswith("the defaults of"):
+                    log(f"warning: {path}: {difference}; in the tables as it was trained")
+                elif difference:
                     raise FileExistsError(f"{path} was trained with other settings ({difference}): use another "
                                           "--out, or delete that file to train it again")
                 found[n] = record

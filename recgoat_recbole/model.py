@@ -53,8 +53,9 @@ logger = logging.getLogger(__name__)
 
 FUSIONS = ("fixed", "learned", "sum", "concat")
 
-#: the backbone when the config names none (old checkpoints store none): the paper's
-DEFAULT_BACKBONE = "LightGCN"
+#: the backbone of ``backbone: ~`` and of checkpoints from before the key (which store none): the paper's.
+#: Not the default (``keys.py``'s ``backbone``), which may change: an old checkpoint keeps its own backbone.
+LEGACY_BACKBONE = "LightGCN"
 
 
 class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommender):
@@ -78,7 +79,7 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
         # the registered class dispatches on the config; RecGOAT[<B>] (also deepcopy's cls.__new__(cls)) does not
         if cls.backbone is None:
             config = args[0] if args else kwargs["config"]
-            cls = recgoat_on(config["backbone"] or DEFAULT_BACKBONE)
+            cls = recgoat_on(config["backbone"] or LEGACY_BACKBONE)
         return super().__new__(cls)
 
     def __init__(self, config, dataset) -> None:
@@ -417,11 +418,13 @@ def recgoat_defaults(yours: dict) -> list[str | dict]:
     """RecGOAT's defaults given your configs (``yours``): the backbone's RecBole YAML and :mod:`.keys`' RecGOAT
     keys. LightGCN below RecGOAT's keys (its defaults as before); any other backbone above them, so that its own
     ``embedding_size`` / ``n_layers`` / ``reg_weight`` apply."""
-    name = (yours or {}).get("backbone") or DEFAULT_BACKBONE
+    yours = yours or {}
+    # not set: the default backbone; set to ~: the legacy one (as the model itself resolves them)
+    name = (yours["backbone"] or LEGACY_BACKBONE) if "backbone" in yours else defaults("RecGOAT")["backbone"]
     yaml = recbole_model_yaml(name) if name in BACKBONES else None  # another name: refused when built
     if yaml is None:
         return [defaults("RecGOAT")]
-    return [yaml, defaults("RecGOAT")] if name == DEFAULT_BACKBONE else [defaults("RecGOAT"), yaml]
+    return [yaml, defaults("RecGOAT")] if name == "LightGCN" else [defaults("RecGOAT"), yaml]
 
 
 class BackboneTrainer:
@@ -430,7 +433,7 @@ class BackboneTrainer:
     def __new__(cls, config, model):
         from recbole.utils import get_trainer
 
-        backbone = getattr(type(model), "backbone", None) or recbole_model(DEFAULT_BACKBONE)
+        backbone = getattr(type(model), "backbone", None) or recbole_model(LEGACY_BACKBONE)
         return get_trainer(config["MODEL_TYPE"], backbone.__name__)(config, model)
 
 

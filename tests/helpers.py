@@ -13,8 +13,10 @@ from tests.conftest import mini_config
 
 
 #: RecGOAT with every component on: the GAT views, every modality aligned, the views in the score (the defaults
-#: leave the first and the last off and gate the second, which would leave those parts untested here)
-FULL_RECGOAT = {"use_gat": True, "align_gate": False, "fusion_gamma": None}
+#: leave the first and the last off and gate the second, which would leave those parts untested here), on the
+#: paper's LightGCN ID branch (named, so that these tests keep testing it whatever the default backbone is;
+#: the other backbones: tests/test_recgoat_backbones.py)
+FULL_RECGOAT = {"backbone": "LightGCN", "use_gat": True, "align_gate": False, "fusion_gamma": None}
 
 
 def build_recgoat(mini_ml, **overrides):

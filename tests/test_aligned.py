@@ -23,6 +23,8 @@ BACKBONE_SETTINGS = {"NCL": {"num_clusters": 10}}
 def _config(mini_ml, model: str, **overrides) -> Config:
     # the gate is tested on its own below; here every modality is aligned, whatever its lift on the fixture
     base = {"align_gate": False, **BACKBONE_SETTINGS.get(model.split("+")[0], {})}
+    if model == "RecGOAT":  # (its LightGCN branch, whatever the default backbone)
+        base["backbone"] = "LightGCN"
     settings = mini_config(mini_ml, user_profile_feat=None, **{**base, **overrides})
     return Config(model=model, config_dict=settings)
 

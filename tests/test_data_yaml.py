@@ -79,13 +79,14 @@ def test_baby_yaml_over_an_imported_baby_folder_builds_the_papers_settings(impor
     config = Config(model="RecGOAT", config_file_list=[imported_baby, os.path.join(CONFIGS, "baby.yaml")],
                     config_dict={"embedding_size": 16})  # a small d for the fixture; the rest as the paper
     assert config["use_gat"] is True and config["align_gate"] is False and config["n_layers"] == 3
+    assert config["backbone"] == "LightGCN"  # the paper's, named: RecGOAT's default backbone may be another
     assert config["fusion_weights"] == {"id": 0.15, "text": 0.8, "image": 0.05} and config["knn_k"] == 20
     init_seed(2020, True)
     train, _, _ = data_preparation(config, create_dataset(config))
     model = RecGOAT(config, train.dataset)
     # the fusion weights the paper gives (id, image, text in the model's sorted order), not the γ default's
     assert model.fusion_fixed.tolist() == pytest.approx([0.15, 0.05, 0.8])
-    assert model.use_gat and len(model.alignment.gats) == 2
+    assert model.use_gat and len(model.alignment.gats) == 2 and type(model).backbone.__name__ == "LightGCN"
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_DATASETS))

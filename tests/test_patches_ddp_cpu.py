@@ -35,7 +35,7 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("model", ["RecGOAT", "RecGOAT:SGL", "LightGCN+Align"])
+@pytest.mark.parametrize("model", ["RecGOAT:LightGCN", "RecGOAT:SGL", "LightGCN+Align"])
 def test_two_process_ddp_on_cpu_with_gloo(mini_ml, tmp_path, model):
     root = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
     script = tmp_path / "ddp_run.py"

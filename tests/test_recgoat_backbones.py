@@ -159,3 +159,24 @@ def test_removed_keys_stop_a_run_with_one_clear_error(mini_ml, key, value):
     with pytest.raises(ConfigError, match=f"^{key} was removed: ") as info:
         run_recbole(model="RecGOAT", config_dict=mini_config(mini_ml, **{key: value}))
     assert "\n" not in str(info.value)
+
+
+def test_the_default_backbone_is_keys_py_s_and_its_yaml_comes_with_it(mini_ml, monkeypatch):
+    """A config that names no backbone gets keys.py's default *and that backbone's RecBole YAML* (its ssl_tau,
+    ...); `backbone: ~` (and an old checkpoint, which stores none) stays LightGCN whatever the default."""
+    from dataclasses import replace
+
+    from recgoat_recbole import keys
+
+    changed = tuple(replace(k, default="SGL") if k.name == "backbone" else k for k in keys.MODELS["RecGOAT"])
+    monkeypatch.setitem(keys.MODELS, "RecGOAT", changed)
+    config = Config(model="RecGOAT", config_dict=mini_config(mini_ml))
+    assert config["backbone"] == "SGL" and config["ssl_tau"] is not None and config["drop_ratio"] is not None
+    init_seed(config["seed"], True)
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = get_model("RecGOAT")(config, train.dataset)
+    assert type(model).backbone.__name__ == "SGL"
+    model.train()
+    assert torch.isfinite(sum(t for t in model.calculate_loss(_batch(train)))).all()
+    _, legacy, _ = _build(mini_ml, None)
+    assert type(legacy).backbone.__name__ == "LightGCN"

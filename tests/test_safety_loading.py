@@ -158,7 +158,7 @@ def test_eval_cache_follows_loaded_parameters(mini_ml):
     does, in eval mode) must not score with the stale ones."""
     from recbole.data import create_dataset, data_preparation
 
-    config = Config(model=RecGOAT, config_dict=mini_config(mini_ml))
+    config = Config(model=RecGOAT, config_dict=mini_config(mini_ml, backbone="LightGCN"))
     train, _, _ = data_preparation(config, create_dataset(config))
     model = RecGOAT(config, train._dataset)
     other = {k: v.clone() for k, v in model.state_dict().items()}

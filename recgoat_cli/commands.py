@@ -311,14 +311,17 @@ def _run_suite(specs: Sequence[Any], out: str, title: str, train: bool = True, j
     return paths
 
 
-def _dataset_configs(args: argparse.Namespace) -> dict[str, str]:
-    """``--config DATASET=FILE`` pairs, checked; other datasets use recbole_configs/<dataset>.yaml."""
+def _dataset_configs(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
+    """``--config DATASET=FILE[,FILE...]`` pairs, checked (several files: layered in order, later ones win, e.g.
+    an imported data YAML and recbole_configs/paper.yaml); other datasets use recbole_configs/<dataset>.yaml."""
     configs = {}
     for pair in args.config or []:
         if "=" not in pair:
-            raise UserError(f"--config expects DATASET=FILE, got {pair!r}")
-        dataset, path = pair.split("=", 1)
-        configs[dataset] = _check_files([path])[0]
+            raise UserError(f"--config expects DATASET=FILE[,FILE...], got {pair!r}")
+        dataset, paths = pair.split("=", 1)
+        configs[dataset] = tuple(_check_files([p for p in paths.split(",") if p]))
+        if not configs[dataset]:
+            raise UserError(f"--config {dataset}= names no file")
     return configs
 
 

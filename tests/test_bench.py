@@ -229,3 +229,24 @@ def test_run_all_tells_each_run_how_many_share_the_machine(tmp_path):
     finally:
         execute.run_one = original
     assert seen == [2, 2]
+
+
+def test_a_dataset_may_take_several_yaml_files_in_order(tmp_path, monkeypatch):
+    """`--config scientific=data.yaml,recbole_configs/paper.yaml`: the paper's configuration over a data YAML."""
+    import argparse
+
+    import pytest
+
+    from recgoat_cli.commands import _dataset_configs
+    from recgoat_cli.errors import UserError
+    from recgoat_recbole.bench.design import build_specs
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("data.yaml", "model.yaml"):
+        (tmp_path / name).write_text("epochs: 1\n")
+    configs = _dataset_configs(argparse.Namespace(config=["d=data.yaml,model.yaml"]))
+    assert configs == {"d": ("data.yaml", "model.yaml")}
+    specs = build_specs(["d"], ["BPR"], [1], {}, configs)
+    assert specs[0].config_files == ("data.yaml", "model.yaml")
+    with pytest.raises(UserError, match="config file not found: missing.yaml"):
+        _dataset_configs(argparse.Namespace(config=["d=data.yaml,missing.yaml"]))

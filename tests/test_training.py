@@ -223,7 +223,7 @@ def test_tune_and_demo_record_the_real_command(monkeypatch, capsys):
     assert main(tune) == 0
     command = "recgoat " + shlex.join(tune)
     assert open("tune/tuning.md").readline().startswith(f"`{command}` (validation only")
-    assert f"# chosen on validation NDCG@10 by: {command}\n" in open("tune/best.yaml").read()
+    assert f"# chosen on validation NDCG@10 (per dataset) by: {command}\n" in open("tune/best.yaml").read()
     demo = ["demo", "--epochs", "1", "--seeds", "5", "--stopping-step", "2", "--out", "demo"]
     assert main(demo) == 0
     assert open("demo/results.md").readline().startswith(f"`recgoat {shlex.join(demo)}` (ml-100k")

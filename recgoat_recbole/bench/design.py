@@ -71,6 +71,11 @@ class RunSpec:
         return (self.variant or self.model) + (f" ({self.tag})" if self.tag else "")
 
 
+def config_files(value: "str | Sequence[str]") -> tuple[str, ...]:
+    """A dataset's YAML files, in order (later ones win): ``--config DATASET=A.yaml,B.yaml`` gives two."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def find_config(dataset: str) -> str:
     """``recbole_configs/<dataset>.yaml`` from the working directory, else from the source checkout this package
     runs from (an editable install: the shipped YAMLs are not installed as package data)."""
@@ -143,7 +148,7 @@ def build_specs(datasets: Sequence[str], models: Sequence[str] | None, seeds: Se
     the same output folder as rows of their own."""
     specs = []
     for dataset in datasets:
-        files = ((configs or {}).get(dataset) or find_config(dataset),)
+        files = config_files((configs or {}).get(dataset) or find_config(dataset))
         chosen = (tuned or {}).get(dataset, {})
         dataset_models = models_for_dataset(dataset, models, files, common, log=log)
         if align:

@@ -23,7 +23,7 @@ import itertools
 import os
 from typing import Any, Mapping, Sequence, Union
 
-from recgoat_recbole.bench.design import RunSpec, models_for_dataset, with_aligned
+from recgoat_recbole.bench.design import RunSpec, config_files, models_for_dataset, with_aligned
 from recgoat_recbole.bench.execute import run_all
 from recgoat_recbole.bench.names import ALIGN_SUFFIX, DEFAULT_MODELS
 
@@ -141,7 +141,7 @@ def grid_specs(datasets: Sequence[str], models: Sequence[str] | None, seeds: Seq
     default = [m for m in DEFAULT_MODELS if m in grids]
     runs = []
     for dataset in datasets:
-        files = (configs[dataset],)
+        files = config_files(configs[dataset])
         chosen = models_for_dataset(dataset, models, files, common, default=default)
         if align:
             chosen = with_aligned(dataset, chosen, files, common)

@@ -305,7 +305,7 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     from recbole.data import data_preparation
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
-    from recgoat_recbole.config_check import ConfigError, validate_run
+    from recgoat_recbole.config_check import ConfigError, check_value_lists, unknown_keys, validate_run
     # RecBole's create_dataset with the signed, keyed cache (what run_recbole runs too: the safe_dataset_cache
     # patch); data_preparation's dataloader cache is patched in its own module
     from recgoat_recbole.dataset_cache import create_dataset
@@ -318,11 +318,15 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     except (ValueError, KeyError) as exc:  # RecBole's own checks (topk, no dataset, ...): one line, not a trace
         raise ConfigError(f"config: {exc.args[0] if exc.args else exc}") from None
     validate_run(config)  # one ConfigError naming the key, before anything is read or written
+    check_value_lists(config)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
     if quiet:
         _console_level(logger, logging.WARNING)
+    for key, close in unknown_keys(config):  # a typo would run the default silently
+        logger.warning(f"config key {key!r} is unknown: no run reads it, so it changes nothing"
+                       + (f"; did you mean {close!r}?" if close else ""))
     if log_details:
         logger.info(sys.argv)
         logger.info(config)

@@ -25,6 +25,9 @@ def test_help_lists_every_subcommand(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["run", "--config", "missing.yaml"], "config file not found: missing.yaml"),
     (["run", "--model", "NoSuchModel"], "unknown model 'NoSuchModel'"),
+    # a near miss is named, and RecBole's unrelated lightgbm import error is not
+    (["run", "--model", "LightGCM"], "unknown model 'LightGCM'; did you mean 'LightGCN'"),
+    (["run", "--model", "recgoat"], "unknown model 'recgoat'; did you mean 'RecGOAT'?"),
     (["data", "import", "--format", "mmrec", "nowhere", "out"], "source folder not found"),
     (["features", "text", "nope.item", "--columns", "a", "-o", "x.npz"], "table not found"),
 ])
@@ -126,3 +129,34 @@ def test_progress_lines_without_validation_and_with_several_loss_terms():
     lines.finish(3, 10)
     assert out[-2].startswith("epoch 3/3  loss 0.5000  ") and out[-1] == (
         "trained all 3 epochs; best epoch 2, valid NDCG@10 0.3000")
+
+
+def test_a_typo_in_a_config_key_warns_with_the_key_it_meant(mini_ml, capsys, caplog):
+    """Issue 31: `embeding_size: 32`, `--learning_rat`, `--epoch=1` ran silently with the defaults."""
+    cfg = {**mini_config(mini_ml, epochs=1), "embeding_size": 32}
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump(cfg, f)
+    assert main(["run", "--config", "mini.yaml", "--model", "BPR", "--no-save", "--learning_rat=0.1",
+                 "--epoch=2", "--knn_kk=3"]) == 0
+    err = caplog.text  # (RecBole's console handler, on the console: shown with --verbose or not)
+    assert "lightgbm" not in err
+    for typo, meant in (("embeding_size", "embedding_size"), ("learning_rat", "learning_rate"), ("epoch", "epochs"),
+                        ("knn_kk", "knn_k")):
+        assert f"config key '{typo}' is unknown: no run reads it, so it changes nothing; did you mean '{meant}'?" \
+            in err
+    # the keys RecBole and this package read, from a YAML shared by several models, are not flagged
+    assert "'eval_args' is unknown" not in err and "'item_modalities'" not in err and err.count("is unknown") == 4
+
+
+def test_mmrec_style_value_lists_point_to_tune(mini_ml, capsys):
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump({**mini_config(mini_ml, epochs=1), "reg_weight": [0.0, 1.0e-05]}, f)
+    assert main(["run", "--config", "mini.yaml", "--model", "LightGCN", "--no-save"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recgoat: error: config key 'reg_weight' must be one number, got [0.0, 1e-05]") and \
+        "`recgoat tune --grid`" in err and "\n" not in err
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump(mini_config(mini_ml, epochs=1), f)
+    assert main(["run", "--config", "mini.yaml", "--model", "RecGOAT", "--no-save", "--set", "knn_k=[5, 10]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'knn_k'" in err and "`recgoat tune --grid`" in err and "\n" not in err

@@ -29,6 +29,7 @@ def test_help_lists_every_subcommand(capsys):
     (["run", "--model", "LightGCM"], "unknown model 'LightGCM'; did you mean 'LightGCN'"),
     (["run", "--model", "recgoat"], "unknown model 'recgoat'; did you mean 'RecGOAT'?"),
     (["data", "import", "--format", "mmrec", "nowhere", "out"], "source folder not found"),
+    (["bench", "--datasets", "tiny", "--models", "BPR"], "no config for dataset 'tiny': pass --config tiny=FILE"),
     (["features", "text", "nope.item", "--columns", "a", "-o", "x.npz"], "table not found"),
 ])
 def test_user_errors_are_one_line(capsys, argv, message):

@@ -417,7 +417,7 @@ def align_rows(file: FeatureFile, id_tokens: Sequence[str], missing: str = "erro
     rows = np.array([index.get(str(t), -1) for t in ids[start:]], dtype=np.int64)
     absent = rows < 0
     if absent.any():
-        examples = [ids[start + i] for i in np.flatnonzero(absent)[:5]]
+        examples = ", ".join(str(ids[start + i]) for i in np.flatnonzero(absent)[:5])  # (not numpy's np.str_(...))
         msg = (f"{file.path}: {int(absent.sum())} of {len(rows)} dataset {what}s have no feature row "
                f"(e.g. tokens {examples})")
         if missing == "error":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import numpy as np
 from recbole.data.dataset import Dataset
@@ -175,7 +176,22 @@ def modality_gate(config, features: "dict[str, Any]", dataset, owner: str) -> di
     for m, x in sorted(features.items()):
         lift = cooccurrence_lift(x, users, items, k=config["knn_k"] or 10, chunk_size=config["knn_chunk_size"] or 2048)
         weights[m] = 1.0 if lift >= threshold else 0.0
-        verdict = "aligned" if weights[m] else "its alignment terms are off (align_gate)"
-        logger.info(f"{owner}: modality {m!r} co-occurrence lift {lift:.2f} "
-                    f"({'≥' if weights[m] else '<'} {threshold:g}): {verdict}")
+        if weights[m]:
+            logger.info(f"{owner}: modality {m!r} co-occurrence lift {lift:.2f} (≥ {threshold:g}): aligned")
+        else:  # on the console: the features of this modality no longer shape the model
+            logger.warning(f"{owner}: modality {m!r} is not aligned: its co-occurrence lift on the training split is "
+                           f"{lift:.2f} < align_gate_min_lift {threshold:g} (items its features call similar are "
+                           "not picked by the same users much more than chance); set align_gate: false to align "
+                           "it anyway")
+    if weights and not any(weights.values()) and _get(config, "fusion_gamma") == 0:
+        logger.warning(f"{owner}: no modality is aligned and fusion_gamma is 0, so the features reach no warm "
+                       "item's score: on warm items this run is its ID model alone; set align_gate: false or "
+                       "fusion_gamma > 0 to use them")
     return weights
+
+
+def _get(config: Any, key: str) -> Any:
+    try:
+        return config[key]
+    except KeyError:
+        return None

@@ -472,7 +472,7 @@ def _read_inter(path: str) -> pd.DataFrame:
             raise DataImportError(empty)
         if b"\0" in head:
             raise DataImportError(f"{path}: a binary file, not a tab-separated text file")
-        return pd.read_csv(path, sep="\t", dtype=str, encoding="utf-8")
+        frame = pd.read_csv(path, sep="\t", dtype=str, encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataImportError(f"{path}: not UTF-8 text (cannot decode byte {exc.object[exc.start:exc.start + 1]!r}); "
                            f"save it as UTF-8") from None
@@ -484,6 +484,11 @@ def _read_inter(path: str) -> pd.DataFrame:
         raise DataImportError(f"{path}: not a well-formed tab-separated file ({' '.join(str(exc).split())})") from None
     except OSError as exc:
         raise DataImportError(f"{path}: cannot read ({exc})") from None
+    if frame.shape[1] == 1 and any(sep in str(frame.columns[0]) for sep in (",", ";", " ")):
+        raise DataImportError(f"{path}: one column, headed {str(frame.columns[0])[:60]!r}: the file looks comma-, "
+                              "semicolon- or space-separated; .inter files are tab-separated (userID<TAB>itemID"
+                              "<TAB>x_label)")
+    return frame
 
 
 def import_mmrec(src: str, dst: str, name: str | None = None, inter_file: str | None = None,

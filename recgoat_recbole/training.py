@@ -112,14 +112,18 @@ def _time_epochs(trainer: Any, device: Any, on_epoch: EpochCallback | None) -> l
     return times
 
 
-def _record_validation(trainer: Any, epoch_times: list[float]) -> list[tuple[int, float]]:
-    """Wrap ``trainer._valid_epoch`` to record ``(epochs trained so far, valid score)`` at every validation."""
+def _record_validation(trainer: Any, epoch_times: list[float],
+                       then: Callable[[int, float], Any] | None = None) -> list[tuple[int, float]]:
+    """Wrap ``trainer._valid_epoch`` to record ``(epochs trained so far, valid score)`` at every validation
+    (and pass each to ``then``)."""
     curve: list[tuple[int, float]] = []
     original = trainer._valid_epoch
 
     def recorded(*args, **kwargs):
         score, result = original(*args, **kwargs)
         curve.append((len(epoch_times), float(score)))
+        if then is not None:
+            then(*curve[-1])
         return score, result
 
     trainer._valid_epoch = recorded
@@ -197,19 +201,62 @@ def _warn_one_user_per_batch(config: Any, dataset: Any, logger: logging.Logger) 
                        f"batch (slow); set eval_batch_size: {suggest} (64 users per batch)")
 
 
-def _progress_lines(emit: Callable[[str], Any], epochs: int, then: EpochCallback | None) -> EpochCallback:
-    """An ``on_epoch`` that emits ``epoch k/N`` with the time per epoch (training and the evaluation before it)
-    and the time left at most (early stopping may end sooner), then calls ``then``."""
-    start = time.perf_counter()
+def _loss_text(loss: Any) -> str:
+    """``loss 5.8746`` or, for a loss of several terms (RecBole's ``train_loss1``, ...), their sum and the terms:
+    ``loss 5.8746 (4.5717 + 1.2854 + 0.0065)``."""
+    if isinstance(loss, (tuple, list)):
+        terms = [float(t) for t in loss]
+        return f"loss {sum(terms):.4f} (" + " + ".join(f"{t:.4g}" for t in terms) + ")"
+    try:
+        return f"loss {float(loss):.4f}"
+    except (TypeError, ValueError):
+        return ""
 
-    def on_epoch(epoch: int, seconds: float, loss: Any) -> None:
+
+class _ProgressLines:
+    """The console's epoch lines: ``epoch k/N  loss x  valid NDCG@10 y (best z at k')  s/epoch  ETA``, one per
+    training epoch, written once the epoch's validation (if one follows it) is done, and the end of
+    :meth:`finish`: whether early stopping ended the run, its best epoch and score."""
+
+    def __init__(self, emit: Callable[[str], Any], config: Any, epochs: int, then: EpochCallback | None) -> None:
+        self.emit, self.then = emit, then
+        self.epochs, self.metric = epochs, str(config["valid_metric"])
+        self.eval_step = int(config["eval_step"] or 0)
+        self.bigger = bool(config["valid_metric_bigger"])
+        self.start = time.perf_counter()
+        self.pending: str | None = None
+        self.best: tuple[float, int] | None = None
+
+    def on_epoch(self, epoch: int, seconds: float, loss: Any) -> None:
         done = epoch + 1
-        per = (time.perf_counter() - start) / done
-        emit(f"epoch {done}/{epochs}  {per:.1f} s/epoch  ETA ≤ {format_seconds(per * (epochs - done))}")
-        if then is not None:
-            then(epoch, seconds, loss)
+        per = (time.perf_counter() - self.start) / done
+        self.pending = "  ".join(part for part in (f"epoch {done}/{self.epochs}", _loss_text(loss)) if part)
+        self.timing = f"{per:.1f} s/epoch  ETA ≤ {format_seconds(per * (self.epochs - done))}"
+        if not (self.eval_step and done % self.eval_step == 0):  # no validation follows this epoch
+            self._flush("")
+        if self.then is not None:
+            self.then(epoch, seconds, loss)
 
-    return on_epoch
+    def on_valid(self, epochs_done: int, score: float) -> None:
+        if self.best is None or (score > self.best[0] if self.bigger else score < self.best[0]) or \
+                score == self.best[0]:  # (RecBole keeps the last of equal scores)
+            self.best = (score, epochs_done)
+        best = f" (best {self.best[0]:.4f} at {self.best[1]})" if self.best[1] != epochs_done else " (best)"
+        self._flush(f"valid {self.metric} {score:.4f}{best}")
+
+    def _flush(self, valid: str) -> None:
+        if self.pending is not None:
+            self.emit("  ".join(part for part in (self.pending, valid, self.timing) if part))
+            self.pending = None
+
+    def finish(self, epochs_done: int, stopping_step: int) -> None:
+        self._flush("")
+        best = f"; best epoch {self.best[1]}, valid {self.metric} {self.best[0]:.4f}" if self.best else ""
+        if epochs_done < self.epochs:
+            self.emit(f"stopped early at epoch {epochs_done} of {self.epochs} (valid {self.metric} did not improve "
+                      f"for stopping_step {stopping_step} validations){best}")
+        else:
+            self.emit(f"trained all {self.epochs} epochs{best}")
 
 
 def _read_dataset(create_dataset: Callable[[Any], Any], config: Any) -> Any:
@@ -247,8 +294,9 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     - ``on_epoch(epoch_index, seconds, loss)`` is called after every training epoch.
     - ``before_model(config, dataset)`` runs after the split and before the model is built: it may change the
       config (the keys it returns are recorded in ``adjusted``).
-    - ``progress(line)`` gets one line per epoch: ``epoch k/N``, seconds per epoch and the time left at most
-      (``recgoat run`` prints them).
+    - ``progress(line)`` gets one line per epoch: ``epoch k/N``, the training loss, the validation score (and
+      the best so far), seconds per epoch and the time left at most; and a last line saying whether early
+      stopping ended the run, with its best epoch and score (``recgoat run`` prints them).
     - ``quiet=True`` keeps RecBole's INFO lines out of the console (its log file still gets them).
     """
     from logging import getLogger
@@ -257,7 +305,7 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     from recbole.data import data_preparation
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
-    from recgoat_recbole.config_check import ConfigError, validate_run
+    from recgoat_recbole.config_check import ConfigError, check_value_lists, unknown_keys, validate_run
     # RecBole's create_dataset with the signed, keyed cache (what run_recbole runs too: the safe_dataset_cache
     # patch); data_preparation's dataloader cache is patched in its own module
     from recgoat_recbole.dataset_cache import create_dataset
@@ -270,11 +318,15 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     except (ValueError, KeyError) as exc:  # RecBole's own checks (topk, no dataset, ...): one line, not a trace
         raise ConfigError(f"config: {exc.args[0] if exc.args else exc}") from None
     validate_run(config)  # one ConfigError naming the key, before anything is read or written
+    check_value_lists(config)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
     if quiet:
         _console_level(logger, logging.WARNING)
+    for key, close in unknown_keys(config):  # a typo would run the default silently
+        logger.warning(f"config key {key!r} is unknown: no run reads it, so it changes nothing"
+                       + (f"; did you mean {close!r}?" if close else ""))
     if log_details:
         logger.info(sys.argv)
         logger.info(config)
@@ -300,17 +352,20 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
         logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
-    if progress is not None:
-        on_epoch = _progress_lines(progress, int(config["epochs"]), on_epoch)
-    epoch_times = _time_epochs(trainer, config["device"], on_epoch)
-    valid_curve = _record_validation(trainer, epoch_times)
-    progress = config["show_progress"] if show_progress is None else show_progress
-    best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=progress)
+    # (a closed-form model's trainer runs one epoch whatever config["epochs"] says)
+    epochs = int(getattr(trainer, "epochs", config["epochs"]))
+    lines = _ProgressLines(progress, config, epochs, on_epoch) if progress is not None else None
+    epoch_times = _time_epochs(trainer, config["device"], lines.on_epoch if lines else on_epoch)
+    valid_curve = _record_validation(trainer, epoch_times, lines.on_valid if lines else None)
+    bars = config["show_progress"] if show_progress is None else show_progress
+    best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=bars)
+    if lines is not None:
+        lines.finish(len(epoch_times), int(config["stopping_step"]))
     test_result, per_user = None, None
     if evaluate_test:
         ranking = _capture_test_ranking(trainer, config["USER_ID_FIELD"])
         try:
-            test_result = trainer.evaluate(test, load_best_model=saved, show_progress=progress)
+            test_result = trainer.evaluate(test, load_best_model=saved, show_progress=bars)
         finally:
             ranking["restore"]()
         if config["single_spec"]:  # (under DDP each process holds a shard of the users)

@@ -380,6 +380,27 @@ def test_align_gate_turns_off_the_terms_of_a_modality_below_the_lift(mini_ml, mo
 
 
 @pytest.mark.parametrize("model_name", ["RecGOAT", "LightGCN+Align"])
+def test_a_closed_gate_says_so_on_the_console(mini_ml, model_name, caplog):
+    """Issue 31: the gate closed every modality and fusion_gamma 0 kept them out of the score, so "RecGOAT" was
+    its ID model, and only an INFO line in the log file said so."""
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        _build(mini_ml, model_name, align_gate=True, align_gate_min_lift=1000.0, fusion_gamma=0)
+    closed = [r for r in caplog.records if "is not aligned" in r.getMessage()]
+    assert closed and all(r.levelno == logging.WARNING for r in closed)
+    assert all("< align_gate_min_lift 1000" in r.getMessage() and "align_gate: false" in r.getMessage()
+               for r in closed)
+    assert len(closed) == len({r.getMessage().split("'")[1] for r in closed})  # one line per modality
+    assert any(r.levelno == logging.WARNING and "no modality is aligned and fusion_gamma is 0" in r.getMessage()
+               for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        _build(mini_ml, model_name, align_gate=True, align_gate_min_lift=1.0)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "align" in r.getMessage()]
+
+
+@pytest.mark.parametrize("model_name", ["RecGOAT", "LightGCN+Align"])
 def test_a_gated_off_modality_is_not_computed_and_the_model_is_its_id_part(mini_ml, model_name):
     """Every modality gated off and γ 0: no view is computed in training or scoring (no projection runs), and
     the scores are the ID part's own (RecGOAT: cold items too, as an untrained view is noise)."""

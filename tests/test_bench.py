@@ -121,6 +121,9 @@ def test_ncl_clusters_are_fitted_to_a_small_dataset():
     assert _fit_to_dataset({"model": "LightGCN"}, small) == {}
     config = {"model": "NCL+Align", "num_clusters": 1000}  # the plugin on NCL failed on ml-100k for this
     assert _fit_to_dataset(config, small) == {"num_clusters": 94}
+    config = {"model": "RecGOAT", "backbone": "NCL", "num_clusters": 1000, "fusion_gamma": 0.0}  # and RecGOAT on NCL
+    assert _fit_to_dataset(config, small) == {"num_clusters": 94}
+    assert _fit_to_dataset({"model": "RecGOAT", "backbone": "SGL", "fusion_gamma": 0.0}, small) == {}
 
 
 def test_bench_gives_backbones_that_cannot_fuse_gamma_zero_from_a_recgoat_yaml():

@@ -2,6 +2,8 @@
 --key=value overrides next to --set, and the options `recgoat bench` passes on."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import yaml
@@ -23,7 +25,11 @@ def test_help_lists_every_subcommand(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["run", "--config", "missing.yaml"], "config file not found: missing.yaml"),
     (["run", "--model", "NoSuchModel"], "unknown model 'NoSuchModel'"),
+    # a near miss is named, and RecBole's unrelated lightgbm import error is not
+    (["run", "--model", "LightGCM"], "unknown model 'LightGCM'; did you mean 'LightGCN'"),
+    (["run", "--model", "recgoat"], "unknown model 'recgoat'; did you mean 'RecGOAT'?"),
     (["data", "import", "--format", "mmrec", "nowhere", "out"], "source folder not found"),
+    (["bench", "--datasets", "tiny", "--models", "BPR"], "no config for dataset 'tiny': pass --config tiny=FILE"),
     (["features", "text", "nope.item", "--columns", "a", "-o", "x.npz"], "table not found"),
 ])
 def test_user_errors_are_one_line(capsys, argv, message):
@@ -90,3 +96,68 @@ def test_bench_keeps_the_dataset_yaml_patience_unless_given():
     assert "stopping_step" not in _bench_common(args)
     args.stopping_step = 7
     assert _bench_common(args)["stopping_step"] == 7
+
+
+def test_the_epoch_line_carries_loss_and_valid_score_and_the_run_says_how_it_ended(mini_ml, capsys):
+    """Issue 31: the quiet epoch line dropped the loss and the validation score, and an early stop was silent."""
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump(mini_config(mini_ml, epochs=40), f)
+    # a learning rate this large makes the validation score jump about: patience 1 ends the run early
+    assert main(["run", "--config", "mini.yaml", "--model", "BPR", "--no-save", "--learning_rate=5",
+                 "--stopping_step=1"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert re.match(r"epoch 1/40  loss \d+\.\d{4}  valid NDCG@10 \d\.\d{4} \(best\)  [\d.]+ s/epoch  ETA", lines[0])
+    assert any(re.search(r"valid NDCG@10 \d\.\d{4} \(best \d\.\d{4} at \d+\)", line) for line in lines)
+    stop = re.search(r"stopped early at epoch (\d+) of 40 \(valid NDCG@10 did not improve for stopping_step 1 "
+                     r"validations\); best epoch (\d+), valid NDCG@10 \d\.\d{4}", err)
+    assert stop and int(stop.group(1)) == len(lines) < 40 and int(stop.group(2)) < len(lines)
+
+
+def test_progress_lines_without_validation_and_with_several_loss_terms():
+    from recgoat_recbole.training import _ProgressLines
+
+    out: list[str] = []
+    config = {"valid_metric": "NDCG@10", "eval_step": 2, "valid_metric_bigger": True}
+    lines = _ProgressLines(out.append, config, 3, None)
+    lines.on_epoch(0, 0.1, (1.5, 0.25, 0.0125))  # no validation after epoch 1 (eval_step 2): written at once
+    assert out[-1].startswith("epoch 1/3  loss 1.7625 (1.5 + 0.25 + 0.0125)  ") and "valid" not in out[-1]
+    lines.on_epoch(1, 0.1, 1.0)
+    assert len(out) == 1  # waits for its validation
+    lines.on_valid(2, 0.3)
+    assert "epoch 2/3  loss 1.0000  valid NDCG@10 0.3000 (best)" in out[-1]
+    lines.on_epoch(2, 0.1, 0.5)
+    lines.finish(3, 10)
+    assert out[-2].startswith("epoch 3/3  loss 0.5000  ") and out[-1] == (
+        "trained all 3 epochs; best epoch 2, valid NDCG@10 0.3000")
+
+
+def test_a_typo_in_a_config_key_warns_with_the_key_it_meant(mini_ml, capsys, caplog):
+    """Issue 31: `embeding_size: 32`, `--learning_rat`, `--epoch=1` ran silently with the defaults."""
+    cfg = {**mini_config(mini_ml, epochs=1), "embeding_size": 32}
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump(cfg, f)
+    assert main(["run", "--config", "mini.yaml", "--model", "BPR", "--no-save", "--learning_rat=0.1",
+                 "--epoch=2", "--knn_kk=3"]) == 0
+    err = caplog.text  # (RecBole's console handler, on the console: shown with --verbose or not)
+    assert "lightgbm" not in err
+    for typo, meant in (("embeding_size", "embedding_size"), ("learning_rat", "learning_rate"), ("epoch", "epochs"),
+                        ("knn_kk", "knn_k")):
+        assert f"config key '{typo}' is unknown: no run reads it, so it changes nothing; did you mean '{meant}'?" \
+            in err
+    # the keys RecBole and this package read, from a YAML shared by several models, are not flagged
+    assert "'eval_args' is unknown" not in err and "'item_modalities'" not in err and err.count("is unknown") == 4
+
+
+def test_mmrec_style_value_lists_point_to_tune(mini_ml, capsys):
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump({**mini_config(mini_ml, epochs=1), "reg_weight": [0.0, 1.0e-05]}, f)
+    assert main(["run", "--config", "mini.yaml", "--model", "LightGCN", "--no-save"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recgoat: error: config key 'reg_weight' must be one number, got [0.0, 1e-05]") and \
+        "`recgoat tune --grid`" in err and "\n" not in err
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump(mini_config(mini_ml, epochs=1), f)
+    assert main(["run", "--config", "mini.yaml", "--model", "RecGOAT", "--no-save", "--set", "knn_k=[5, 10]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'knn_k'" in err and "`recgoat tune --grid`" in err and "\n" not in err

@@ -30,6 +30,10 @@ def test_missing_rows_error_or_zero_fill(tmp_path, caplog):
     out = align_rows(f, ["[PAD]", "a", "b"], missing="zero")
     np.testing.assert_array_equal(out[2], [0, 0])
     assert "filled with zeros" in caplog.text
+    # RecBole's tokens are numpy strings: the message names them as text, not as np.str_('50')
+    with pytest.raises(FeatureFileError) as error:
+        align_rows(f, np.array(["[PAD]", "a", "50", "51"]))
+    assert "(e.g. tokens 50, 51)" in str(error.value) and "np.str_" not in str(error.value)
 
 
 @pytest.mark.parametrize(

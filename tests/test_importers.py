@@ -145,3 +145,14 @@ def test_imported_yaml_carries_the_data_and_patience_50_but_no_model_setting(tmp
     assert main(["data", "import", "--format", "lightgcn", str(src), "out", "--name", "plain"]) == 0
     plain = yaml.safe_load(open("out/plain/plain.yaml"))
     assert "use_gat" not in plain and "align_gate" not in plain and plain["stopping_step"] == 50
+
+
+def test_a_comma_separated_inter_says_tabs_are_expected(tmp_path, capsys):
+    from recgoat_cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "d.inter").write_text("userID,itemID,x_label\n0,0,0\n1,1,1\n")
+    assert main(["data", "import", "--format", "mmrec", str(src), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "looks comma-, semicolon- or space-separated; .inter files are tab-separated" in err and "\n" not in err

@@ -84,7 +84,7 @@ def find_config(dataset: str) -> str:
         path = os.path.join(folder, f"{dataset}.yaml")
         if os.path.isfile(path):
             return path
-    raise FileNotFoundError(f"no config for dataset {dataset!r}: pass --config FILE (looked for "
+    raise FileNotFoundError(f"no config for dataset {dataset!r}: pass --config {dataset}=FILE (looked for "
                             f"recbole_configs/{dataset}.yaml)")
 
 

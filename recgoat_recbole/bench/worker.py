@@ -43,8 +43,8 @@ def _fit_to_dataset(config, dataset) -> dict[str, Any]:
     """Defaults of RecBole built-ins that cannot work on a small dataset, changed (and recorded) before the model.
 
     NCL clusters users and items with k-means into ``num_clusters`` (default 1000); faiss refuses more
-    clusters than points, and ml-100k has 944 users. It (and ``NCL+Align``) gets a tenth of the smaller side
-    instead.
+    clusters than points, and ml-100k has 944 users. It (and ``NCL+Align``, and RecGOAT on ``backbone: NCL``)
+    gets a tenth of the smaller side instead.
 
     A dataset YAML written for RecGOAT may put the views into the score (``fusion_gamma`` > 0, e.g. TikTok's
     0.1); ``BPR+Align`` and ``SimpleX+Align`` cannot (their ``forward`` gives no item vectors), so they get
@@ -54,7 +54,8 @@ def _fit_to_dataset(config, dataset) -> dict[str, Any]:
 
     adjusted: dict[str, Any] = {}
     model = config["model"]
-    if model in ("NCL", "NCL+Align"):
+    on_ncl = model == "RecGOAT" and _value(config, "backbone") == "NCL"
+    if model in ("NCL", "NCL+Align") or on_ncl:
         smaller = min(dataset.user_num, dataset.item_num)
         if config["num_clusters"] >= smaller:
             adjusted["num_clusters"] = max(2, smaller // 10)
@@ -67,6 +68,13 @@ def _fit_to_dataset(config, dataset) -> dict[str, Any]:
     for key, value in adjusted.items():
         config[key] = value
     return adjusted
+
+
+def _value(config, key: str) -> Any:
+    try:
+        return config[key]
+    except KeyError:
+        return None
 
 
 def run_spec(spec: dict) -> dict:

@@ -10,6 +10,7 @@ dataset YAML, below the user's files and dict). A name nobody registered is RecB
 
 from __future__ import annotations
 
+import difflib
 import os
 from typing import Any
 
@@ -32,12 +33,40 @@ def recbole_model(model_name: str) -> type:
     try:
         return ORIGINALS["get_model"](model_name)
     except (ValueError, AttributeError, ImportError) as exc:
-        # RecBole's search imports recbole.model.exlib_recommender last, which needs lightgbm/xgboost
-        why = f" (while searching: {exc})" if isinstance(exc, ImportError) else ""
-        raise ValueError(
-            f"unknown model {model_name!r}: it is neither a RecBole 1.2.1 model nor a registered one "
-            f"({', '.join(sorted(_REGISTRY)) or 'none registered'}){why}"
-        ) from None
+        names = known_model_names()
+        if isinstance(exc, ImportError) and model_name in names:  # e.g. lightgbm, xgboost: RecBole's, not installed
+            raise ValueError(f"RecBole's model {model_name!r} needs a package that is not installed ({exc})") from None
+        # (RecBole's search for an unknown name ends importing recbole.model.exlib_recommender, which needs
+        # lightgbm / xgboost: that ImportError says nothing about the name, so it is not shown)
+        lower = {n.lower(): n for n in names}
+        close = [lower[model_name.lower()]] if model_name.lower() in lower else \
+            [lower[n] for n in difflib.get_close_matches(model_name.lower(), list(lower), n=3, cutoff=0.6)]
+        hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else \
+            f" (RecBole 1.2.1's models, {', '.join(sorted(_REGISTRY))} and <Backbone>+Align)"
+        raise ValueError(f"unknown model {model_name!r}{hint}") from None
+
+
+def known_model_names() -> list[str]:
+    """Every model name a run accepts: RecBole 1.2.1's (one YAML each in ``recbole/properties/model``), the
+    registered ones, and ``<Backbone>+Align`` for RecBole's general graph and embedding backbones."""
+    from recgoat_recbole.registry import registered_models
+
+    folder = os.path.join(os.path.dirname(os.path.realpath(_recbole_file())), "properties", "model")
+    names = {f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")} if os.path.isdir(folder) else set()
+    names.update(registered_models())
+    try:
+        from recgoat_recbole.aligned import BACKBONES
+
+        names.update(f"{b}+Align" for b in BACKBONES)
+    except ImportError:  # pragma: no cover
+        pass
+    return sorted(names)
+
+
+def _recbole_file() -> str:
+    import recbole
+
+    return recbole.__file__
 
 
 def _load_internal_config_dict(self: Any, model: str, model_class: type, dataset: str) -> None:

@@ -167,6 +167,9 @@ def cmd_features_profiles(args: argparse.Namespace) -> int:
 def cmd_data_import(args: argparse.Namespace) -> int:
     from recgoat_recbole.importers import DataImportError, import_lightgcn, import_mmrec
 
+    if args.format != "mmrec" and (args.split is not None or args.seed is not None):
+        raise UserError("--split / --seed are for --format mmrec data without x_label; the LightGCN layout keeps "
+                        "its own train.txt / valid.txt / test.txt")
     if args.feature and args.format != "lightgcn":
         raise UserError("--feature is for --format lightgcn; the mmrec format reads <modality>_feat.npy "
                         "from the source folder")
@@ -180,7 +183,8 @@ def cmd_data_import(args: argparse.Namespace) -> int:
         features[modality] = _feature_source(args.src, path)
     try:
         if args.format == "mmrec":
-            import_mmrec(args.src, args.dst, args.name, force=args.force)  # logs its report
+            import_mmrec(args.src, args.dst, args.name, force=args.force, split=args.split,
+                         seed=args.seed)  # logs its report
         else:
             import_lightgcn(args.src, args.dst, args.name, features, force=args.force)
     except DataImportError as exc:

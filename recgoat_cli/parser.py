@@ -134,6 +134,12 @@ def _add_data(sub) -> None:
     imp.add_argument("--feature", nargs="*", action="extend", metavar="NAME=FILE.npy",
                      help="lightgcn: item feature files; a relative FILE is looked up in SRC first, then in the "
                           "current directory")
+    imp.add_argument("--split", default=None, metavar="TRAIN,VALID,TEST|loo",
+                     help="mmrec without x_label: split each user's interactions, by ratios (e.g. 0.8,0.1,0.1, "
+                          "RecBole's RS rule) or leave-one-out (loo), in timestamp order if there is one, else in a "
+                          "seeded random order; recorded in the YAML. Refused when the .inter has x_label")
+    imp.add_argument("--seed", type=int, default=None,
+                     help="seed of --split's random order (default: 2020, RecBole's default seed)")
     imp.add_argument("--force", action="store_true",
                      help="overwrite DST/NAME/NAME.yaml even if it was edited since the last import")
     imp.set_defaults(func="cmd_data_import")

@@ -93,7 +93,9 @@ def _add_features(sub) -> None:
     text.add_argument("table", help="RecBole .item file or CSV/TSV with item text")
     text.add_argument("--columns", nargs="+", action="extend", required=True, help="text columns, most important first")
     text.add_argument("--id-column", default=None, help="item token column (default: the first column)")
-    text.add_argument("--output", "-o", required=True, help="output .npz (ids, features, mask)")
+    text.add_argument("--output", "-o", required=True,
+                      help="output .npz (ids, features, mask), or .npy: MMRec's layout, a float32 array whose "
+                           "row i is item id i")
     text.add_argument("--model", default=None, help="encoder name or path (default: offline all-MiniLM-L6-v2)")
     _add_encoder_args(text, batch_size=256)
     text.set_defaults(func="cmd_features_text")
@@ -101,7 +103,9 @@ def _add_features(sub) -> None:
     image = fsub.add_parser("image", help="encode item images with a transformers vision backbone")
     image.add_argument("source", help="image folder (token = file name) or CSV/TSV of token,path")
     image.add_argument("--model", required=True, help="vision model name or local path (CLIP, ViT, ...)")
-    image.add_argument("--output", "-o", required=True, help="output .npz (ids, features, mask)")
+    image.add_argument("--output", "-o", required=True,
+                       help="output .npz (ids, features, mask), or .npy: MMRec's layout, a float32 array whose "
+                            "row i is item id i")
     _add_encoder_args(image, batch_size=32)
     image.set_defaults(func="cmd_features_image")
 

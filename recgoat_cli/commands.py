@@ -121,6 +121,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """Each user's top k from a checkpoint, in MMRec's TSV layout (:mod:`recgoat_recbole.recommend`)."""
+    from recgoat_recbole.recommend import RecommendError, recommend
+
+    try:
+        report = recommend(args.checkpoint, args.output, args.k, args.users, args.exclude, args.device,
+                           quiet=not args.verbose)
+    except RecommendError as exc:
+        raise UserError(str(exc)) from None
+    log = _log_file()
+    if log:
+        print(f"log: {log}")
+    print(report)
+    return 0
+
+
 def cmd_features_text(args: argparse.Namespace) -> int:
     from recgoat_recbole.features.text import extract_text_features
 

@@ -85,6 +85,25 @@ def _add_run(sub) -> None:
     run.set_defaults(func="cmd_run")
 
 
+def _add_recommend(sub) -> None:
+    rec = sub.add_parser("recommend", help="top-k items per user from a checkpoint, as MMRec writes them (TSV)",
+                         description="Rank every item for every user with a saved model (RecBole's full-sort "
+                                     "scoring, the training interactions excluded) and write each user's top k, "
+                                     "with the dataset's own tokens, in MMRec's layout: a tab-separated file, "
+                                     "header `id top_0 ... top_{k-1}`, one line per user.")
+    rec.add_argument("checkpoint", help="a RecBole checkpoint, e.g. saved/RecGOAT-<time>.pth (loaded safely)")
+    rec.add_argument("--output", "-o", required=True, help="output TSV (written atomically)")
+    rec.add_argument("--k", "-k", "--topk", dest="k", type=_positive_int, default=None,
+                     help="items per user (default: the checkpoint's largest topk, as MMRec writes max(topk))")
+    rec.add_argument("--users", default=None, metavar="FILE",
+                     help="only these users: one user token per line (default: every user of the dataset)")
+    rec.add_argument("--exclude", choices=["train", "train+valid", "all", "none"], default="train",
+                     help="a user's interactions in these splits are never recommended to them (default: train; "
+                          "train+valid is RecBole's mask when it ranks for test)")
+    rec.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if there is one, else cpu)")
+    rec.set_defaults(func="cmd_recommend")
+
+
 def _add_features(sub) -> None:
     features = sub.add_parser("features", help="extract LM features (text, image, user profiles)")
     fsub = features.add_subparsers(dest="kind", metavar="KIND")
@@ -212,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_run, _add_features, _add_data, _add_bench, _add_tune, _add_demo, _add_results):
+    for add in (_add_run, _add_recommend, _add_features, _add_data, _add_bench, _add_tune, _add_demo, _add_results):
         add(sub)
     for command in _subparsers(parser):
         _add_verbose(command)
@@ -327,7 +346,7 @@ _ENV_KEYS = ("PYTHONWARNINGS", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRES
 
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command; the errors a user can fix become one ``recgoat: error:`` line and exit status 2."""
-    if args.command != "run":  # `recgoat run` lets RecBole's init_logger set up its console and its log file
+    if args.command not in ("run", "recommend"):  # these let RecBole's init_logger set up its console and log file
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     from recgoat_cli import commands  # the adapter (RecBole, torch) loads only now
 

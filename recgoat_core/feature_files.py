@@ -399,21 +399,23 @@ def check_mmrec_output(path: str, tokens: Sequence[str], what: str) -> None:
                                "token), or give MMRec's item ids") from None
 
 
-def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] = (".npz", ".npy")) -> str:
-    """Check, before any work, that a feature file can be written at ``path``; returns it.
+def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] | None = (".npz", ".npy")) -> str:
+    """Check, before any work, that a feature file (any file, with ``suffixes=None``) can be written at
+    ``path``; returns it.
 
-    :class:`FeatureFileError` naming the path when it does not end in one of ``suffixes``, is a folder, or
-    its folder cannot be created (a file is in the way) or written. A missing folder is fine: the writer
-    creates it.
+    :class:`FeatureFileError` naming the path when it does not end in one of ``suffixes``, is a folder or
+    something else that is not a regular file (a FIFO, a device), or its folder cannot be created (a file is
+    in the way) or written. A missing folder is fine: the writer creates it.
     """
     path = os.fspath(path)
     for target in (path, path + ".ids") if path.endswith(".npy") else (path,):
         if os.path.isdir(target):
-            raise FeatureFileError(f"output {target} is a folder; give a file name, e.g. "
-                                   f"{os.path.join(target, 'features' + suffixes[0])}")
+            example = os.path.join(target, "features" + suffixes[0]) if suffixes else None
+            raise FeatureFileError(f"output {target} is a folder; give a file name"
+                                   + (f", e.g. {example}" if example else ""))
         if os.path.exists(target) and not os.path.isfile(target):  # a FIFO, a device, a socket
             raise FeatureFileError(f"output {target} exists and is not a regular file")
-    if not path.endswith(tuple(suffixes)):
+    if suffixes is not None and not path.endswith(tuple(suffixes)):
         raise FeatureFileError(f"output {path}: a feature file must end in {' or '.join(suffixes)}")
     folder = os.path.dirname(os.path.abspath(path))
     existing = folder

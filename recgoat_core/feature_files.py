@@ -34,7 +34,7 @@ from typing import BinaryIO, Callable, Sequence
 import numpy as np
 
 __all__ = ["FeatureFile", "FeatureFileError", "read_features", "write_features", "align_rows",
-           "file_fingerprint", "content_digest", "normalise_rows", "reusable_cache", "atomic_write",
+           "file_fingerprint", "content_digest", "normalise_rows", "reusable_cache", "atomic_write", "new_file_mode", "current_umask",
            "check_output_path", "check_mmrec_output", "mmrec_rows", "MMREC_MAX_ROWS_PER_ID", "MAX_TOKEN_CHARS", "INFLATE_FREE_BYTES",
            "INFLATE_RATIO"]
 
@@ -436,14 +436,32 @@ def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] | None = 
     return path
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], suffix: str = ".tmp") -> None:
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask (0644 with the usual umask 022)."""
+    return 0o666 & ~current_umask()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], suffix: str = ".tmp",
+                 mode: int | None = None) -> None:
     """Create ``path`` with ``write(file)``: into a unique temporary file in the same folder (created if
     needed), then renamed over ``path``. A reader never sees a torn file, concurrent writers do not interfere
-    (the last rename wins, whole), and a failed write leaves no temporary file and the old ``path`` intact."""
+    (the last rename wins, whole), and a failed write leaves no temporary file and the old ``path`` intact.
+
+    The file gets ``mode``, by default :func:`new_file_mode` -- what ``open()`` would give it under the user's
+    umask -- not the 0600 of the temporary file, so colleagues can read what is shared with them."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, new_file_mode() if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)

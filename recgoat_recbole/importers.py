@@ -78,7 +78,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from recgoat_core.feature_files import FeatureFileError, read_features, write_features
+from recgoat_core.feature_files import FeatureFileError, current_umask, read_features, write_features
 
 __all__ = ["DataImportError", "ImportReport", "import_mmrec", "import_lightgcn", "eval_batch_size", "SPLITS",
            "LOCK_TIMEOUT_S", "parse_split", "split_per_user", "DEFAULT_SPLIT_SEED"]
@@ -303,9 +303,7 @@ def _carry_over(old: str, new: str) -> list[str]:
 
 
 def _default_dir_mode() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o777 & ~umask
+    return 0o777 & ~current_umask()
 
 
 @contextlib.contextmanager

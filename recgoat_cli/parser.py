@@ -82,6 +82,21 @@ def _add_run(sub) -> None:
     run.add_argument("--model", "-m", default=None,
                      help="model name (RecGOAT or any RecBole model); default: the config's model, else RecGOAT")
     run.add_argument("--no-save", action="store_true", help="do not write checkpoints to saved/")
+    device = run.add_argument_group("device and processes (RecBole's gpu_id / use_gpu keys and run_recbole.py's "
+                                    "--nproc, --world_size, --ip, --port, --group_offset)")
+    device.add_argument("--device", default=None, metavar="cpu|cuda|cuda:N",
+                        help="cpu (gpu_id '' and use_gpu false), cuda (use_gpu true) or cuda:N (also gpu_id N)")
+    device.add_argument("--gpu-id", "--gpu_id", dest="gpu_id", default=None, metavar="ID[,ID...]",
+                        help="RecBole's gpu_id: the GPU(s) to use, e.g. 0 or 0,1 (one per process with --nproc)")
+    device.add_argument("--nproc", type=_positive_int, default=1,
+                        help="train in this many processes on this machine (RecBole's DDP: NCCL with CUDA, "
+                             "else gloo on the CPU)")
+    device.add_argument("--world-size", "--world_size", dest="world_size", type=int, default=-1,
+                        help="processes over all machines (default: --nproc)")
+    device.add_argument("--ip", default="localhost", help="address of the machine of rank 0 (default: localhost)")
+    device.add_argument("--port", default="5678", help="its port (default: 5678, as RecBole)")
+    device.add_argument("--group-offset", "--group_offset", dest="group_offset", type=int, default=0,
+                        help="rank of this machine's first process (machine k of nproc each: k * nproc)")
     run.set_defaults(func="cmd_run")
 
 

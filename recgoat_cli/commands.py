@@ -99,25 +99,90 @@ def _config_model(files: list[str], model: str | None) -> str:
 
 # -------------------------------------------------------------------------------------------- subcommands
 def cmd_run(args: argparse.Namespace) -> int:
-    """Train, select on validation and test one model, exactly like ``run_recbole``."""
+    """Train, select on validation and test one model, exactly like ``run_recbole`` (``--nproc``: like RecBole's
+    ``run(..., nproc=N)``, in N processes)."""
     files = _check_files(args.config)
-    model = _resolve_model(_config_model(files, args.model))
-    from recgoat_recbole.training import run_training
+    name = _config_model(files, args.model)
+    model = _resolve_model(name)
+    from recgoat_recbole.training import run_distributed, run_training
 
     overrides = _overrides(args.set)
+    overrides.update(_device_overrides(args.device, args.gpu_id))  # the options win over --set
     quiet = not args.verbose
-    result = run_training(model=model, dataset=args.dataset, config_file_list=files or None,
-                          config_dict=overrides, saved=not args.no_save,
-                          show_progress=False if quiet else None, progress=_progress, quiet=quiet)
-    log = _log_file()
+    if args.nproc > 1 or args.world_size > 0:
+        if args.world_size > 0 and args.world_size < args.nproc + args.group_offset:
+            raise UserError(f"--world-size {args.world_size} is smaller than --group-offset {args.group_offset} + "
+                            f"--nproc {args.nproc}")
+        summary = run_distributed(name, args.dataset, files, overrides, nproc=args.nproc,
+                                  world_size=args.world_size, ip=args.ip, port=str(args.port),
+                                  group_offset=args.group_offset, saved=not args.no_save,
+                                  show_progress=False if quiet else None, progress=_progress, quiet=quiet)
+        if summary is None:  # (this machine has no local rank 0 result: nothing to print)
+            return 0
+        log, checkpoint = summary.get("log"), summary.get("checkpoint")
+        valid, test = summary.get("best_valid_result"), summary.get("test_result")
+    else:
+        result = run_training(model=model, dataset=args.dataset, config_file_list=files or None,
+                              config_dict=overrides, saved=not args.no_save,
+                              show_progress=False if quiet else None, progress=_progress, quiet=quiet)
+        log, checkpoint = _log_file(), result.checkpoint
+        valid, test = result.best_valid_result, result.test_result
     if log:
-        print(f"log: {log}")
-    print(f"checkpoint: {os.path.relpath(result.checkpoint) if result.checkpoint else 'none (--no-save)'}")
-    for label, values in (("best valid", result.best_valid_result), ("test", result.test_result)):  # last: metrics
+        print(f"log: {os.path.relpath(log)}")
+    print(f"checkpoint: {os.path.relpath(checkpoint) if checkpoint else 'none (--no-save)'}")
+    for label, values in (("best valid", valid), ("test", test)):  # last: metrics
         if not values:  # e.g. a LightGCN-layout dataset without valid.txt: RecBole validates nothing
             print(f"{label}: none (no validation split: the model of the last epoch was tested)")
             continue
         print(f"{label}: " + "  ".join(f"{k} {float(v):.4f}" for k, v in values.items()))
+    return 0
+
+
+def _device_overrides(device: str | None, gpu_id: str | None) -> dict[str, Any]:
+    """``--device`` / ``--gpu-id`` as RecBole's config keys: ``cpu`` is ``gpu_id: ''`` (RecBole 1.2.1 puts the
+    model on the CPU only when ``gpu_id`` is empty or there is no CUDA; ``use_gpu`` alone changes nothing there)
+    and ``use_gpu: false``; ``cuda`` is ``use_gpu: true``; ``cuda:N`` also ``gpu_id: 'N'`` (RecBole sets
+    ``CUDA_VISIBLE_DEVICES`` to ``gpu_id``, so that GPU is the process's ``cuda``)."""
+    out: dict[str, Any] = {}
+    if gpu_id is not None:
+        gpu_id = str(gpu_id).strip()
+        if not all(part.strip().isdigit() for part in gpu_id.split(",")):
+            raise UserError(f"--gpu-id expects GPU numbers such as 0 or 0,1, got {gpu_id!r}")
+        out["gpu_id"] = ",".join(part.strip() for part in gpu_id.split(","))
+    if device is None:
+        return out
+    kind, _, index = device.strip().lower().partition(":")
+    if kind == "cpu" and not index:
+        if gpu_id is not None:
+            raise UserError(f"--device cpu and --gpu-id {gpu_id} contradict each other")
+        return {"gpu_id": "", "use_gpu": False}
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise UserError(f"--device expects cpu, cuda or cuda:N, got {device!r}")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here (use --device cpu)")
+    out["use_gpu"] = True
+    if index:
+        if gpu_id is not None and out["gpu_id"] != index:
+            raise UserError(f"--device {device} and --gpu-id {gpu_id} contradict each other")
+        out["gpu_id"] = index
+    return out
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """Each user's top k from a checkpoint, in MMRec's TSV layout (:mod:`recgoat_recbole.recommend`)."""
+    from recgoat_recbole.recommend import RecommendError, recommend
+
+    try:
+        report = recommend(args.checkpoint, args.output, args.k, args.users, args.exclude, args.device,
+                           quiet=not args.verbose)
+    except RecommendError as exc:
+        raise UserError(str(exc)) from None
+    log = _log_file()
+    if log:
+        print(f"log: {log}")
+    print(report)
     return 0
 
 
@@ -167,6 +232,9 @@ def cmd_features_profiles(args: argparse.Namespace) -> int:
 def cmd_data_import(args: argparse.Namespace) -> int:
     from recgoat_recbole.importers import DataImportError, import_lightgcn, import_mmrec
 
+    if args.format != "mmrec" and (args.split is not None or args.seed is not None):
+        raise UserError("--split / --seed are for --format mmrec data without x_label; the LightGCN layout keeps "
+                        "its own train.txt / valid.txt / test.txt")
     if args.feature and args.format != "lightgcn":
         raise UserError("--feature is for --format lightgcn; the mmrec format reads <modality>_feat.npy "
                         "from the source folder")
@@ -180,7 +248,8 @@ def cmd_data_import(args: argparse.Namespace) -> int:
         features[modality] = _feature_source(args.src, path)
     try:
         if args.format == "mmrec":
-            import_mmrec(args.src, args.dst, args.name, force=args.force)  # logs its report
+            import_mmrec(args.src, args.dst, args.name, force=args.force, split=args.split,
+                         seed=args.seed)  # logs its report
         else:
             import_lightgcn(args.src, args.dst, args.name, features, force=args.force)
     except DataImportError as exc:

@@ -84,7 +84,41 @@ def _add_run(sub) -> None:
     run.add_argument("--model", "-m", default=None,
                      help="model name (RecGOAT or any RecBole model); default: the config's model, else RecGOAT")
     run.add_argument("--no-save", action="store_true", help="do not write checkpoints to saved/")
+    device = run.add_argument_group("device and processes (RecBole's gpu_id / use_gpu keys and run_recbole.py's "
+                                    "--nproc, --world_size, --ip, --port, --group_offset)")
+    device.add_argument("--device", default=None, metavar="cpu|cuda|cuda:N",
+                        help="cpu (gpu_id '' and use_gpu false), cuda (use_gpu true) or cuda:N (also gpu_id N)")
+    device.add_argument("--gpu-id", "--gpu_id", dest="gpu_id", default=None, metavar="ID[,ID...]",
+                        help="RecBole's gpu_id: the GPU(s) to use, e.g. 0 or 0,1 (one per process with --nproc)")
+    device.add_argument("--nproc", type=_positive_int, default=1,
+                        help="train in this many processes on this machine (RecBole's DDP: NCCL with CUDA, "
+                             "else gloo on the CPU)")
+    device.add_argument("--world-size", "--world_size", dest="world_size", type=int, default=-1,
+                        help="processes over all machines (default: --nproc)")
+    device.add_argument("--ip", default="localhost", help="address of the machine of rank 0 (default: localhost)")
+    device.add_argument("--port", default="5678", help="its port (default: 5678, as RecBole)")
+    device.add_argument("--group-offset", "--group_offset", dest="group_offset", type=int, default=0,
+                        help="rank of this machine's first process (machine k of nproc each: k * nproc)")
     run.set_defaults(func="cmd_run")
+
+
+def _add_recommend(sub) -> None:
+    rec = sub.add_parser("recommend", help="top-k items per user from a checkpoint, as MMRec writes them (TSV)",
+                         description="Rank every item for every user with a saved model (RecBole's full-sort "
+                                     "scoring, the training interactions excluded) and write each user's top k, "
+                                     "with the dataset's own tokens, in MMRec's layout: a tab-separated file, "
+                                     "header `id top_0 ... top_{k-1}`, one line per user.")
+    rec.add_argument("checkpoint", help="a RecBole checkpoint, e.g. saved/RecGOAT-<time>.pth (loaded safely)")
+    rec.add_argument("--output", "-o", required=True, help="output TSV (written atomically)")
+    rec.add_argument("--k", "-k", "--topk", dest="k", type=_positive_int, default=None,
+                     help="items per user (default: the checkpoint's largest topk, as MMRec writes max(topk))")
+    rec.add_argument("--users", default=None, metavar="FILE",
+                     help="only these users: one user token per line (default: every user of the dataset)")
+    rec.add_argument("--exclude", choices=["train", "train+valid", "all", "none"], default="train",
+                     help="a user's interactions in these splits are never recommended to them (default: train; "
+                          "train+valid is RecBole's mask when it ranks for test)")
+    rec.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if there is one, else cpu)")
+    rec.set_defaults(func="cmd_recommend")
 
 
 def _add_features(sub) -> None:
@@ -95,7 +129,9 @@ def _add_features(sub) -> None:
     text.add_argument("table", help="RecBole .item file or CSV/TSV with item text")
     text.add_argument("--columns", nargs="+", action="extend", required=True, help="text columns, most important first")
     text.add_argument("--id-column", default=None, help="item token column (default: the first column)")
-    text.add_argument("--output", "-o", required=True, help="output .npz (ids, features, mask)")
+    text.add_argument("--output", "-o", required=True,
+                      help="output .npz (ids, features, mask), or .npy: MMRec's layout, a float32 array whose "
+                           "row i is item id i")
     text.add_argument("--model", default=None, help="encoder name or path (default: offline all-MiniLM-L6-v2)")
     _add_encoder_args(text, batch_size=256)
     text.set_defaults(func="cmd_features_text")
@@ -103,7 +139,9 @@ def _add_features(sub) -> None:
     image = fsub.add_parser("image", help="encode item images with a transformers vision backbone")
     image.add_argument("source", help="image folder (token = file name) or CSV/TSV of token,path")
     image.add_argument("--model", required=True, help="vision model name or local path (CLIP, ViT, ...)")
-    image.add_argument("--output", "-o", required=True, help="output .npz (ids, features, mask)")
+    image.add_argument("--output", "-o", required=True,
+                       help="output .npz (ids, features, mask), or .npy: MMRec's layout, a float32 array whose "
+                            "row i is item id i")
     _add_encoder_args(image, batch_size=32)
     image.set_defaults(func="cmd_features_image")
 
@@ -136,6 +174,12 @@ def _add_data(sub) -> None:
     imp.add_argument("--feature", nargs="*", action="extend", metavar="NAME=FILE.npy",
                      help="lightgcn: item feature files; a relative FILE is looked up in SRC first, then in the "
                           "current directory")
+    imp.add_argument("--split", default=None, metavar="TRAIN,VALID,TEST|loo",
+                     help="mmrec without x_label: split each user's interactions, by ratios (e.g. 0.8,0.1,0.1, "
+                          "RecBole's RS rule) or leave-one-out (loo), in timestamp order if there is one, else in a "
+                          "seeded random order; recorded in the YAML. Refused when the .inter has x_label")
+    imp.add_argument("--seed", type=int, default=None,
+                     help="seed of --split's random order (default: 2020, RecBole's default seed)")
     imp.add_argument("--force", action="store_true",
                      help="overwrite DST/NAME/NAME.yaml even if it was edited since the last import")
     imp.set_defaults(func="cmd_data_import")
@@ -204,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_run, _add_features, _add_data, _add_bench, _add_tune, _add_demo, _add_results):
+    for add in (_add_run, _add_recommend, _add_features, _add_data, _add_bench, _add_tune, _add_demo, _add_results):
         add(sub)
     for command in _subparsers(parser):
         _add_verbose(command)
@@ -319,7 +363,7 @@ _ENV_KEYS = ("PYTHONWARNINGS", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRES
 
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command; the errors a user can fix become one ``recgoat: error:`` line and exit status 2."""
-    if args.command != "run":  # `recgoat run` lets RecBole's init_logger set up its console and its log file
+    if args.command not in ("run", "recommend"):  # these let RecBole's init_logger set up its console and log file
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     from recgoat_cli import commands  # the adapter (RecBole, torch) loads only now
 

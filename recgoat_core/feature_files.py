@@ -34,8 +34,9 @@ from typing import BinaryIO, Callable, Sequence
 import numpy as np
 
 __all__ = ["FeatureFile", "FeatureFileError", "read_features", "write_features", "align_rows",
-           "file_fingerprint", "content_digest", "normalise_rows", "reusable_cache", "atomic_write",
-           "check_output_path", "MAX_TOKEN_CHARS", "INFLATE_FREE_BYTES", "INFLATE_RATIO"]
+           "file_fingerprint", "content_digest", "normalise_rows", "reusable_cache", "atomic_write", "new_file_mode", "current_umask",
+           "check_output_path", "check_mmrec_output", "mmrec_rows", "MMREC_MAX_ROWS_PER_ID", "MAX_TOKEN_CHARS", "INFLATE_FREE_BYTES",
+           "INFLATE_RATIO"]
 
 logger = logging.getLogger(__name__)
 
@@ -316,9 +317,11 @@ def write_features(path: str | os.PathLike, tokens: Sequence[str], features: np.
 
     ``.npz``: ids, features, ``mask`` and ``split`` (the training split's fingerprint, for user profiles).
     ``.npy``: MMRec's layout, a plain float32 [n, dim] array, and the tokens in the ``<path>.ids`` sidecar
-    that :func:`read_features` reads. When the tokens are ``"0" .. "n-1"`` in some order (MMRec's item ids),
-    the rows are put in id order, so row r is item r as MMRec (and ``recgoat data import --format mmrec``)
-    expect; ``mask`` is not kept (its rows are zero) and ``split`` is refused.
+    that :func:`read_features` reads. When the tokens are MMRec item ids (:func:`mmrec_rows`: plain
+    non-negative integers, not sparser than :data:`MMREC_MAX_ROWS_PER_ID` rows per id), row r is item r, as
+    MMRec (and ``recgoat data import --format mmrec``) expect: ``max id + 1`` rows, a zero row for each id in
+    between that has no features (logged); else the rows follow ``tokens`` and only the sidecar says which is
+    which. ``mask`` is not kept (its rows are zero) and ``split`` is refused.
 
     Atomic: each file is written to a unique temporary file in the same folder, then renamed, so a reader
     never sees a torn file and concurrent writers of the same path do not interfere (the last rename wins,
@@ -334,12 +337,17 @@ def write_features(path: str | os.PathLike, tokens: Sequence[str], features: np.
     if path.endswith(".npy"):
         if split is not None:
             raise ValueError(f"{path}: user profiles (with a training-split fingerprint) are written as .npz")
-        ids = np.fromiter((int(t) if t.isdecimal() and len(t) < 19 else -1 for t in tokens.tolist()),
-                          dtype=np.int64, count=len(tokens))
-        if len(ids) and np.array_equal(np.sort(ids), np.arange(len(ids))) and np.array_equal(
-                ids.astype(str), tokens):  # MMRec ids (no leading zeros): row r = item r
-            order = np.argsort(ids)
-            features, tokens = features[order], tokens[order]
+        try:
+            rows = mmrec_rows(tokens)
+        except FeatureFileError:
+            rows = None  # not MMRec ids: the rows follow the tokens, the sidecar names them
+        if rows is not None:  # row r = item r
+            dense = np.zeros((int(rows.max()) + 1 if len(rows) else 0, features.shape[1]), dtype=np.float32)
+            dense[rows] = features
+            if len(dense) > len(rows):
+                logger.warning(f"{path}: {len(dense) - len(rows)} of the item ids 0..{len(dense) - 1} have no "
+                               "features: zero rows (MMRec reads row r as item r)")
+            features, tokens = dense, np.arange(len(dense)).astype(str)
         atomic_write(path, lambda f: np.save(f, features), suffix=".tmp.npy")
         atomic_write(path + ".ids", lambda f: f.write("".join(f"{t}\n" for t in tokens.tolist()).encode()))
         return path
@@ -352,19 +360,62 @@ def write_features(path: str | os.PathLike, tokens: Sequence[str], features: np.
     return path
 
 
-def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] = (".npz", ".npy")) -> str:
-    """Check, before any work, that a feature file can be written at ``path``; returns it.
+#: MMRec's ``.npy`` layout is written for integer ids up to this many rows per id (a zero row per missing id)
+MMREC_MAX_ROWS_PER_ID = 2
 
-    :class:`FeatureFileError` naming the path when it does not end in one of ``suffixes``, is a folder, or
-    its folder cannot be created (a file is in the way) or written. A missing folder is fine: the writer
-    creates it.
+
+def mmrec_rows(tokens: Sequence[str]) -> np.ndarray:
+    """The row of each token in MMRec's ``.npy`` layout, where row r is the item with id r: the ids themselves.
+
+    :class:`FeatureFileError` when that layout does not fit: a token that is not a plain non-negative integer
+    (a sign, a leading zero, a letter: MMRec's ids are ``0 .. n-1``), a repeated token, or ids so sparse that
+    the array would have more than :data:`MMREC_MAX_ROWS_PER_ID` rows per item (most of them empty)."""
+    tokens = [str(t) for t in tokens]
+    bad = next((t for t in tokens if not (t.isascii() and t.isdigit() and len(t) < 19 and (t == "0" or t[0] != "0"))),
+               None)
+    if bad is not None:
+        shown = bad if len(bad) <= 40 else bad[:40] + "..."
+        raise FeatureFileError(f"MMRec's .npy layout (row r = item r) needs integer item ids 0, 1, ...; found "
+                               f"{shown!r}")
+    rows = np.asarray([int(t) for t in tokens], dtype=np.int64)
+    if len(np.unique(rows)) != len(rows):
+        raise FeatureFileError("MMRec's .npy layout (row r = item r) needs each item id once; some are repeated")
+    if len(rows) and int(rows.max()) + 1 > MMREC_MAX_ROWS_PER_ID * len(rows):
+        raise FeatureFileError(f"MMRec's .npy layout (row r = item r) would take {int(rows.max()) + 1:,} rows for "
+                               f"{len(rows):,} items (ids up to {int(rows.max()):,}), most of them empty")
+    return rows
+
+
+def check_mmrec_output(path: str, tokens: Sequence[str], what: str) -> None:
+    """Before encoding: an ``.npy`` output must be able to take MMRec's layout for ``tokens`` (:func:`mmrec_rows`),
+    else one :class:`FeatureFileError` naming the output and ``what`` holds the tokens (an ``.npz`` keeps any
+    token, so it needs no check)."""
+    if not os.fspath(path).endswith(".npy"):
+        return
+    try:
+        mmrec_rows(tokens)
+    except FeatureFileError as exc:
+        raise FeatureFileError(f"output {os.fspath(path)}: {exc} in {what}; write .npz instead (it keeps any "
+                               "token), or give MMRec's item ids") from None
+
+
+def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] | None = (".npz", ".npy")) -> str:
+    """Check, before any work, that a feature file (any file, with ``suffixes=None``) can be written at
+    ``path``; returns it.
+
+    :class:`FeatureFileError` naming the path when it does not end in one of ``suffixes``, is a folder or
+    something else that is not a regular file (a FIFO, a device), or its folder cannot be created (a file is
+    in the way) or written. A missing folder is fine: the writer creates it.
     """
     path = os.fspath(path)
     for target in (path, path + ".ids") if path.endswith(".npy") else (path,):
         if os.path.isdir(target):
-            raise FeatureFileError(f"output {target} is a folder; give a file name, e.g. "
-                                   f"{os.path.join(target, 'features' + suffixes[0])}")
-    if not path.endswith(tuple(suffixes)):
+            example = os.path.join(target, "features" + suffixes[0]) if suffixes else None
+            raise FeatureFileError(f"output {target} is a folder; give a file name"
+                                   + (f", e.g. {example}" if example else ""))
+        if os.path.exists(target) and not os.path.isfile(target):  # a FIFO, a device, a socket
+            raise FeatureFileError(f"output {target} exists and is not a regular file")
+    if suffixes is not None and not path.endswith(tuple(suffixes)):
         raise FeatureFileError(f"output {path}: a feature file must end in {' or '.join(suffixes)}")
     folder = os.path.dirname(os.path.abspath(path))
     existing = folder
@@ -385,14 +436,32 @@ def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] = (".npz"
     return path
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], suffix: str = ".tmp") -> None:
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask (0644 with the usual umask 022)."""
+    return 0o666 & ~current_umask()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], suffix: str = ".tmp",
+                 mode: int | None = None) -> None:
     """Create ``path`` with ``write(file)``: into a unique temporary file in the same folder (created if
     needed), then renamed over ``path``. A reader never sees a torn file, concurrent writers do not interfere
-    (the last rename wins, whole), and a failed write leaves no temporary file and the old ``path`` intact."""
+    (the last rename wins, whole), and a failed write leaves no temporary file and the old ``path`` intact.
+
+    The file gets ``mode``, by default :func:`new_file_mode` -- what ``open()`` would give it under the user's
+    umask -- not the 0600 of the temporary file, so colleagues can read what is shared with them."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, new_file_mode() if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)

@@ -12,7 +12,12 @@ Output, in ``DST/<name>/``:
 Layouts:
 
 - ``mmrec``: ``<name>.inter`` (TSV, header ``userID itemID x_label`` [+ ``rating``, ``timestamp``]; x_label 0 =
-  train, 1 = valid, 2 = test) and ``<modality>_feat.npy`` (row r = itemID r).
+  train, 1 = valid, 2 = test) and ``<modality>_feat.npy`` (row r = itemID r). Without ``x_label`` (only
+  ``userID itemID`` [+ ``rating``, ``timestamp``]) the import splits each user's interactions itself:
+  ``split="0.8,0.1,0.1"`` (ratios, RecBole's ``RS`` rule per user) or ``split="loo"`` (leave-one-out, RecBole's
+  ``LS: valid_and_test``), in timestamp order when there is a ``timestamp`` column (ties in file order), else in
+  an order drawn with ``seed`` (:func:`split_per_user`); the split is recorded in the YAML's header comment. A
+  source with ``x_label`` keeps its own split and refuses ``split``.
 - ``lightgcn``: ``train.txt`` / ``valid.txt`` (optional) / ``test.txt``, one user per line: ``u i1 i2 ...``;
   features by ``--feature name=file.npy`` (row r = item r; a relative path is looked up in the source folder
   first, then in the working directory).
@@ -54,6 +59,7 @@ import contextlib
 import errno
 import hashlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -61,7 +67,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Sequence
 
 try:
     import fcntl
@@ -72,15 +78,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from recgoat_core.feature_files import FeatureFileError, read_features, write_features
+from recgoat_core.feature_files import FeatureFileError, current_umask, read_features, write_features
 
 __all__ = ["DataImportError", "ImportReport", "import_mmrec", "import_lightgcn", "eval_batch_size", "SPLITS",
-           "LOCK_TIMEOUT_S"]
+           "LOCK_TIMEOUT_S", "parse_split", "split_per_user", "DEFAULT_SPLIT_SEED"]
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 #: how long an import waits for another import of the same dataset folder to finish (seconds)
 LOCK_TIMEOUT_S = 600.0
+#: the seed of a split drawn for data without ``x_label`` and without timestamps (RecBole's default ``seed``)
+DEFAULT_SPLIT_SEED = 2020
 
 
 class DataImportError(ValueError):
@@ -97,12 +105,15 @@ class ImportReport:
     interactions: dict[str, int]
     duplicates_dropped: int
     modalities: dict[str, str] = field(default_factory=dict)
+    #: how the split was made: ``"source"`` (x_label, or the LightGCN files), else the ``--split`` drawn
+    split: str = "source"
 
     def __str__(self) -> str:
         parts = ", ".join(f"{k} {v:,}" for k, v in self.interactions.items())
         extra = f"; dropped {self.duplicates_dropped} duplicate pairs" if self.duplicates_dropped else ""
         mods = ", ".join(self.modalities) or "none"
-        return (f"{self.name}: {self.users:,} users, {self.items:,} items, interactions {parts}{extra}; "
+        drawn = f"; split drawn: {self.split}" if self.split != "source" else ""
+        return (f"{self.name}: {self.users:,} users, {self.items:,} items, interactions {parts}{extra}{drawn}; "
                 f"modalities: {mods}; config: {self.config}")
 
 
@@ -113,6 +124,89 @@ def _check_ids(values: pd.Series, what: str, source: str) -> np.ndarray:
         shown = repr(bad) if len(bad) <= 60 else f"{bad[:40]!r}... ({len(bad):,} characters)"
         raise DataImportError(f"{source}: {what} must be non-negative integers, found {shown}")
     return numeric.astype(np.int64).to_numpy()
+
+
+def parse_split(spec: str | Sequence[float]) -> tuple[float, float, float] | str:
+    """``--split``: ``"loo"`` (leave-one-out), or three ratios ``train,valid,test`` -- non-negative numbers,
+    train and test above 0 (valid may be 0), normalised to sum to 1 as RecBole normalises ``RS`` ratios.
+    :class:`DataImportError` for anything else."""
+    if isinstance(spec, str) and spec.strip().lower() in ("loo", "leave-one-out"):
+        return "loo"
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    usage = f"--split expects three ratios train,valid,test (e.g. 0.8,0.1,0.1) or loo, got {spec!r}"
+    if len(parts) != 3:
+        raise DataImportError(usage)
+    try:
+        values = [float(p) for p in parts]
+    except (TypeError, ValueError):
+        raise DataImportError(usage) from None
+    if not all(math.isfinite(v) and v >= 0 for v in values) or values[0] == 0 or values[2] == 0:
+        raise DataImportError(f"{usage}: each ratio must be a number >= 0, and train and test above 0")
+    total = sum(values)
+    return (values[0] / total, values[1] / total, values[2] / total)
+
+
+def _ratio_counts(total: int, ratios: Sequence[float]) -> tuple[int, int, int]:
+    """How many of a user's ``total`` interactions go to train, valid and test: RecBole 1.2.1's
+    ``Dataset._calcu_split_ids`` (valid and test rounded down, then a part whose share is below one
+    interaction gets one while train keeps more than one)."""
+    counts = [int(r * total) for r in ratios]
+    counts[0] = total - sum(counts[1:])
+    for i in range(1, len(ratios)):
+        if counts[0] <= 1:
+            break
+        if 0 < ratios[-i] * total < 1:
+            counts[-i] += 1
+            counts[0] -= 1
+    return counts[0], counts[1], counts[2]
+
+
+def split_per_user(users: np.ndarray, split: tuple[float, float, float] | str, seed: int = DEFAULT_SPLIT_SEED,
+                   timestamps: np.ndarray | None = None) -> np.ndarray:
+    """Each interaction's split (0 train, 1 valid, 2 test), cutting every user's interactions as RecBole does
+    with ``group_by: user``.
+
+    Order: by ``timestamps`` when given (ties keep the file order, as RecBole's stable sort does with
+    ``order: TO``), else an order drawn from ``numpy.random.default_rng(seed)`` (the same seed and file give the
+    same split). Cut: ``split`` ratios by RecBole's ``RS`` rule (:func:`_ratio_counts`: the first part of a
+    user's list is train, then valid, then test), or ``"loo"`` as RecBole's ``LS: valid_and_test``: the last
+    interaction is test, the one before it valid; a user with two interactions has train and test, one with one
+    interaction train only."""
+    users = np.asarray(users)
+    n = len(users)
+    position = np.arange(n)
+    if timestamps is not None:
+        order = np.lexsort((position, np.asarray(timestamps, dtype=np.float64), users))
+    else:
+        order = np.lexsort((np.random.default_rng(seed).permutation(n), users))
+    grouped = users[order]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if n else np.zeros(0, np.int64)
+    sizes = np.diff(np.r_[starts, n])
+    rank = position - np.repeat(starts, sizes)
+    total = np.repeat(sizes, sizes)
+    if split == "loo":
+        leave = np.minimum(2, total - 1)
+        n_train, n_valid = total - leave, (leave == 2).astype(np.int64)
+    else:
+        table = {int(t): _ratio_counts(int(t), split) for t in np.unique(sizes)}
+        n_train = np.array([table[int(t)][0] for t in total], dtype=np.int64)
+        n_valid = np.array([table[int(t)][1] for t in total], dtype=np.int64)
+    labels = np.where(rank < n_train, 0, np.where(rank < n_train + n_valid, 1, 2))
+    out = np.empty(n, dtype=np.int64)
+    out[order] = labels
+    return out
+
+
+def _split_note(split: tuple[float, float, float] | str, seed: int, by_time: bool, given: str) -> str:
+    """The header comment lines of a YAML whose split this import drew (what, how, from which seed)."""
+    order = ("in timestamp order (ties in file order; the seed is not used)" if by_time
+             else f"in a random order drawn with seed {seed}")
+    if split == "loo":
+        cut = "leave-one-out (RecBole's LS valid_and_test: last -> test, the one before -> valid)"
+    else:
+        cut = ("RecBole's RS ratio rule, train {:g}, valid {:g}, test {:g}".format(*split))
+    return (f"# split: drawn by recgoat data import --split {given} --seed {seed} (the source has no x_label):\n"
+            f"# each user's interactions {order},\n# cut by {cut}\n")
 
 
 _HEADER = ("# generated by recgoat data import from {source}; sha256 {digest} -- edit freely: "
@@ -209,9 +303,7 @@ def _carry_over(old: str, new: str) -> list[str]:
 
 
 def _default_dir_mode() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o777 & ~umask
+    return 0o777 & ~current_umask()
 
 
 @contextlib.contextmanager
@@ -316,7 +408,8 @@ def _clear_debris(parent: str, base: str, target: str, folder: str) -> None:
 
 
 def _write(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], source: str,
-           n_items_hint: int | None = None, force: bool = False) -> ImportReport:
+           n_items_hint: int | None = None, force: bool = False, split_note: str = "", split_how: str = "source",
+           dropped_before: int = 0) -> ImportReport:
     for split in ("train", "test"):
         if not (frame["split"] == split).any():
             raise DataImportError(f"{source}: the {split} split is empty")
@@ -327,6 +420,7 @@ def _write(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], s
     dropped = before - len(frame)
     if dropped:
         logger.warning(f"{source}: dropped {dropped} duplicate (user, item) pairs, keeping the first by split")
+    dropped += dropped_before
     max_item = int(frame["item"].max())
     for modality, path in features.items():
         if not _is_plain_name(modality):
@@ -348,7 +442,7 @@ def _write(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], s
         with _dataset_lock(parent, base):
             _clear_debris(parent, base, target, folder)
             modalities, n_items, counts = _write_and_swap(frame, name, dst, features, source, n_items_hint, force,
-                                                          folder, target, parent, base, max_item)
+                                                          folder, target, parent, base, max_item, split_note)
     except BaseException as exc:
         if created_parent:
             try:
@@ -360,14 +454,14 @@ def _write(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], s
         raise
     config_path = os.path.join(folder, f"{name}.yaml")
     report = ImportReport(name, folder, config_path, int(frame["user"].nunique()), n_items, counts, dropped,
-                          modalities)
+                          modalities, split_how)
     logger.info(str(report))
     return report
 
 
 def _write_and_swap(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], source: str,
                     n_items_hint: int | None, force: bool, folder: str, target: str, parent: str, base: str,
-                    max_item: int) -> tuple[dict[str, str], int, dict[str, int]]:
+                    max_item: int, split_note: str = "") -> tuple[dict[str, str], int, dict[str, int]]:
     """Under the lock: write everything into ``parent/.<base>.tmp-*``, then swap it in for ``target``."""
     tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
     try:
@@ -408,7 +502,7 @@ def _write_and_swap(frame: pd.DataFrame, name: str, dst: str, features: dict[str
             # early validation dip on Amazon Scientific in an earlier round (no record of those runs was kept)
             "stopping_step": 50,
         }
-        body = (_DATA_PATH_NOTE + yaml.safe_dump(config, sort_keys=False)).encode("utf-8")
+        body = (split_note + _DATA_PATH_NOTE + yaml.safe_dump(config, sort_keys=False)).encode("utf-8")
         one_line_source = " ".join(str(source).splitlines())
         with open(os.path.join(tmp, f"{name}.yaml"), "wb") as f:
             f.write(_HEADER.format(source=one_line_source, digest=hashlib.sha256(body).hexdigest()).encode("utf-8"))
@@ -492,8 +586,16 @@ def _read_inter(path: str) -> pd.DataFrame:
 
 
 def import_mmrec(src: str, dst: str, name: str | None = None, inter_file: str | None = None,
-                 force: bool = False) -> ImportReport:
-    """Import an MMRec dataset folder (see the module docstring). ``force`` overwrites an edited ``<name>.yaml``."""
+                 force: bool = False, split: str | Sequence[float] | None = None,
+                 seed: int | None = None) -> ImportReport:
+    """Import an MMRec dataset folder (see the module docstring). ``force`` overwrites an edited ``<name>.yaml``.
+
+    ``split`` (``"0.8,0.1,0.1"``, ``(0.8, 0.1, 0.1)`` or ``"loo"``) and ``seed`` (default
+    :data:`DEFAULT_SPLIT_SEED`) split a ``.inter`` without ``x_label`` per user (:func:`split_per_user`); they are
+    required for such a file and refused for one with ``x_label``."""
+    if seed is not None and split is None:
+        raise DataImportError("--seed is the seed of --split: give --split too")
+    ratios = parse_split(split) if split is not None else None
     if not os.path.isdir(src):
         raise DataImportError(f"source folder not found: {src}")
     if inter_file is None:
@@ -505,19 +607,28 @@ def import_mmrec(src: str, dst: str, name: str | None = None, inter_file: str | 
     name = _check_name(name or os.path.splitext(inter_file)[0])
     _check_config_not_edited(dst, name, force)
     raw = _read_inter(path)
-    required = {"userID", "itemID", "x_label"}
+    required = {"userID", "itemID"}
     if not required <= set(raw.columns):
-        raise DataImportError(f"{path}: needs columns {sorted(required)}, has {list(raw.columns)}")
+        raise DataImportError(f"{path}: needs columns {sorted(required)} (and x_label for its own split, else "
+                              f"--split), has {list(raw.columns)}")
+    has_labels = "x_label" in raw.columns
+    if has_labels and ratios is not None:
+        raise DataImportError(f"{path} has an x_label column, its own split (kept as it is); --split is for data "
+                              "without x_label: drop --split, or the x_label column to split anew")
+    if not has_labels and ratios is None:
+        raise DataImportError(f"{path} has no x_label column (MMRec's split): give --split 0.8,0.1,0.1 (ratios per "
+                              "user) or --split loo (leave-one-out per user) to split it")
     if raw.empty:
         raise DataImportError(f"{path}: no interactions (only a header line)")
-    labels = _check_ids(raw["x_label"], "x_label", path)
-    if not np.isin(labels, [0, 1, 2]).all():
-        raise DataImportError(f"{path}: x_label must be 0 (train), 1 (valid) or 2 (test)")
     frame = pd.DataFrame({
         "user": _check_ids(raw["userID"], "userID", path),
         "item": _check_ids(raw["itemID"], "itemID", path),
-        "split": np.array(SPLITS)[labels],
     })
+    if has_labels:
+        labels = _check_ids(raw["x_label"], "x_label", path)
+        if not np.isin(labels, [0, 1, 2]).all():
+            raise DataImportError(f"{path}: x_label must be 0 (train), 1 (valid) or 2 (test)")
+        frame["split"] = np.array(SPLITS)[labels]
     for col in ("rating", "timestamp"):
         if col in raw.columns:
             values = pd.to_numeric(raw[col], errors="coerce")
@@ -528,7 +639,37 @@ def import_mmrec(src: str, dst: str, name: str | None = None, inter_file: str | 
             frame[col] = values
     features = {f[: -len("_feat.npy")]: os.path.join(src, f) for f in sorted(os.listdir(src))
                 if f.endswith("_feat.npy")}
-    return _write(frame, name, dst, features, path, force=force)
+    if has_labels:
+        return _write(frame, name, dst, features, path, force=force,
+                      split_note="# split: the source's own (x_label 0 train, 1 valid, 2 test)\n")
+    return _write_split(frame, name, dst, features, path, force, ratios, split, seed)
+
+
+def _write_split(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], path: str, force: bool,
+                 ratios: tuple[float, float, float] | str, given: str | Sequence[float],
+                 seed: int | None) -> ImportReport:
+    """Split ``frame`` (no x_label) per user, then write it; duplicate pairs are dropped first (the first line
+    kept), so each pair lands in one split."""
+    seed = DEFAULT_SPLIT_SEED if seed is None else int(seed)
+    by_time = "timestamp" in frame.columns
+    if by_time and frame["timestamp"].isna().any():
+        line = int(np.flatnonzero(frame["timestamp"].isna().to_numpy())[0]) + 2
+        raise DataImportError(f"{path}: no timestamp on line {line}: a split by time needs every interaction's "
+                              "timestamp (or drop the timestamp column for a seeded random split)")
+    duplicated = frame.duplicated(["user", "item"], keep="first").to_numpy()
+    if duplicated.any():
+        logger.warning(f"{path}: dropped {int(duplicated.sum())} duplicate (user, item) pairs before splitting, "
+                       "keeping the first line of each")
+        frame = frame[~duplicated].reset_index(drop=True)
+    labels = split_per_user(frame["user"].to_numpy(), ratios, seed,
+                            frame["timestamp"].to_numpy() if by_time else None)
+    frame["split"] = np.array(SPLITS)[labels]
+    given_text = given if isinstance(given, str) else ",".join(f"{float(v):g}" for v in given)
+    how = ("loo" if ratios == "loo" else "ratio {:g}/{:g}/{:g}".format(*ratios)) + \
+        (" by timestamp" if by_time else f" seed {seed}")
+    return _write(frame, name, dst, features, path, force=force,
+                  split_note=_split_note(ratios, seed, by_time, given_text.strip()), split_how=how,
+                  dropped_before=int(duplicated.sum()))
 
 
 def import_lightgcn(src: str, dst: str, name: str | None = None,
@@ -572,4 +713,5 @@ def import_lightgcn(src: str, dst: str, name: str | None = None,
     frame = pd.DataFrame(rows, columns=["user", "item", "split"])
     if frame.empty:
         raise DataImportError(f"{src}: no interactions")
-    return _write(frame, name, dst, dict(features or {}), src, force=force)
+    return _write(frame, name, dst, dict(features or {}), src, force=force,
+                  split_note="# split: the source's own (train.txt, valid.txt, test.txt)\n")

@@ -7,7 +7,8 @@ It also returns what ``run_recbole`` drops: the time of every training epoch, th
 checkpoint path, the config, the trainer and the three splits.
 
 Its callers: ``recgoat run`` (:mod:`recgoat_cli.commands`), every benchmark and tuning run
-(:mod:`recgoat_recbole.bench.worker`) and ``benchmarks/bench_speed.py``.
+(:mod:`recgoat_recbole.bench.worker`) and ``benchmarks/bench_speed.py``. :func:`run_distributed` is RecBole's
+``run(..., nproc=N)`` with this path in every process (``recgoat run --nproc N``).
 
 Importing it imports :mod:`recgoat_recbole`, which applies the patch table and registers the models, so the
 names of RecGOAT, the peers and ``<Backbone>+Align`` work here like RecBole's own.
@@ -25,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from recgoat_recbole.progress import format_seconds
 
-__all__ = ["run_training", "TrainingResult", "per_user_metrics", "PER_USER_METRICS"]
+__all__ = ["run_training", "run_distributed", "TrainingResult", "per_user_metrics", "PER_USER_METRICS"]
 
 #: ``on_epoch(epoch_index, seconds, loss)``: called after every training epoch
 EpochCallback = Callable[[int, float, Any], None]
@@ -389,3 +390,70 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
                           epoch_times=epoch_times, checkpoint=checkpoint, adjusted=adjusted, build_s=build_s,
                           total_s=total_s, model=net, trainer=trainer, data=(train, valid, test),
                           valid_curve=valid_curve, per_user=per_user)
+
+
+def run_distributed(model: str, dataset: str | None = None, config_file_list: Sequence[str] | None = None,
+                    config_dict: dict[str, Any] | None = None, *, nproc: int = 1, world_size: int = -1,
+                    ip: str = "localhost", port: str = "5678", group_offset: int = 0, saved: bool = True,
+                    show_progress: bool | None = None, progress: Callable[[str], Any] | None = None,
+                    quiet: bool = False) -> dict[str, Any] | None:
+    """RecBole 1.2.1's ``recbole.quick_start.run`` with ``nproc`` / ``world_size`` / ``ip`` / ``port`` /
+    ``group_offset``, step for step, with :func:`run_training` in each process instead of ``run_recbole``:
+    ``world_size`` -1 is ``nproc``; the config gets ``world_size``, ``ip``, ``port``, ``nproc`` and ``offset``;
+    ``nproc`` processes are spawned, rank r with ``local_rank`` r (RecBole's ``run_recboles``); the
+    ``ddp_cpu`` patch runs them over gloo on the CPU when there is no CUDA.
+
+    ``model`` is a name (``"RecGOAT"``, ``"SGL+Align"``, ``"LightGCN"``): each process looks it up again.
+    Returns what local rank 0 trained: ``run_recbole``'s dict plus ``checkpoint`` and ``log`` (its log file),
+    or None when that rank returned nothing. An exception raised in a process is raised here (a
+    ``ConfigError`` in the config stays one), from torch's ``ProcessRaisedException`` (which holds the
+    process's traceback); the other processes are stopped."""
+    import torch.multiprocessing as mp
+
+    if world_size == -1:
+        world_size = nproc
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {})
+    config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
+    kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved, "show_progress": show_progress,
+              "progress": progress, "quiet": quiet}
+    try:
+        mp.spawn(_run_rank, args=(model, dataset, list(config_file_list or []) or None, kwargs), nprocs=nproc,
+                 join=True)
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+        errors = [item["error"] for item in _drain(queue) if "error" in item]
+        if errors:
+            raise errors[0] from exc
+        raise
+    results = [item for item in _drain(queue) if "error" not in item]
+    return results[0] if results else None
+
+
+def _drain(queue: Any) -> list[dict]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get())
+    return items
+
+
+def _run_rank(rank: int, model: str, dataset: str | None, config_file_list: list[str] | None,
+              kwargs: dict[str, Any]) -> None:
+    """One process of :func:`run_distributed` (RecBole's ``run_recboles``): ``local_rank`` = ``rank``, then
+    :func:`run_training`; local rank 0 puts its result on the queue, a failing process its exception."""
+    kwargs = dict(kwargs)
+    queue = kwargs.pop("queue")
+    kwargs["config_dict"] = dict(kwargs["config_dict"], local_rank=rank)
+    if rank != 0:
+        kwargs["progress"] = None  # one "epoch k/N" line per epoch, not one per process
+    try:
+        result = run_training(model, dataset, config_file_list, **kwargs)
+    except Exception as exc:
+        try:
+            queue.put({"error": exc})
+        except Exception:  # an exception that cannot be pickled: its text
+            queue.put({"error": RuntimeError(f"{type(exc).__name__}: {exc}")})
+        raise
+    if rank == 0:
+        log = next((h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)),
+                   None)
+        queue.put({**result.as_run_recbole(), "checkpoint": result.checkpoint, "log": log})

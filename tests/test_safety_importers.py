@@ -157,7 +157,10 @@ BAD_MMREC = {
                         "toy.inter: not UTF-8"),
     "binary inter": (lambda: _write("src/toy.inter", b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'}\x00\x00\x01\x02"),
                      "toy.inter: a binary file"),
-    "missing column": (lambda: _write("src/toy.inter", b"userID\titemID\n0\t1\n"), "toy.inter: needs columns"),
+    "missing column": (lambda: _write("src/toy.inter", b"userID\titem\tx_label\n0\t1\t0\n"),
+                       "toy.inter: needs columns"),
+    "no x_label and no --split": (lambda: _write("src/toy.inter", b"userID\titemID\n0\t1\n"),
+                                  "toy.inter has no x_label column"),
     "row with an extra field": (lambda: _write("src/toy.inter", b"userID\titemID\tx_label\n0\t1\t0\n0\t2\t2\t9\n"),
                                 "toy.inter: not a well-formed tab-separated file"),
 }

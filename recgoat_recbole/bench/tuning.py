@@ -277,19 +277,7 @@ def write_choice(choice: Mapping[str, Mapping[str, dict]], path: str, header: st
         for dataset, models in choice.items():
             current.setdefault(dataset, {}).update({m: dict(p) for m, p in models.items()})
         text = "".join(f"{line}\n" for line in comments) + yaml.safe_dump(current, sort_keys=True)
-        mode = 0o666 & ~_umask()  # as open() would make it (mkstemp's 0600 would keep it from colleagues)
-
-        def write(f) -> None:
-            os.fchmod(f.fileno(), mode)
-            f.write(text.encode("utf-8"))
-
-        atomic_write(path, write, suffix=".tmp")
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")), suffix=".tmp")  # the umask's mode, as open()
 
 
 class _locked:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from recgoat_core.feature_files import FeatureFileError, check_output_path, write_features
+from recgoat_core.feature_files import FeatureFileError, check_mmrec_output, check_output_path, write_features
 from recgoat_recbole.features.text import EncoderError, check_model_folder
 from recgoat_recbole.features.text import model_not_found as _not_found
 
@@ -126,11 +126,13 @@ def encode_images(paths: Sequence[str], processor, net, batch_size: int = 32,
 def extract_image_features(source: str, output: str, model: str, device: str | None = None,
                            batch_size: int = 32, allow_download: bool = False, show_progress: bool = True) -> str:
     """Encode every image of ``source`` and write ``output`` (.npz: ids, features, mask; or .npy: MMRec's
-    layout with a ``.ids`` sidecar); returns the path. ``output`` is checked before anything is encoded."""
+    layout, row r = item id r, with a ``.ids`` sidecar); returns the path. ``output`` (and for .npy the tokens)
+    is checked before anything is encoded."""
     output = check_output_path(output)
     tokens, paths = list_images(source)
     if not tokens:
         raise FeatureFileError(f"{source}: no images found (expected image files named by item token, or a CSV/TSV of token,path)")
+    check_mmrec_output(output, tokens, f"the image tokens of {source}")
     processor, net = load_vision_encoder(model, device, allow_download)
     features, mask = encode_images(paths, processor, net, batch_size, show_progress)
     if (~mask).any():

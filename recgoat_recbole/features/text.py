@@ -25,8 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from recgoat_core.feature_files import (FeatureFileError, check_output_path, content_digest, file_fingerprint,
-                                        write_features)
+from recgoat_core.feature_files import (FeatureFileError, check_mmrec_output, check_output_path, content_digest,
+                                        file_fingerprint, write_features)
 
 __all__ = ["DEFAULT_TEXT_ENCODER", "EncoderError", "load_text_encoder", "check_model_folder", "check_text_encoder",
            "encoder_fingerprint", "read_table", "compose_texts", "encode_texts", "extract_text_features"]
@@ -269,8 +269,9 @@ def extract_text_features(
     """Encode the text of every row of ``table`` and write ``output``; returns its path.
 
     ``.npz``: ids, features, mask. ``.npy``: MMRec's layout (see :func:`~recgoat_core.feature_files.write_features`:
-    a float32 array with a ``.ids`` sidecar, rows in item-id order for MMRec's ids ``0 .. n-1``, else in the
-    table's order). ``output`` is checked before anything is read or encoded.
+    a plain float32 array whose row r is item id r, zero rows for ids the table lacks, with a ``.ids`` sidecar);
+    ids that do not fit it (not integers, repeated, mostly gaps) are refused. ``output`` (its suffix, its
+    folder, what is already there) and, for ``.npy``, the ids are checked before anything is encoded.
     """
     output = check_output_path(output)
     check_text_encoder(model)
@@ -279,6 +280,7 @@ def extract_text_features(
     if id_column not in frame.columns:
         raise KeyError(f"id column {id_column!r} not in {os.fspath(table)} (columns: {list(frame.columns)})")
     frame = frame.drop_duplicates(subset=id_column, keep="first")
+    check_mmrec_output(output, frame[id_column].tolist(), f"the id column {id_column!r} of {os.fspath(table)}")
     texts = compose_texts(frame, list(columns))
     encoder = load_text_encoder(model, device, allow_download)
     features = encode_texts(texts, encoder, batch_size, show_progress)

@@ -223,23 +223,42 @@ def _with_checkpoint_globals(fn: Callable, path_of: Callable[..., Any]) -> Calla
     return wrapper
 
 
-def _load_data_and_model(model_file: str) -> tuple:
-    """RecBole 1.2.1's ``load_data_and_model``, step for step, with the checkpoint loaded safely and its
-    ``other_parameter`` checked against the rebuilt model (:func:`checked_other_parameter`)."""
+def read_checkpoint(model_file: str, device: Any = None) -> dict:
+    """A RecBole checkpoint file, loaded safely (:func:`recbole_checkpoint_globals`); ``pickle.UnpicklingError``
+    for a file that is not one. ``device`` (e.g. ``"cpu"``): the tensors are loaded there and the config's
+    ``device`` is set to it, so a model saved on a GPU is rebuilt on a machine without one (RecBole's
+    ``load_data_and_model`` always uses the saved device)."""
+    import torch
+
+    target = None if device is None else torch.device(device)
+    with recbole_checkpoint_globals(model_file):
+        checkpoint = torch.load(model_file, map_location=target)
+    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "state_dict" not in checkpoint:
+        raise pickle.UnpicklingError(f"{model_file} is not a RecBole checkpoint (no config or state_dict)")
+    if target is not None:
+        checkpoint["config"]["device"] = target
+    return checkpoint
+
+
+def data_and_model(checkpoint: dict, model_file: str, quiet: bool = False) -> tuple:
+    """The rest of RecBole 1.2.1's ``load_data_and_model`` after reading the file, step for step: seed, logger,
+    dataset, split, seed again, the model with the checkpoint's weights and its ``other_parameter`` checked
+    against the rebuilt model (:func:`checked_other_parameter`). ``quiet``: RecBole's INFO lines (the config,
+    the dataset) go to its log file only, not to the console."""
+    import logging
     from logging import getLogger
 
-    import torch
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, init_logger, init_seed
 
-    with recbole_checkpoint_globals(model_file):
-        checkpoint = torch.load(model_file)
-    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "state_dict" not in checkpoint:
-        raise pickle.UnpicklingError(f"{model_file} is not a RecBole checkpoint (no config or state_dict)")
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
+    if quiet:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(max(handler.level, logging.WARNING))
     logger.info(config)
 
     dataset = create_dataset(config)
@@ -251,6 +270,13 @@ def _load_data_and_model(model_file: str) -> tuple:
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checked_other_parameter(model, checkpoint.get("other_parameter"), model_file))
     return config, model, dataset, train_data, valid_data, test_data
+
+
+def _load_data_and_model(model_file: str) -> tuple:
+    """RecBole 1.2.1's ``load_data_and_model``, step for step, with the checkpoint loaded safely
+    (:func:`read_checkpoint`) and its ``other_parameter`` checked against the rebuilt model
+    (:func:`data_and_model`)."""
+    return data_and_model(read_checkpoint(model_file), model_file)
 
 
 def _evaluate_checkpoint(self: Any, eval_data: Any = None, load_best_model: bool = True,
@@ -298,9 +324,9 @@ def save_atomically(path: str, write: Callable[[Any], Any]) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
+        from recgoat_core.feature_files import new_file_mode
+
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

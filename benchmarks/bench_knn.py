@@ -2,6 +2,7 @@
 
     python benchmarks/bench_knn.py                       # 20k, 100k, 200k items, k = 10, chunk 2048
     python benchmarks/bench_knn.py --sizes 100000 --chunks 512 2048 8192   # memory is bounded by the chunk
+    python benchmarks/bench_knn.py --backend torch      # torch's blocks on the CPU (default: faiss there)
 
 Each (size, chunk) runs in its own process so that its peak RSS is its own. The features are clustered
 Gaussians (200 centres, like item embeddings that form topics), float32, seed 0. Reported: wall time of
@@ -34,7 +35,7 @@ def _reset_peak() -> None:
         f.write("5")
 
 
-def _one(n: int, dim: int, k: int, chunk: int) -> dict:
+def _one(n: int, dim: int, k: int, chunk: int, backend: str | None) -> dict:
     import torch
 
     from recgoat_core.graphs import knn_graph
@@ -46,10 +47,11 @@ def _one(n: int, dim: int, k: int, chunk: int) -> dict:
     _reset_peak()
     before = _status_mib("VmRSS")
     t0 = time.perf_counter()
-    edges = knn_graph(x, k, chunk_size=chunk, skip_first=False, show_progress=False)
+    edges = knn_graph(x, k, chunk_size=chunk, skip_first=False, show_progress=False, backend=backend)
     seconds = time.perf_counter() - t0
     peak = _status_mib("VmHWM")
-    return {"items": n, "dim": dim, "k": k, "chunk": chunk, "seconds": seconds, "edges": int(edges.shape[1]),
+    return {"items": n, "dim": dim, "k": k, "chunk": chunk, "backend": backend or "default",
+            "seconds": seconds, "edges": int(edges.shape[1]),
             "rss_before_mib": before, "peak_mib": peak, "build_mib": peak - before,
             "features_mib": n * dim * 4 / 2**20, "block_mib": chunk * n * 4 / 2**20,
             "threads": torch.get_num_threads()}
@@ -61,11 +63,13 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--chunks", type=int, nargs="+", default=[2048])
+    parser.add_argument("--backend", choices=["faiss", "torch"], default=None,
+                        help="knn_graph's backend (default: its own choice, faiss on the CPU)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--_child", nargs=2, type=int, metavar=("ITEMS", "CHUNK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        print(json.dumps(_one(args._child[0], args.dim, args.k, args._child[1])))
+        print(json.dumps(_one(args._child[0], args.dim, args.k, args._child[1], args.backend)))
         return
     rows = []
     print("| items | dim | k | chunk | time (s) | edges | RSS before (MiB) | peak RSS (MiB) | build (MiB) | "
@@ -73,8 +77,9 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in args.sizes:
         for chunk in args.chunks:
+            backend = ["--backend", args.backend] if args.backend else []
             out = subprocess.run([sys.executable, os.path.abspath(__file__), "--dim", str(args.dim), "--k",
-                                  str(args.k), "--_child", str(n), str(chunk)], check=True,
+                                  str(args.k), *backend, "--_child", str(n), str(chunk)], check=True,
                                  capture_output=True, text=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(r)

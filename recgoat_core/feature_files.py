@@ -34,9 +34,9 @@ from typing import BinaryIO, Callable, Sequence
 import numpy as np
 
 __all__ = ["FeatureFile", "FeatureFileError", "read_features", "write_features", "align_rows",
-           "file_fingerprint", "content_digest", "normalise_rows", "reusable_cache", "atomic_write", "new_file_mode", "current_umask",
-           "check_output_path", "check_mmrec_output", "mmrec_rows", "MMREC_MAX_ROWS_PER_ID", "MAX_TOKEN_CHARS", "INFLATE_FREE_BYTES",
-           "INFLATE_RATIO"]
+           "file_fingerprint", "content_digest", "normalise_rows", "reusable_cache", "atomic_write", "new_file_mode",
+           "current_umask", "read_npz_members", "check_output_path", "check_mmrec_output", "mmrec_rows",
+           "MMREC_MAX_ROWS_PER_ID", "MAX_TOKEN_CHARS", "INFLATE_FREE_BYTES", "INFLATE_RATIO"]
 
 logger = logging.getLogger(__name__)
 
@@ -216,14 +216,23 @@ def _npy_header(f: BinaryIO, path: str, name: str, size: int, holder: str, kinds
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
     """The members :func:`read_features` uses, each checked against the zip directory before it is read."""
+    return read_npz_members(path, _MEMBERS, required=("ids", "features"), what=".npz feature file")
+
+
+def read_npz_members(path: str, spec: dict[str, tuple[str, str]], required: Sequence[str],
+                     what: str = ".npz file") -> dict[str, np.ndarray]:
+    """The members of the ``.npz`` at ``path`` that ``spec`` names (``{name: (dtype kinds, message with {} for
+    the dtype)}``), read with ``allow_pickle=False``, each checked against the zip directory before it is read
+    (sizes, zip bombs, dtypes: the module docstring); one :class:`FeatureFileError` naming the file when a
+    ``required`` member is missing or any check fails (a non-zip file: ``zipfile.BadZipFile``)."""
     archive_size = os.path.getsize(path)
     with zipfile.ZipFile(path) as archive:
         members = {(i.filename[:-4] if i.filename.endswith(".npy") else i.filename): i for i in archive.infolist()}
-        missing = {"ids", "features"} - set(members)
+        missing = set(required) - set(members)
         if missing:
-            raise FeatureFileError(f"{path}: .npz feature file lacks {sorted(missing)} (has {sorted(members)})")
+            raise FeatureFileError(f"{path}: {what} lacks {sorted(missing)} (has {sorted(members)})")
         out = {}
-        for name, (kinds, kind_message) in _MEMBERS.items():
+        for name, (kinds, kind_message) in spec.items():
             info = members.get(name)
             if info is None:
                 continue

@@ -14,6 +14,8 @@ statistic can choose model settings without touching validation or test.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from recgoat_core.graphs import knn_graph
@@ -42,9 +44,12 @@ def shares_user(keys: torch.Tensor, start: torch.Tensor, n_users: int, a: torch.
 
 
 def cooccurrence_lift(features: torch.Tensor, users: torch.Tensor, items: torch.Tensor, k: int = 10,
-                      max_pairs: int = 50_000, chunk_size: int = 2048, seed: int = 0) -> float:
+                      max_pairs: int = 50_000, chunk_size: int = 2048, seed: int = 0,
+                      knn: Callable[[torch.Tensor, int, int], torch.Tensor] = knn_graph) -> float:
     """The lift of the module docstring for ``features`` [n_items, d] (row = item id) and the training
-    interactions ``(users, items)``; ``nan`` when there are fewer than two items with interactions."""
+    interactions ``(users, items)``; ``nan`` when there are fewer than two items with interactions.
+    ``knn(x, k, chunk_size)`` builds the neighbour graph of the items with interactions (:func:`knn_graph`'s
+    contract, e.g. a cached one)."""
     users, items = users.long().cpu(), items.long().cpu()
     n_items, n_users = len(features), int(users.max()) + 1 if len(users) else 1
     keys = torch.unique(items * n_users + users)  # sorted
@@ -53,7 +58,7 @@ def cooccurrence_lift(features: torch.Tensor, users: torch.Tensor, items: torch.
     if len(warm) < 2:
         return float("nan")
     generator = torch.Generator().manual_seed(seed)
-    edges = knn_graph(torch.as_tensor(features, dtype=torch.float32)[warm], min(k, len(warm) - 1), chunk_size)
+    edges = knn(torch.as_tensor(features, dtype=torch.float32)[warm], min(k, len(warm) - 1), chunk_size)
     if edges.shape[1] > max_pairs:
         edges = edges[:, torch.randperm(edges.shape[1], generator=generator)[:max_pairs]]
     a, b = warm[edges[0]], warm[edges[1]]

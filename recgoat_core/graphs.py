@@ -2,8 +2,8 @@
 
 - :func:`bipartite_adjacency` -- the user–item graph D^-1/2 A D^-1/2 (optionally rating-weighted);
 - :func:`rating_weights` -- "rating attention": per-user softmax of ratings, rescaled to mean 1;
-- :func:`knn_graph` -- cosine top-k neighbours (item–item per modality, user–user over profiles), computed
-  in row chunks so memory is O(n·k + chunk·n), never a dense n×n matrix.
+- :func:`knn_graph` -- cosine top-k neighbours (item–item per modality, user–user over profiles), by faiss's exact
+  search on the CPU or in torch row chunks (any device), so memory is O(n·k + chunk·n), never a dense n×n matrix.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import torch
 
-__all__ = ["bipartite_adjacency", "normalized_adjacency", "rating_weights", "knn_graph"]
+__all__ = ["bipartite_adjacency", "normalized_adjacency", "rating_weights", "knn_graph", "top_k_lowest"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +75,20 @@ def knn_graph(
     skip_first: bool = True,
     device: str | torch.device | None = None,
     show_progress: bool | None = None,
+    backend: str | None = None,
 ) -> torch.Tensor:
-    """Cosine top-``k`` neighbour graph of the rows of ``features``, as ``edge_index`` [2, E] (src, dst).
+    r"""Cosine top-``k`` neighbour graph of the rows of ``features``, as ``edge_index`` [2, E] (src, dst).
 
-    Self-neighbours are excluded; rows that are all zero (padding, missing features) get no edges.
-    ``skip_first`` leaves out row 0 (RecBole's padding id). With ``symmetric`` the union of i→j and j→i.
+    Row i's neighbours are the ``k`` other valid rows j with the largest :math:`\cos(x_i, x_j)`; of equal
+    similarities, the lower indices j (not whichever ``topk`` returns). Self-neighbours are excluded; rows that
+    are all zero (padding, missing features) get no edges. ``skip_first`` leaves out row 0 (RecBole's padding
+    id). With ``symmetric`` the union of i→j and j→i.
+
+    ``backend``: ``"faiss"`` (exact inner-product search, ``faiss.IndexFlatIP``, on the CPU), ``"torch"``
+    (similarity blocks of ``chunk_size`` rows and ``topk``, on ``device``) or ``None``: faiss when the rows are on
+    the CPU and faiss imports, else torch. Both take the same neighbours, except where two similarities differ
+    only by float rounding (each backend sums in its own order: equal cosines of two different rows may come out
+    one unit in the last place apart, in either direction).
     Memory: O(chunk_size · n) for one similarity block plus O(n · k) for the result.
     """
     x = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features)
@@ -96,25 +105,92 @@ def knn_graph(
     k_eff = min(k, int(valid.sum()) - 1)
     if k_eff <= 0:
         return torch.empty(2, 0, dtype=torch.long)
-    invalid_cols = ~valid
-    srcs, dsts = [], []
+    if backend is None:
+        backend = "faiss" if x.device.type == "cpu" and _faiss() is not None else "torch"
     chunks = range(0, len(rows_all), chunk_size)
     progress = show_progress if show_progress is not None else len(rows_all) > 50_000
     if progress:  # tqdm only when a bar is shown: the core imports torch and numpy only
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc=f"kNN graph (k={k}, n={n})", unit="chunk")
+    if backend == "faiss":
+        top = _faiss_neighbours(x, rows_all, k_eff, chunks, chunk_size)
+    elif backend == "torch":
+        top = _torch_neighbours(x, rows_all, valid, k_eff, chunks, chunk_size)
+    else:
+        raise ValueError(f"backend must be 'faiss', 'torch' or None, got {backend!r}")
+    src = top.flatten().cpu()
+    dst = rows_all.cpu().repeat_interleave(k_eff)
+    if symmetric:
+        src, dst = torch.cat([src, dst]), torch.cat([dst, src])
+    edges = torch.unique(torch.stack([src, dst]), dim=1)
+    return edges
+
+
+def _faiss():
+    """The faiss module, or ``None`` where it does not import (an optional accelerator of :func:`knn_graph`)."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def top_k_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Column indices [rows, k] of each row's ``k`` largest ``scores``; of the entries equal to a row's k-th
+    value, the lowest columns (``topk`` alone may return any of them)."""
+    values, top = scores.topk(k, dim=1)
+    kth = values[:, -1:]
+    ties = scores == kth
+    taken = (values == kth).sum(1)
+    open_rows = torch.nonzero(ties.sum(1) > taken).flatten()  # rows whose k-th value is shared beyond the top k
+    if len(open_rows):
+        t = ties[open_rows]
+        first = t & (t.cumsum(1, dtype=torch.int32) <= taken[open_rows, None])
+        keep = (scores[open_rows] > kth[open_rows]) | first  # exactly k per row
+        top[open_rows] = torch.nonzero(keep)[:, 1].view(len(open_rows), k)
+    return top
+
+
+def _torch_neighbours(x: torch.Tensor, rows_all: torch.Tensor, valid: torch.Tensor, k: int, chunks,
+                      chunk_size: int) -> torch.Tensor:
+    """[len(rows_all), k] neighbour ids of the (unit) rows ``rows_all`` among the other ``valid`` rows."""
+    invalid_cols = ~valid
+    tops = []
     for start in chunks:
         rows = rows_all[start : start + chunk_size]
         sim = x[rows] @ x.T
         sim[:, invalid_cols] = -torch.inf
         sim[torch.arange(len(rows)), rows] = -torch.inf
-        top = sim.topk(k_eff, dim=1).indices
-        srcs.append(top.flatten())
-        dsts.append(rows.repeat_interleave(k_eff))
-    src = torch.cat(srcs).cpu()
-    dst = torch.cat(dsts).cpu()
-    if symmetric:
-        src, dst = torch.cat([src, dst]), torch.cat([dst, src])
-    edges = torch.unique(torch.stack([src, dst]), dim=1)
-    return edges
+        tops.append(top_k_lowest(sim, k))
+    return torch.cat(tops)
+
+
+def _faiss_neighbours(x: torch.Tensor, rows_all: torch.Tensor, k: int, chunks, chunk_size: int) -> torch.Tensor:
+    """As :func:`_torch_neighbours`, by exact inner-product search over the valid rows (``faiss.IndexFlatIP``).
+
+    Each row asks for k + 2 results and keeps the first k others by (similarity desc, index asc). Where the
+    (k+1)-th equals the k-th, rows faiss did not return may share that similarity (of equal results faiss keeps
+    any, not the lowest ids): such a row is scored in full (:func:`top_k_lowest` over one similarity row)."""
+    faiss = _faiss()
+    if faiss is None:
+        raise ImportError("knn_graph(backend='faiss') needs faiss (pip install faiss-cpu)")
+    base = np.ascontiguousarray(x[rows_all].cpu().numpy(), dtype=np.float32)
+    index = faiss.IndexFlatIP(base.shape[1])
+    index.add(base)
+    want = min(k + 2, len(base))  # all rows when fewer: then nothing is left out
+    tops = []
+    for start in chunks:
+        sims, found = index.search(base[start : start + chunk_size], want)
+        own = np.arange(start, start + len(sims))[:, None]
+        sims = np.where(found == own, -np.inf, sims)  # the row itself: last
+        order = np.lexsort((found, -sims), axis=1)
+        sims, found = np.take_along_axis(sims, order, axis=1), np.take_along_axis(found, order, axis=1)
+        top = found[:, :k]
+        shared = np.flatnonzero(sims[:, k] == sims[:, k - 1]) if want < len(base) else np.empty(0, dtype=np.int64)
+        if len(shared):
+            block = torch.from_numpy(base[start + shared]) @ torch.from_numpy(base).T
+            block[torch.arange(len(shared)), torch.from_numpy(start + shared)] = -torch.inf
+            top[shared] = top_k_lowest(block, k).numpy()
+        tops.append(top)
+    return rows_all.cpu()[torch.from_numpy(np.concatenate(tops))]

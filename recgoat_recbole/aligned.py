@@ -43,6 +43,7 @@ from recgoat_core.feature_alignment import AlignmentSettings, FeatureAlignment
 from recgoat_recbole.config_check import ConfigError, validate
 from recgoat_recbole.dataset import FeatureContractError, features_for_model, modality_gate
 from recgoat_recbole.keys import defaults, rules
+from recgoat_recbole.knn_cache import knn_edges
 from recgoat_recbole.patches.model_lookup import recbole_model
 
 __all__ = ["aligned", "is_aligned_name", "BACKBONES", "SUFFIX", "AlignedRecommender", "ItemAccess", "subclass"]
@@ -179,8 +180,10 @@ class AlignedRecommender:
         settings = AlignmentSettings.from_config({**{k: config[k] for k in defaults("Align") if k != "fusion_gamma"},
                                                   "embedding_size": dim})  # (from_config ignores other keys)
         device = torch.device(config["device"]) if config["device"] is not None else torch.device("cpu")
+        edges = ({m: knn_edges(config, x, settings.knn_k, "item", m, device=device) for m, x in tensors.items()}
+                 if settings.use_gat else None)
         gate = modality_gate(config, tensors, dataset, type(self).__name__)
-        return FeatureAlignment(tensors, settings, build_device=device, modality_weights=gate)
+        return FeatureAlignment(tensors, settings, build_device=device, knn_edges=edges, modality_weights=gate)
 
     def _passthrough(self) -> bool:
         """True when ``forward`` is the backbone's own: nothing to blend, nothing to train this step."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from recgoat_core.feature_files import FeatureFile, FeatureFileError, align_rows
 from recgoat_recbole.config_check import ConfigError
 from recgoat_recbole.feature_paths import modality_files, resolve_feature_path
 from recgoat_recbole.features.text import cached_text_features
+from recgoat_recbole.knn_cache import knn_edges
 
 __all__ = ["FeatureDataset", "features_for_model", "FeatureContractError",
            "modality_gate"]
@@ -161,6 +163,11 @@ class FeatureDataset(Dataset):
         return datasets
 
 
+def _gate_knn(config, name: str, features: "torch.Tensor", k: int, chunk_size: int) -> "torch.Tensor":
+    """The lift's kNN graph (:func:`recgoat_core.feature_signal.cooccurrence_lift`) through the run's kNN cache."""
+    return knn_edges(config, features, k, "item", name)
+
+
 def modality_gate(config, features: "dict[str, Any]", dataset, owner: str) -> dict[str, float]:
     """``align_gate``: weight 1 for each modality whose co-occurrence lift on the training split
     (:func:`recgoat_core.feature_signal.cooccurrence_lift`) reaches ``align_gate_min_lift``, else 0 (its
@@ -174,7 +181,9 @@ def modality_gate(config, features: "dict[str, Any]", dataset, owner: str) -> di
     threshold = float(config["align_gate_min_lift"])
     weights = {}
     for m, x in sorted(features.items()):
-        lift = cooccurrence_lift(x, users, items, k=config["knn_k"] or 10, chunk_size=config["knn_chunk_size"] or 2048)
+        knn = partial(_gate_knn, config, f"{m}, items with training interactions")
+        lift = cooccurrence_lift(x, users, items, k=config["knn_k"] or 10, chunk_size=config["knn_chunk_size"] or 2048,
+                                 knn=knn)
         weights[m] = 1.0 if lift >= threshold else 0.0
         if weights[m]:
             logger.info(f"{owner}: modality {m!r} co-occurrence lift {lift:.2f} (≥ {threshold:g}): aligned")

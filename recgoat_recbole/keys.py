@@ -53,7 +53,7 @@ HOOK_KEYS: tuple[Key, ...] = (
     Key("text_encoder", None, None, HOOK,
         "encoder for `auto:` text (default: the offline all-MiniLM-L6-v2; any sentence-transformers name or path)"),
     Key("feature_cache_dir", "recgoat_cache", None, HOOK,
-        "where `auto:` features and template profiles are cached"),
+        "where `auto:` features, template profiles and kNN graphs are cached (in `<dir>/<dataset>/`)"),
     Key("feature_norm", "l2", choice("l2", "standard", "none"), HOOK,
         "`l2`, `standard` (z-score per column) or `none`, applied to raw features"),
     Key("missing_features", "error", choice("error", "zero"), HOOK,

@@ -36,7 +36,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recgoat_core.feature_alignment import AlignmentSettings, FeatureAlignment
-from recgoat_core.graphs import bipartite_adjacency, knn_graph, rating_weights
+from recgoat_core.graphs import bipartite_adjacency, rating_weights
 from recgoat_core.layers import GAT, AttentionGraph
 from recgoat_recbole.aligned import BACKBONES, AlignedRecommender, ItemAccess, recbole_model_yaml, subclass
 from recgoat_recbole.checkpoint import StoredConfig
@@ -44,6 +44,7 @@ from recgoat_recbole.config_check import ConfigError, validate
 from recgoat_recbole.dataset import modality_gate
 from recgoat_recbole.graph_buffers import GraphBuffers
 from recgoat_recbole.keys import REMOVED, defaults, rules
+from recgoat_recbole.knn_cache import knn_edges
 from recgoat_recbole.patches.model_lookup import recbole_model
 from recgoat_recbole.scoring import CachedScoring
 
@@ -157,7 +158,7 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
         tensors = {name: torch.as_tensor(features[name], dtype=torch.float32) for name in self.modalities}
         edges = {}
         if self.use_gat:
-            edges = {name: knn_graph(x, config["knn_k"], config["knn_chunk_size"], device=self._build_device(config))
+            edges = {name: knn_edges(config, x, config["knn_k"], "item", name, device=self._build_device(config))
                      for name, x in tensors.items()}
         gate = modality_gate(config, tensors, dataset, "RecGOAT") if self.modalities else {}
         #: per modality, what its view is aligned with: the fused, propagated item vectors ("output", the paper)
@@ -183,7 +184,7 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
         if self.use_profiles:
             p = torch.as_tensor(profiles, dtype=torch.float32)
             self.register_buffer("user_profiles", p.to(self.device), persistent=False)
-            edges = knn_graph(p, config["user_knn_k"], config["knn_chunk_size"], device=self._build_device(config))
+            edges = knn_edges(config, p, config["user_knn_k"], "user", "profiles", device=self._build_device(config))
             self.user_graph = AttentionGraph(edges, self.n_users, config["gat_heads"])
             self.profile_projection = nn.Linear(p.shape[1], self.dim)
             self.profile_gat = GAT(self.dim, config["gat_layers"], config["gat_heads"], config["gat_dropout"])

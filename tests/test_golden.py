@@ -4,6 +4,11 @@ Recorded on main 166cd9a before the "one house" moves (fixed seed, the ``mini_ml
 model's initial state dict and its first three epoch losses, for RecGOAT (every model key pinned to the values
 it had then, so a change of its defaults does not move this test), SGL+Align and FREEDOM (their defaults).
 A move that changes an initial weight, a buffer, a parameter name or the order the RNG is drawn in fails here.
+
+The losses of RecGOAT and FREEDOM were recorded again for issue 31 (the kNN graphs): of neighbours with equal
+similarity the lower indices are now taken, where torch's topk took any (the fixture's genre one-hots and a few
+equal texts have many), and the CPU searches with faiss, whose sums round differently. The initial states (the
+graphs are not in the state dict) and SGL+Align (no GAT) are as recorded at 166cd9a.
 """
 from __future__ import annotations
 
@@ -37,12 +42,13 @@ CASES = {
     "FREEDOM": {"user_profile_feat": None},
 }
 
-#: recorded at 166cd9a: sha256 of the initial state dict, the first three epoch losses
+#: recorded at 166cd9a (the RecGOAT and FREEDOM losses: issue 31, see above): sha256 of the initial state dict,
+#: the first three epoch losses
 GOLDEN = {
     "FREEDOM": ("8e33fa8d0430935ef76fdea2e7d6b8e3b647212076925b28897deed153355b87",
-        [[8.30196362733841, 0.0016624986310489476], [8.289432942867279, 0.0016604776319582015], [8.268515467643738, 0.001656249543884769]]),
+        [[8.30203527212143, 0.0016625066782580689], [8.289537847042084, 0.001660487920162268], [8.268628597259521, 0.0016562687669647858]]),
     "RecGOAT": ("d83f55435535d52831a3dabd34d00833560a0750097cca7263a443cee18b2b87",
-        [[8.312081277370453, 4.3816806972026825, 0.01953779812902212], [8.309760391712189, 3.6865239441394806, 0.019941394217312336], [8.30901312828064, 3.386389046907425, 0.018799088313244283]]),
+        [[8.312071979045868, 4.380526006221771, 0.019440007396042347], [8.309751093387604, 3.6860122680664062, 0.01991357433144003], [8.308983325958252, 3.385359227657318, 0.018888055230490863]]),
     "SGL+Align": ("a13bf98f48ac60fc787f1746573525943915d690261983ab7584ef9d37a28892",
         [[13443.389953613281, 4903.597808837891, 31.838422298431396], [13425.493225097656, 4376.4283447265625, 30.69884467124939], [13422.633056640625, 3908.8883514404297, 28.63927435874939]]),
 }

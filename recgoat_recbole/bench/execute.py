@@ -80,7 +80,7 @@ def _absolute_paths(spec: RunSpec) -> dict[str, str]:
             meant = resolve_data_path(values, path)
             found.update({k: (v, meant[k]) for k, v in values.items() if k in PATH_KEYS})
     found.update({k: (v, v) for k, v in spec.overrides.items() if k in PATH_KEYS})
-    found.setdefault("feature_cache_dir", ("recgoat_cache",) * 2)  # RecGOAT's default; ignored by other models
+    found.setdefault("feature_cache_dir", ("recgoat_cache",) * 2)  # the default (auto: features, kNN graphs)
     return {k: os.path.abspath(meant) for k, (written, meant) in found.items()
             if isinstance(written, str) and not os.path.isabs(written)}
 

@@ -32,6 +32,8 @@ Where this differs from MMRec's code, and why:
 from __future__ import annotations
 
 import logging
+from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +43,7 @@ from recgoat_core.graphs import bipartite_adjacency, knn_graph
 from recgoat_core.layers import lightgcn_propagate
 from recgoat_recbole.config_check import ConfigError
 from recgoat_recbole.graph_buffers import csr_parts
+from recgoat_recbole.knn_cache import knn_edges
 from recgoat_recbole.peers._common import MultimodalPeer
 
 __all__ = ["FREEDOM", "modality_weights", "item_item_graph"]
@@ -75,13 +78,14 @@ def modality_weights(modalities: list[str], image_weight: float, given: dict | N
 
 
 def item_item_graph(features: torch.Tensor, k: int, chunk_size: int = 2048,
-                    device: torch.device | str | None = None) -> torch.Tensor:
+                    device: torch.device | str | None = None,
+                    knn: Callable[..., torch.Tensor] = knn_graph) -> torch.Tensor:
     """FREEDOM's frozen graph of one modality, as a sparse COO [n, n] matrix: row i holds its top-``k`` items
     by cosine similarity -- itself (the most similar) and its ``k − 1`` nearest others
-    (:func:`recgoat_core.graphs.knn_graph`, directed) -- with the binary entries normalised as
-    ``D^-1/2 S D^-1/2`` (D: row degrees), i.e. ``1/k`` for an ordinary row."""
+    (``knn``: :func:`recgoat_core.graphs.knn_graph` or a cached one, directed) -- with the binary entries
+    normalised as ``D^-1/2 S D^-1/2`` (D: row degrees), i.e. ``1/k`` for an ordinary row."""
     n = len(features)
-    edges = knn_graph(features, k - 1, chunk_size, symmetric=False, device=device)  # (src=neighbour, dst=row)
+    edges = knn(features, k - 1, chunk_size, symmetric=False, device=device)  # (src=neighbour, dst=row)
     loops = torch.arange(n)
     rows = torch.cat([edges[1].cpu(), loops])
     cols = torch.cat([edges[0].cpu(), loops])
@@ -89,6 +93,12 @@ def item_item_graph(features: torch.Tensor, k: int, chunk_size: int = 2048,
     inv_sqrt = degree.pow(-0.5)
     values = inv_sqrt[rows] * inv_sqrt[cols]
     return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=False).coalesce()
+
+
+def _cached_knn(config, name: str, features: torch.Tensor, k: int, chunk_size: int, symmetric: bool,
+                device: torch.device | str | None) -> torch.Tensor:
+    """:func:`recgoat_core.graphs.knn_graph`'s call in :func:`item_item_graph`, through the run's kNN cache."""
+    return knn_edges(config, features, k, "item", name, symmetric=symmetric, device=device)
 
 
 class FREEDOM(MultimodalPeer):
@@ -125,7 +135,8 @@ class FREEDOM(MultimodalPeer):
         device = self._build_device(config)
         fused = None
         for name in self.modalities:
-            graph = item_item_graph(features[name], config["knn_k"], config["knn_chunk_size"], device)
+            knn = partial(_cached_knn, config, name)
+            graph = item_item_graph(features[name], config["knn_k"], config["knn_chunk_size"], device, knn)
             graph = graph * self.weights[name]
             fused = graph if fused is None else fused + graph
         self._register_csr("mm", fused.coalesce())

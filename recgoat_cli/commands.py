@@ -281,8 +281,8 @@ def _bench_common(args: argparse.Namespace) -> dict[str, Any]:
         common["stopping_step"] = args.stopping_step
     if args.learning_rate is not None:
         common["learning_rate"] = args.learning_rate
-    if args.device == "cpu":
-        common["use_gpu"] = False
+    if args.device == "cpu":  # RecBole 1.2.1 picks the GPU whenever CUDA is there and gpu_id is not empty
+        common.update(use_gpu=False, gpu_id="")
     common.update(_overrides(args.set))
     return common
 

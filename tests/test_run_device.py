@@ -44,8 +44,21 @@ def test_device_cpu_puts_the_model_on_the_cpu_even_where_cuda_is(captured, monke
     assert overrides == {"gpu_id": "", "use_gpu": False}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, as RecBole sees it
     assert _config(overrides)["device"] == torch.device("cpu")
-    # use_gpu: false alone (what `bench --device cpu` sets) leaves RecBole 1.2.1 on the GPU: why gpu_id is ''
+    # use_gpu: false alone (what `bench --device cpu` set) leaves RecBole 1.2.1 on the GPU: why gpu_id is ''
     assert _config({"use_gpu": False})["device"].type == "cuda"
+
+
+def test_bench_device_cpu_keeps_its_runs_on_the_cpu_where_cuda_is(monkeypatch):
+    import argparse
+
+    from recgoat_cli.commands import _bench_common
+
+    args = argparse.Namespace(epochs=2, stopping_step=None, learning_rate=None, device="cpu", set=None)
+    common = _bench_common(args)
+    assert common["gpu_id"] == "" and common["use_gpu"] is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _config({k: v for k, v in common.items() if k in ("gpu_id", "use_gpu")})["device"] == torch.device("cpu")
+    assert "gpu_id" not in _bench_common(argparse.Namespace(**{**vars(args), "device": None}))
 
 
 @pytest.mark.parametrize("argv, expected", [

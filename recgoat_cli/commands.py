@@ -138,6 +138,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cuda_available() -> bool:
+    """``torch.cuda.is_available()`` without starting CUDA (NVML's count): a CUDA runtime started before RecBole
+    sets ``CUDA_VISIBLE_DEVICES`` from ``gpu_id`` would ignore it, and ``--device cuda:1`` would run on GPU 0."""
+    import torch
+
+    previous = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+    try:
+        return torch.cuda.is_available()
+    finally:
+        if previous is None:
+            os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+        else:
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = previous
+
+
 def _device_overrides(device: str | None, gpu_id: str | None) -> dict[str, Any]:
     """``--device`` / ``--gpu-id`` as RecBole's config keys: ``cpu`` is ``gpu_id: ''`` (RecBole 1.2.1 puts the
     model on the CPU only when ``gpu_id`` is empty or there is no CUDA; ``use_gpu`` alone changes nothing there)
@@ -158,9 +174,7 @@ def _device_overrides(device: str | None, gpu_id: str | None) -> dict[str, Any]:
         return {"gpu_id": "", "use_gpu": False}
     if kind != "cuda" or (index and not index.isdigit()):
         raise UserError(f"--device expects cpu, cuda or cuda:N, got {device!r}")
-    import torch
-
-    if not torch.cuda.is_available():
+    if not _cuda_available():
         raise UserError(f"--device {device}: CUDA is not available here (use --device cpu)")
     out["use_gpu"] = True
     if index:

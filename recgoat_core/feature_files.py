@@ -446,7 +446,15 @@ def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] | None = 
 
 
 def current_umask() -> int:
-    """The process's umask (read by setting it and putting it back)."""
+    """The process's umask: Linux's ``/proc/self/status`` (read without changing it); elsewhere by setting it and
+    putting it back (a file another thread creates in between would get 022)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -45,11 +45,11 @@ def shares_user(keys: torch.Tensor, start: torch.Tensor, n_users: int, a: torch.
 
 def cooccurrence_lift(features: torch.Tensor, users: torch.Tensor, items: torch.Tensor, k: int = 10,
                       max_pairs: int = 50_000, chunk_size: int = 2048, seed: int = 0,
-                      knn: Callable[[torch.Tensor, int, int], torch.Tensor] = knn_graph) -> float:
+                      knn: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None) -> float:
     """The lift of the module docstring for ``features`` [n_items, d] (row = item id) and the training
     interactions ``(users, items)``; ``nan`` when there are fewer than two items with interactions.
     ``knn(x, k, chunk_size)`` builds the neighbour graph of the items with interactions (:func:`knn_graph`'s
-    contract, e.g. a cached one)."""
+    contract over all its rows, e.g. a cached one; default :func:`knn_graph` with ``skip_first=False``)."""
     users, items = users.long().cpu(), items.long().cpu()
     n_items, n_users = len(features), int(users.max()) + 1 if len(users) else 1
     keys = torch.unique(items * n_users + users)  # sorted
@@ -58,6 +58,9 @@ def cooccurrence_lift(features: torch.Tensor, users: torch.Tensor, items: torch.
     if len(warm) < 2:
         return float("nan")
     generator = torch.Generator().manual_seed(seed)
+    if knn is None:  # every row is an item (row 0 too: the padding row is not among the items with interactions)
+        def knn(x: torch.Tensor, k: int, chunk_size: int) -> torch.Tensor:
+            return knn_graph(x, k, chunk_size, skip_first=False)
     edges = knn(torch.as_tensor(features, dtype=torch.float32)[warm], min(k, len(warm) - 1), chunk_size)
     if edges.shape[1] > max_pairs:
         edges = edges[:, torch.randperm(edges.shape[1], generator=generator)[:max_pairs]]

@@ -159,7 +159,9 @@ def _grid_hint(value: Any) -> str:
 #: keys RecBole's ``Config`` sets itself, or that its entry points take besides the YAML ones
 _RUNTIME_KEYS = ("model", "dataset", "MODEL_TYPE", "MODEL_INPUT_TYPE", "device", "local_rank", "single_spec",
                  "eval_type", "valid_neg_sample_args", "test_neg_sample_args", "config_files", "nproc",
-                 "world_size", "ip", "port", "offset", "group_offset")
+                 "world_size", "ip", "port", "offset", "group_offset",
+                 "dist_backend",  # read by the ddp_cpu patch (docs/usage.md)
+                 "encoding")  # read by RecBole's Dataset._load_feat, in no RecBole YAML
 
 
 def known_keys() -> frozenset[str]:

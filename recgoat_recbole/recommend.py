@@ -90,7 +90,7 @@ def read_users(path: str, dataset: Any) -> np.ndarray:
         tokens = tokens[1:]
     if not tokens:
         raise RecommendError(f"--users {path}: no user tokens in it (one per line)")
-    unknown = [t for t in tokens if t not in known]
+    unknown = [t for t in tokens if t not in known or known[t] == 0]  # (id 0 is RecBole's padding user)
     if unknown:
         shown = ", ".join(repr(t[:40]) for t in unknown[:5])
         raise RecommendError(f"--users {path}: {len(unknown):,} users are not in the checkpoint's dataset "
@@ -174,6 +174,9 @@ def _load(checkpoint: str, device: Any, quiet: bool) -> tuple:
         raise RecommendError(f"{checkpoint}: not a readable RecBole checkpoint ({' '.join(str(exc).split())[:200]})"
                              ) from None
     config = stored["config"]
+    # a checkpoint of a multi-process run (recgoat run --nproc): rebuilt here in one process, without the
+    # distributed sampler its loaders would otherwise ask for
+    config["single_spec"], config["local_rank"] = True, 0
     from recbole.utils import ModelType
 
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:

@@ -219,16 +219,19 @@ class _ProgressLines:
     training epoch, written once the epoch's validation (if one follows it) is done, and the end of
     :meth:`finish`: whether early stopping ended the run, its best epoch and score."""
 
-    def __init__(self, emit: Callable[[str], Any], config: Any, epochs: int, then: EpochCallback | None) -> None:
+    def __init__(self, emit: Callable[[str], Any], config: Any, epochs: int, then: EpochCallback | None,
+                 eval_step: int | None = None) -> None:
         self.emit, self.then = emit, then
         self.epochs, self.metric = epochs, str(config["valid_metric"])
-        self.eval_step = int(config["eval_step"] or 0)
+        # the trainer's (RecBole caps config["eval_step"] at the epochs)
+        self.eval_step = int(config["eval_step"] or 0) if eval_step is None else int(eval_step)
         self.bigger = bool(config["valid_metric_bigger"])
         self.start = time.perf_counter()
         self.pending: str | None = None
         self.best: tuple[float, int] | None = None
 
     def on_epoch(self, epoch: int, seconds: float, loss: Any) -> None:
+        self._flush("")  # an epoch whose validation never came (none this run: no validation data)
         done = epoch + 1
         per = (time.perf_counter() - self.start) / done
         self.pending = "  ".join(part for part in (f"epoch {done}/{self.epochs}", _loss_text(loss)) if part)
@@ -355,7 +358,8 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
     # (a closed-form model's trainer runs one epoch whatever config["epochs"] says)
     epochs = int(getattr(trainer, "epochs", config["epochs"]))
-    lines = _ProgressLines(progress, config, epochs, on_epoch) if progress is not None else None
+    lines = _ProgressLines(progress, config, epochs, on_epoch, getattr(trainer, "eval_step", None)) \
+        if progress is not None else None
     epoch_times = _time_epochs(trainer, config["device"], lines.on_epoch if lines else on_epoch)
     valid_curve = _record_validation(trainer, epoch_times, lines.on_valid if lines else None)
     bars = config["show_progress"] if show_progress is None else show_progress

@@ -429,3 +429,22 @@ def test_a_gated_off_modality_is_not_computed_and_the_model_is_its_id_part(mini_
     open_.train()
     open_.calculate_loss(batch)
     assert calls
+
+
+def test_the_lift_graph_keeps_every_item_row(monkeypatch):
+    """The lift's kNN graph is over the items with training interactions: row 0 is an item, not the padding row,
+    so it must not be skipped (it was: the first such item had no neighbours in the statistic)."""
+    import recgoat_core.feature_signal as signal
+
+    seen = {}
+    real = signal.knn_graph
+
+    def spy(x, k, chunk_size=2048, symmetric=True, skip_first=True, device=None):
+        seen["skip_first"] = skip_first
+        return real(x, k, chunk_size, symmetric=symmetric, skip_first=skip_first)
+
+    monkeypatch.setattr(signal, "knn_graph", spy)
+    users = torch.tensor([0, 0, 1, 1, 2, 2])
+    items = torch.tensor([1, 2, 2, 3, 3, 1])
+    signal.cooccurrence_lift(torch.randn(4, 8), users, items, k=1)
+    assert seen["skip_first"] is False

@@ -161,3 +161,27 @@ def test_mmrec_style_value_lists_point_to_tune(mini_ml, capsys):
     assert main(["run", "--config", "mini.yaml", "--model", "RecGOAT", "--no-save", "--set", "knn_k=[5, 10]"]) == 2
     err = capsys.readouterr().err.strip()
     assert "'knn_k'" in err and "`recgoat tune --grid`" in err and "\n" not in err
+
+
+def test_progress_lines_are_not_lost_when_no_validation_comes():
+    """RecBole skips validation without validation data (or with eval_step above the epochs): every epoch line
+    is still written, each once."""
+    from recgoat_recbole.training import _ProgressLines
+
+    out: list[str] = []
+    lines = _ProgressLines(out.append, {"valid_metric": "NDCG@10", "eval_step": 1, "valid_metric_bigger": True}, 3,
+                           None)
+    for epoch in range(3):
+        lines.on_epoch(epoch, 0.1, 1.0)
+    lines.finish(3, 10)
+    assert [line.split("  ")[0] for line in out] == ["epoch 1/3", "epoch 2/3", "epoch 3/3", "trained all 3 epochs"]
+
+
+def test_keys_read_outside_recboles_yamls_are_not_unknown():
+    from types import SimpleNamespace
+
+    from recgoat_recbole.config_check import unknown_keys
+
+    config = SimpleNamespace(file_config_dict={"encoding": "utf-8", "dist_backend": "gloo", "learning_rat": 1},
+                             variable_config_dict={}, cmd_config_dict={}, internal_config_dict={})
+    assert unknown_keys(config) == [("learning_rat", "learning_rate")]

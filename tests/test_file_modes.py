@@ -59,3 +59,20 @@ def test_tunings_best_yaml_keeps_the_umask_mode():
     with umask(0o027):
         write_choice({"ml-100k": {"LightGCN": {"n_layers": 2}}}, "best.yaml", "test")
     assert _mode("best.yaml") == 0o640
+
+
+def test_the_umask_is_read_without_changing_it(monkeypatch):
+    import os
+
+    from recgoat_core import feature_files
+
+    old = os.umask(0o027)
+    try:
+        calls = []
+        real = os.umask
+        monkeypatch.setattr(feature_files.os, "umask", lambda m: calls.append(m) or real(m))
+        assert feature_files.current_umask() == 0o027
+        if os.path.exists("/proc/self/status"):
+            assert not calls  # (setting it, even briefly, would give another thread's new file 022)
+    finally:
+        os.umask(old)

@@ -326,3 +326,32 @@ def test_relative_data_path_is_read_against_the_yaml(tmp_path, monkeypatch):
     config = Config(model="LightGCN", config_file_list=[str(folder / "toy.yaml")],
                     config_dict={"data_path": str(elsewhere)})
     assert os.path.normpath(config["data_path"]) == os.path.normpath(str(elsewhere / "toy"))
+
+
+def test_one_process_config_asks_cuda_only_after_gpu_id_is_visible(monkeypatch):
+    """A CUDA runtime started before RecBole sets CUDA_VISIBLE_DEVICES from gpu_id ignores it: the ddp_cpu patch
+    must not ask torch about CUDA first (gpu_id: 1 would train on GPU 0)."""
+    import torch
+    from recbole.config import Config
+
+    seen = []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))
+                        or False)
+    Config(model="BPR", dataset="ml-100k", config_dict={"gpu_id": "1"})
+    assert seen and set(seen) == {"1"}
+
+
+def test_more_processes_than_listed_gpus_is_one_config_error(monkeypatch):
+    import torch
+
+    from recgoat_recbole.config_check import ConfigError
+    from recgoat_recbole.patches import ddp_cpu
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    fake = type("C", (), {})()
+    fake.final_config_dict = {"local_rank": 0, "gpu_id": "0", "nproc": 2, "use_gpu": True, "offset": 0,
+                              "world_size": 2, "ip": "localhost", "port": "1"}
+    with pytest.raises(ConfigError, match="2 processes on CUDA need as many GPUs in gpu_id, got '0'"):
+        ddp_cpu._init_device(fake)

@@ -95,7 +95,8 @@ def _read_tokens(trained) -> list[str]:
 @pytest.mark.parametrize("make, needle", [
     (lambda: open("users.txt", "w").write("no-such-user\n"), "1 users are not in the checkpoint's dataset"),
     (lambda: open("users.txt", "w").write("\n\n"), "no user tokens"),
-], ids=["unknown_user", "empty"])
+    (lambda: open("users.txt", "w").write("[PAD]\n"), "1 users are not in the checkpoint's dataset"),
+], ids=["unknown_user", "empty", "padding_user"])
 def test_bad_users_file_is_one_line(trained, capsys, make, needle):
     make()
     code = main(["recommend", trained["checkpoint"], "--users", "users.txt", "-o", "x.tsv"])

@@ -28,16 +28,26 @@ def _init_device(self: Any) -> None:
     ``dist_backend`` (default ``nccl`` when CUDA is usable, else ``gloo``) picks the backend, and without
     CUDA every rank runs on the CPU. The single-process path and the NCCL/CUDA path are RecBole's own.
     """
-    import torch
-
     config = self.final_config_dict
-    cuda = torch.cuda.is_available() and bool(config.get("use_gpu", True))
-    backend = config.get("dist_backend") or ("nccl" if cuda else "gloo")
-    if "local_rank" not in config or (cuda and backend == "nccl"):
-        ORIGINALS["_init_device"](self)
+    if "local_rank" not in config:  # one process: RecBole's own, untouched (no CUDA call before it sets
+        ORIGINALS["_init_device"](self)  # CUDA_VISIBLE_DEVICES: a CUDA context started first ignores gpu_id)
         return
     gpu_id = config["gpu_id"]
     config["gpu_id"] = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
+    os.environ["CUDA_VISIBLE_DEVICES"] = config["gpu_id"]  # as RecBole does, before CUDA is first asked
+    import torch
+
+    cuda = torch.cuda.is_available() and bool(config.get("use_gpu", True))
+    backend = config.get("dist_backend") or ("nccl" if cuda else "gloo")
+    if cuda and backend == "nccl":
+        if len(config["gpu_id"].split(",")) < int(config.get("nproc") or 1):  # RecBole: a bare assert
+            from recgoat_recbole.config_check import ConfigError
+
+            raise ConfigError(f"{config['nproc']} processes on CUDA need as many GPUs in gpu_id, got "
+                              f"{config['gpu_id']!r}: list them (gpu_id: '0,1' / --gpu-id 0,1), or run on the "
+                              "CPU (dist_backend: gloo / --device cpu)")
+        ORIGINALS["_init_device"](self)
+        return
     torch.distributed.init_process_group(
         backend=backend,
         rank=config["local_rank"] + config["offset"],

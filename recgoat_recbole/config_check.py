@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 __all__ = ["ConfigError", "Rule", "integer", "number", "choice", "BOOL", "POSITIVE", "WEIGHT", "PROB", "RUN_RULES",
-           "validate", "validate_run", "known_keys", "unknown_keys", "check_value_lists"]
+           "validate", "validate_run", "check_value_lists"]
 
 
 class ConfigError(ValueError):
@@ -154,62 +154,6 @@ def validate(config: Mapping[str, Any] | Any, rules: Mapping[str, Rule]) -> None
 def _grid_hint(value: Any) -> str:
     return (" (a list of values is a grid, as in MMRec's configs: put it in a grid file for `recgoat tune --grid`)"
             if isinstance(value, (list, tuple)) and len(value) > 1 else "")
-
-
-#: keys RecBole's ``Config`` sets itself, or that its entry points take besides the YAML ones
-_RUNTIME_KEYS = ("model", "dataset", "MODEL_TYPE", "MODEL_INPUT_TYPE", "device", "local_rank", "single_spec",
-                 "eval_type", "valid_neg_sample_args", "test_neg_sample_args", "config_files", "nproc",
-                 "world_size", "ip", "port", "offset", "group_offset",
-                 "dist_backend",  # read by the ddp_cpu patch (docs/usage.md)
-                 "encoding")  # read by RecBole's Dataset._load_feat, in no RecBole YAML
-
-
-def known_keys() -> frozenset[str]:
-    """Every config key some run reads: the keys of every YAML RecBole 1.2.1 ships (``overall``, each dataset's,
-    each model's, the quick-start ones), every key this package declares (:mod:`recgoat_recbole.keys`, the
-    removed ones included: they have their own error), and what RecBole's ``Config`` sets itself."""
-    import glob
-    import os
-
-    import recbole
-    import yaml
-
-    from recgoat_recbole.keys import MODELS, REMOVED
-
-    names = set(_RUNTIME_KEYS) | set(REMOVED)
-    for model_keys in MODELS.values():
-        names.update(k.name for k in model_keys)
-    folder = os.path.join(os.path.dirname(recbole.__file__), "properties")
-    for path in glob.glob(os.path.join(folder, "**", "*.yaml"), recursive=True):
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f)
-        except (OSError, yaml.YAMLError):
-            continue
-        if isinstance(data, dict):
-            names.update(str(k) for k in data)
-    return frozenset(names)
-
-
-def unknown_keys(config: Any, known: frozenset[str] | None = None) -> list[tuple[str, str | None]]:
-    """The keys *you* set (config files, ``config_dict``, the command line) that no run reads, each with the
-    closest known key (or ``None``): ``[("embeding_size", "embedding_size"), ...]``. RecBole keeps such a key
-    and nothing reads it, so a typo runs the default silently. A key that another model reads is not unknown
-    (a YAML shared by several models is fine)."""
-    import difflib
-
-    known = known_keys() if known is None else known
-    yours: dict[str, None] = {}
-    for part in ("file_config_dict", "variable_config_dict", "cmd_config_dict"):
-        yours.update(dict.fromkeys(getattr(config, part, None) or {}))
-    internal = getattr(config, "internal_config_dict", None) or {}
-    out = []
-    for key in yours:
-        if key in known or key in internal:
-            continue
-        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
-        out.append((key, close[0] if close else None))
-    return out
 
 
 def check_value_lists(config: Any) -> None:

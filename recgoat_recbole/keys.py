@@ -22,7 +22,7 @@ from typing import Any
 
 from recgoat_recbole.config_check import BOOL, POSITIVE, PROB, WEIGHT, Rule, choice, integer, number
 
-__all__ = ["Key", "BACKBONE_NAMES", "REMOVED", "HOOK_KEYS", "RECGOAT_KEYS", "FREEDOM_KEYS", "LGMREC_KEYS", "MODELS", "keys_of", "defaults",
+__all__ = ["known_keys", "unknown_keys", "Key", "BACKBONE_NAMES", "REMOVED", "HOOK_KEYS", "RECGOAT_KEYS", "FREEDOM_KEYS", "LGMREC_KEYS", "MODELS", "keys_of", "defaults",
            "rules", "markdown", "GROUPS"]
 
 PAPER = "the paper's method"
@@ -285,6 +285,60 @@ def render_docs(text: str) -> str:
     import re
 
     return re.sub(_BLOCK, lambda m: m.group(1) + markdown(m.group(2)) + "\n" + m.group(4), text, flags=re.S)
+
+
+#: keys RecBole's ``Config`` sets itself, or that its entry points take besides the YAML ones
+_RUNTIME_KEYS = ("model", "dataset", "MODEL_TYPE", "MODEL_INPUT_TYPE", "device", "local_rank", "single_spec",
+                 "eval_type", "valid_neg_sample_args", "test_neg_sample_args", "config_files", "nproc",
+                 "world_size", "ip", "port", "offset", "group_offset",
+                 "dist_backend",  # read by the ddp_cpu patch (docs/usage.md)
+                 "encoding")  # read by RecBole's Dataset._load_feat, in no RecBole YAML
+
+
+def known_keys() -> frozenset[str]:
+    """Every config key some run reads: the keys of every YAML RecBole 1.2.1 ships (``overall``, each dataset's,
+    each model's, the quick-start ones), every key this package declares (:mod:`recgoat_recbole.keys`, the
+    removed ones included: they have their own error), and what RecBole's ``Config`` sets itself."""
+    import glob
+    import os
+
+    import recbole
+    import yaml
+
+    names = set(_RUNTIME_KEYS) | set(REMOVED)
+    for model_keys in MODELS.values():
+        names.update(k.name for k in model_keys)
+    folder = os.path.join(os.path.dirname(recbole.__file__), "properties")
+    for path in glob.glob(os.path.join(folder, "**", "*.yaml"), recursive=True):
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict):
+            names.update(str(k) for k in data)
+    return frozenset(names)
+
+
+def unknown_keys(config: Any, known: frozenset[str] | None = None) -> list[tuple[str, str | None]]:
+    """The keys *you* set (config files, ``config_dict``, the command line) that no run reads, each with the
+    closest known key (or ``None``): ``[("embeding_size", "embedding_size"), ...]``. RecBole keeps such a key
+    and nothing reads it, so a typo runs the default silently. A key that another model reads is not unknown
+    (a YAML shared by several models is fine)."""
+    import difflib
+
+    known = known_keys() if known is None else known
+    yours: dict[str, None] = {}
+    for part in ("file_config_dict", "variable_config_dict", "cmd_config_dict"):
+        yours.update(dict.fromkeys(getattr(config, part, None) or {}))
+    internal = getattr(config, "internal_config_dict", None) or {}
+    out = []
+    for key in yours:
+        if key in known or key in internal:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+        out.append((key, close[0] if close else None))
+    return out
 
 
 if __name__ == "__main__":  # python -m recgoat_recbole.keys docs/config.md docs/peers.md: rewrite their tables

@@ -309,7 +309,8 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     from recbole.data import data_preparation
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
-    from recgoat_recbole.config_check import ConfigError, check_value_lists, unknown_keys, validate_run
+    from recgoat_recbole.config_check import ConfigError, check_value_lists, validate_run
+    from recgoat_recbole.keys import unknown_keys
     # RecBole's create_dataset with the signed, keyed cache (what run_recbole runs too: the safe_dataset_cache
     # patch); data_preparation's dataloader cache is patched in its own module
     from recgoat_recbole.dataset_cache import create_dataset

@@ -180,7 +180,7 @@ def test_progress_lines_are_not_lost_when_no_validation_comes():
 def test_keys_read_outside_recboles_yamls_are_not_unknown():
     from types import SimpleNamespace
 
-    from recgoat_recbole.config_check import unknown_keys
+    from recgoat_recbole.keys import unknown_keys
 
     config = SimpleNamespace(file_config_dict={"encoding": "utf-8", "dist_backend": "gloo", "learning_rat": 1},
                              variable_config_dict={}, cmd_config_dict={}, internal_config_dict={})

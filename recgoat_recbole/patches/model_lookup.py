@@ -54,12 +54,9 @@ def known_model_names() -> list[str]:
     folder = os.path.join(os.path.dirname(os.path.realpath(_recbole_file())), "properties", "model")
     names = {f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")} if os.path.isdir(folder) else set()
     names.update(registered_models())
-    try:
-        from recgoat_recbole.aligned import BACKBONES
+    from recgoat_recbole.keys import BACKBONE_NAMES  # (the plugin's backbones)
 
-        names.update(f"{b}+Align" for b in BACKBONES)
-    except ImportError:  # pragma: no cover
-        pass
+    names.update(f"{b}+Align" for b in BACKBONE_NAMES)
     return sorted(names)
 
 

@@ -235,6 +235,9 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     if args.format != "mmrec" and (args.split is not None or args.seed is not None):
         raise UserError("--split / --seed are for --format mmrec data without x_label; the LightGCN layout keeps "
                         "its own train.txt / valid.txt / test.txt")
+    if args.format != "mmrec" and args.cold_items is not None:
+        raise UserError("--cold-items is for --format mmrec (with or without x_label); the LightGCN layout keeps "
+                        "its own train.txt / valid.txt / test.txt")
     if args.feature and args.format != "lightgcn":
         raise UserError("--feature is for --format lightgcn; the mmrec format reads <modality>_feat.npy "
                         "from the source folder")
@@ -249,7 +252,7 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     try:
         if args.format == "mmrec":
             import_mmrec(args.src, args.dst, args.name, force=args.force, split=args.split,
-                         seed=args.seed)  # logs its report
+                         seed=args.seed, cold_items=args.cold_items)  # logs its report
         else:
             import_lightgcn(args.src, args.dst, args.name, features, force=args.force)
     except DataImportError as exc:

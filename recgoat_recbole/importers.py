@@ -263,7 +263,7 @@ class ColdHoldOut:
         return len(self.test_ids)
 
     def summary(self) -> str:
-        users = (f", {self.users_dropped:,} users left without a train interaction dropped "
+        users = (f", users left without a train interaction dropped: {self.users_dropped:,} "
                  f"({self.interactions_dropped:,} interactions)" if self.users_dropped else "")
         return (f"cold items held out: {self.valid_items + self.test_items:,} of {self.items:,} "
                 f"(--cold-items {self.share:g}, seed {self.seed}): {self.valid_items:,} in valid, "
@@ -271,8 +271,8 @@ class ColdHoldOut:
 
     def note(self) -> str:
         """The YAML header comment lines that record the hold-out."""
-        users = (f"# {self.users_dropped:,} users left without a train interaction were dropped, with their "
-                 f"{self.interactions_dropped:,} valid/test interactions\n" if self.users_dropped
+        users = (f"# users left without a train interaction, dropped with the valid/test interactions they had "
+                 f"left: {self.users_dropped:,} ({self.interactions_dropped:,} interactions)\n" if self.users_dropped
                  else "# no user was left without a train interaction\n")
         return (f"# cold items: recgoat data import --cold-items {self.share:g} --seed {self.seed} held "
                 f"{self.valid_items + self.test_items:,} of the {self.items:,} items out of training (drawn with seed "
@@ -332,8 +332,8 @@ def hold_out_cold_items(frame: pd.DataFrame, share: float, seed: int,
     lost = frame["user"].isin(had_train - left).to_numpy()
     users_dropped = len(had_train - left)
     if users_dropped:
-        logger.warning(f"{source}: {users_dropped} users had only train interactions with held-out cold items; "
-                       f"dropped, with their {int(lost.sum())} other interactions")
+        logger.warning(f"{source}: users whose train interactions were all with held-out cold items: "
+                       f"{users_dropped}, dropped with the {int(lost.sum())} valid/test interactions they had left")
     frame = frame[~lost]
     if not (frame["split"] == "train").any():
         raise DataImportError(f"{source}: --cold-items {share:g} leaves no train interaction; lower the share")

@@ -118,7 +118,8 @@ def test_a_user_left_without_training_is_dropped_and_counted():
     assert (held.valid_ids, held.test_ids) == (first.valid_ids, first.test_ids)
     assert held.users_dropped == 1 and held.interactions_dropped == 2
     assert 9 not in set(out.user) and 10 in set(out.user)
-    assert "1 users left without a train interaction were dropped, with their 2" in held.note()
+    assert "users left without a train interaction, dropped with the valid/test interactions they had left: 1 (2 " \
+        "interactions)" in held.note()
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -109,6 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = _overrides(args.set)
     overrides.update(_device_overrides(args.device, args.gpu_id))  # the options win over --set
     quiet = not args.verbose
+    cold = None  # (the test split's cold items: one process only)
     if args.nproc > 1 or args.world_size > 0:
         if args.world_size > 0 and args.world_size < args.nproc + args.group_offset:
             raise UserError(f"--world-size {args.world_size} is smaller than --group-offset {args.group_offset} + "
@@ -127,6 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                               show_progress=False if quiet else None, progress=_progress, quiet=quiet)
         log, checkpoint = _log_file(), result.checkpoint
         valid, test = result.best_valid_result, result.test_result
+        cold = getattr(result, "cold", None)
     if log:
         print(f"log: {os.path.relpath(log)}")
     print(f"checkpoint: {os.path.relpath(checkpoint) if checkpoint else 'none (--no-save)'}")
@@ -135,6 +137,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{label}: none (no validation split: the model of the last epoch was tested)")
             continue
         print(f"{label}: " + "  ".join(f"{k} {float(v):.4f}" for k, v in values.items()))
+    for line in _cold_lines(cold):
+        print(line)
     return 0
 
 
@@ -152,6 +156,21 @@ def _cuda_available() -> bool:
             os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
         else:
             os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = previous
+
+
+def _cold_lines(cold: dict | None) -> list[str]:
+    """``test (cold items, N users): ...`` and the other slices of a test split with cold items
+    (:data:`recgoat_recbole.training.COLD_SLICES`; docs/usage.md says what each means)."""
+    if not cold:
+        return []
+    titles = {"cold": "cold items", "among_cold": "among cold items", "warm": "warm items"}
+    lines = []
+    for name, title in titles.items():
+        values = dict(cold["test"].get(name) or {})
+        users = int(values.pop("users", 0))
+        shown = "  ".join(f"{k} {float(v):.4f}" for k, v in values.items()) or "none"
+        lines.append(f"test ({title}, {users:,} users): {shown}")
+    return lines
 
 
 def _device_overrides(device: str | None, gpu_id: str | None) -> dict[str, Any]:
@@ -249,6 +268,9 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     if args.format != "mmrec" and (args.split is not None or args.seed is not None):
         raise UserError("--split / --seed are for --format mmrec data without x_label; the LightGCN layout keeps "
                         "its own train.txt / valid.txt / test.txt")
+    if args.format != "mmrec" and args.cold_items is not None:
+        raise UserError("--cold-items is for --format mmrec (with or without x_label); the LightGCN layout keeps "
+                        "its own train.txt / valid.txt / test.txt")
     if args.feature and args.format != "lightgcn":
         raise UserError("--feature is for --format lightgcn; the mmrec format reads <modality>_feat.npy "
                         "from the source folder")
@@ -263,7 +285,7 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     try:
         if args.format == "mmrec":
             import_mmrec(args.src, args.dst, args.name, force=args.force, split=args.split,
-                         seed=args.seed)  # logs its report
+                         seed=args.seed, cold_items=args.cold_items)  # logs its report
         else:
             import_lightgcn(args.src, args.dst, args.name, features, force=args.force)
     except DataImportError as exc:

@@ -178,8 +178,13 @@ def _add_data(sub) -> None:
                      help="mmrec without x_label: split each user's interactions, by ratios (e.g. 0.8,0.1,0.1, "
                           "RecBole's RS rule) or leave-one-out (loo), in timestamp order if there is one, else in a "
                           "seeded random order; recorded in the YAML. Refused when the .inter has x_label")
+    imp.add_argument("--cold-items", default=None, metavar="SHARE",
+                     help="mmrec, with or without x_label: hold this share of the items (e.g. 0.2) out of training "
+                          "entirely; the interactions with half of them go to valid, with the other half to test "
+                          "(item cold-start); recorded in the YAML")
     imp.add_argument("--seed", type=int, default=None,
-                     help="seed of --split's random order (default: 2020, RecBole's default seed)")
+                     help="seed of --split's random order and of the --cold-items draw (default: 2020, RecBole's "
+                          "default seed)")
     imp.add_argument("--force", action="store_true",
                      help="overwrite DST/NAME/NAME.yaml even if it was edited since the last import")
     imp.set_defaults(func="cmd_data_import")

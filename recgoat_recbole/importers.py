@@ -18,6 +18,9 @@ Layouts:
   ``LS: valid_and_test``), in timestamp order when there is a ``timestamp`` column (ties in file order), else in
   an order drawn with ``seed`` (:func:`split_per_user`); the split is recorded in the YAML's header comment. A
   source with ``x_label`` keeps its own split and refuses ``split``.
+- item cold-start (``cold_items=SHARE``, mmrec, with or without ``x_label``): :func:`hold_out_cold_items` takes
+  SHARE of the items out of training entirely, after the split: every interaction with half of them goes to
+  valid, with the other half to test; the rest of the split stays. Recorded in the YAML's header comment.
 - ``lightgcn``: ``train.txt`` / ``valid.txt`` (optional) / ``test.txt``, one user per line: ``u i1 i2 ...``;
   features by ``--feature name=file.npy`` (row r = item r; a relative path is looked up in the source folder
   first, then in the working directory).
@@ -25,7 +28,9 @@ Layouts:
 Checks: ids must be non-negative integers; a feature file needs a row for every item id used (more rows are
 fine: items that never occur are kept as feature rows only); duplicate (user, item) pairs are dropped, keeping
 the first by split order (train, valid, test), and counted in the returned report; an empty train or test split
-is an error (an empty valid split is allowed). Every problem with the source (an empty, binary or non-UTF-8
+is an error (an empty valid split is allowed). Items of valid or test that have no train interaction (cold
+items, whether the source's split or ``cold_items`` made them) are counted in the report and the YAML's header
+comment. Every problem with the source (an empty, binary or non-UTF-8
 ``.inter``, a non-number rating, an unreadable feature file, ...) raises :class:`DataImportError` naming the file.
 
 Re-importing is safe: everything is written into a temporary folder ``DST/.<name>.tmp-*`` and swapped in only
@@ -81,7 +86,8 @@ import yaml
 from recgoat_core.feature_files import FeatureFileError, current_umask, read_features, write_features
 
 __all__ = ["DataImportError", "ImportReport", "import_mmrec", "import_lightgcn", "eval_batch_size", "SPLITS",
-           "LOCK_TIMEOUT_S", "parse_split", "split_per_user", "DEFAULT_SPLIT_SEED"]
+           "LOCK_TIMEOUT_S", "parse_split", "split_per_user", "DEFAULT_SPLIT_SEED", "parse_cold_share",
+           "hold_out_cold_items", "ColdHoldOut", "cold_counts"]
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
@@ -107,14 +113,21 @@ class ImportReport:
     modalities: dict[str, str] = field(default_factory=dict)
     #: how the split was made: ``"source"`` (x_label, or the LightGCN files), else the ``--split`` drawn
     split: str = "source"
+    #: how many items of valid and of test have no train interaction (cold items): ``{"valid": n, "test": m}``
+    cold: dict[str, int] = field(default_factory=dict)
+    #: what ``cold_items`` did (:class:`ColdHoldOut`), or ``None``
+    held_out: "ColdHoldOut | None" = None
 
     def __str__(self) -> str:
         parts = ", ".join(f"{k} {v:,}" for k, v in self.interactions.items())
         extra = f"; dropped {self.duplicates_dropped} duplicate pairs" if self.duplicates_dropped else ""
         mods = ", ".join(self.modalities) or "none"
         drawn = f"; split drawn: {self.split}" if self.split != "source" else ""
-        return (f"{self.name}: {self.users:,} users, {self.items:,} items, interactions {parts}{extra}{drawn}; "
-                f"modalities: {mods}; config: {self.config}")
+        held = f"; {self.held_out.summary()}" if self.held_out is not None else ""
+        cold = (f"; cold items (no train interaction): valid {self.cold.get('valid', 0):,}, test "
+                f"{self.cold.get('test', 0):,}" if any(self.cold.values()) else "")
+        return (f"{self.name}: {self.users:,} users, {self.items:,} items, interactions {parts}{extra}{drawn}"
+                f"{held}{cold}; modalities: {mods}; config: {self.config}")
 
 
 def _check_ids(values: pd.Series, what: str, source: str) -> np.ndarray:
@@ -207,6 +220,147 @@ def _split_note(split: tuple[float, float, float] | str, seed: int, by_time: boo
         cut = ("RecBole's RS ratio rule, train {:g}, valid {:g}, test {:g}".format(*split))
     return (f"# split: drawn by recgoat data import --split {given} --seed {seed} (the source has no x_label):\n"
             f"# each user's interactions {order},\n# cut by {cut}\n")
+
+
+def parse_cold_share(value: str | float) -> float:
+    """``--cold-items``: the share of the items to hold out of training, a number strictly between 0 and 1."""
+    usage = f"--cold-items expects the share of items to hold out, a number between 0 and 1 (e.g. 0.2), got {value!r}"
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        raise DataImportError(usage) from None
+    if not (math.isfinite(share) and 0 < share < 1):
+        raise DataImportError(usage)
+    return share
+
+
+@dataclass(frozen=True)
+class ColdHoldOut:
+    """What :func:`hold_out_cold_items` did: ``share`` and ``seed`` as given; of ``items`` items in the data,
+    ``valid_items`` + ``test_items`` were held out of training (their ids in ``valid_ids`` / ``test_ids``), their
+    interactions put in valid (``valid_interactions``) and test (``test_interactions``), ``moved`` of those taken
+    from train; ``users_dropped`` users left without a train interaction were dropped with their
+    ``interactions_dropped`` remaining interactions; ``duplicates`` (user, item) pairs were dropped before."""
+
+    share: float
+    seed: int
+    items: int
+    valid_ids: tuple[int, ...]
+    test_ids: tuple[int, ...]
+    valid_interactions: int
+    test_interactions: int
+    moved: int
+    users_dropped: int
+    interactions_dropped: int
+    duplicates: int
+
+    @property
+    def valid_items(self) -> int:
+        return len(self.valid_ids)
+
+    @property
+    def test_items(self) -> int:
+        return len(self.test_ids)
+
+    def summary(self) -> str:
+        users = (f", users left without a train interaction dropped: {self.users_dropped:,} "
+                 f"({self.interactions_dropped:,} interactions)" if self.users_dropped else "")
+        return (f"cold items held out: {self.valid_items + self.test_items:,} of {self.items:,} "
+                f"(--cold-items {self.share:g}, seed {self.seed}): {self.valid_items:,} in valid, "
+                f"{self.test_items:,} in test{users}")
+
+    def note(self) -> str:
+        """The YAML header comment lines that record the hold-out."""
+        users = (f"# users left without a train interaction, dropped with the valid/test interactions they had "
+                 f"left: {self.users_dropped:,} ({self.interactions_dropped:,} interactions)\n" if self.users_dropped
+                 else "# no user was left without a train interaction\n")
+        return (f"# cold items: recgoat data import --cold-items {self.share:g} --seed {self.seed} held "
+                f"{self.valid_items + self.test_items:,} of the {self.items:,} items out of training (drawn with seed "
+                f"{self.seed}):\n# every interaction with {self.valid_items:,} of them ({self.valid_interactions:,}) "
+                f"is in valid, with the other {self.test_items:,} ({self.test_interactions:,}) in test;\n"
+                f"# {self.moved:,} of those were train interactions of the split above, whose other valid and "
+                "test interactions stay where it put them;\n" + users)
+
+
+def _dedupe_by_split(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``frame`` without duplicate (user, item) pairs, keeping the first by split order (train, valid, test),
+    as :func:`_write` does; and how many were dropped."""
+    before = len(frame)
+    order = {s: k for k, s in enumerate(SPLITS)}
+    frame = frame.assign(_o=frame["split"].map(order)).sort_values("_o", kind="stable")
+    frame = frame.drop_duplicates(["user", "item"], keep="first").drop(columns="_o")
+    return frame, before - len(frame)
+
+
+def hold_out_cold_items(frame: pd.DataFrame, share: float, seed: int,
+                        source: str = "data") -> tuple[pd.DataFrame, ColdHoldOut]:
+    """Item cold-start: take ``share`` of the items that occur in ``frame`` (columns ``user``, ``item``,
+    ``split``) out of training entirely.
+
+    - Duplicate (user, item) pairs are dropped first, keeping the first by split order (what the import does
+      anyway), so the counts are those of the written files.
+    - The number held out is ``round(share * items)`` (halves up); it must be at least 1 and leave at least one
+      item in training, else :class:`DataImportError`. The items are the first of a permutation of the sorted
+      item ids drawn by ``numpy.random.default_rng(numpy.random.SeedSequence(seed).spawn(1)[0])`` (a stream of
+      its own: the same seed holds out the same items with or without ``--split``); the first
+      ``held // 2`` of them are valid's, the rest test's (test gets the odd one).
+    - Every interaction with a valid item goes to valid, with a test item to test, wherever the split put it;
+      every other interaction keeps its split.
+    - A user who had a train interaction and has none left is dropped with every interaction left (a user
+      without any train interaction in the source is kept as the source has it).
+    """
+    frame, duplicates = _dedupe_by_split(frame)
+    items = np.unique(frame["item"].to_numpy())
+    held = int(math.floor(share * len(items) + 0.5))
+    if held < 1:
+        raise DataImportError(f"{source}: --cold-items {share:g} of {len(items):,} items holds out no item "
+                              f"(round({share:g} x {len(items):,}) = 0); raise the share")
+    if held >= len(items):
+        raise DataImportError(f"{source}: --cold-items {share:g} of {len(items):,} items holds out every item and "
+                              "leaves none to train on; lower the share")
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed)).spawn(1)[0])
+    drawn = rng.permutation(items)[:held]
+    valid_ids, test_ids = np.sort(drawn[: held // 2]), np.sort(drawn[held // 2:])
+    item = frame["item"].to_numpy()
+    to_valid, to_test = np.isin(item, valid_ids), np.isin(item, test_ids)
+    split = frame["split"].to_numpy().copy()
+    moved = int(((to_valid | to_test) & (split == "train")).sum())
+    had_train = set(frame.loc[split == "train", "user"].tolist())
+    split[to_valid], split[to_test] = "valid", "test"
+    frame = frame.assign(split=split)
+    left = set(frame.loc[split == "train", "user"].tolist())
+    lost = frame["user"].isin(had_train - left).to_numpy()
+    users_dropped = len(had_train - left)
+    if users_dropped:
+        logger.warning(f"{source}: users whose train interactions were all with held-out cold items: "
+                       f"{users_dropped}, dropped with the {int(lost.sum())} valid/test interactions they had left")
+    frame = frame[~lost]
+    if not (frame["split"] == "train").any():
+        raise DataImportError(f"{source}: --cold-items {share:g} leaves no train interaction; lower the share")
+    kept = frame["item"].to_numpy()
+    info = ColdHoldOut(share=float(share), seed=int(seed), items=int(len(items)),
+                       valid_ids=tuple(int(i) for i in valid_ids), test_ids=tuple(int(i) for i in test_ids),
+                       valid_interactions=int(np.isin(kept, valid_ids).sum()),
+                       test_interactions=int(np.isin(kept, test_ids).sum()), moved=moved,
+                       users_dropped=users_dropped, interactions_dropped=int(lost.sum()), duplicates=duplicates)
+    return frame, info
+
+
+def cold_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """How many distinct items of valid and of test have no train interaction in ``frame``."""
+    train = frame.loc[frame["split"] == "train", "item"].unique()
+    out = {}
+    for split in ("valid", "test"):
+        items = frame.loc[frame["split"] == split, "item"].unique()
+        out[split] = int((~np.isin(items, train)).sum())
+    return out
+
+
+def _cold_note(counts: dict[str, int]) -> str:
+    if not any(counts.values()):
+        return ""
+    return (f"# cold items (no train interaction): {counts['valid']:,} in valid, {counts['test']:,} in test; "
+            "`recgoat run` and `recgoat bench` report them apart\n")
 
 
 _HEADER = ("# generated by recgoat data import from {source}; sha256 {digest} -- edit freely: "
@@ -409,18 +563,16 @@ def _clear_debris(parent: str, base: str, target: str, folder: str) -> None:
 
 def _write(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], source: str,
            n_items_hint: int | None = None, force: bool = False, split_note: str = "", split_how: str = "source",
-           dropped_before: int = 0) -> ImportReport:
+           dropped_before: int = 0, held_out: ColdHoldOut | None = None) -> ImportReport:
     for split in ("train", "test"):
         if not (frame["split"] == split).any():
             raise DataImportError(f"{source}: the {split} split is empty")
-    before = len(frame)
-    order = {s: k for k, s in enumerate(SPLITS)}
-    frame = frame.assign(_o=frame["split"].map(order)).sort_values("_o", kind="stable")
-    frame = frame.drop_duplicates(["user", "item"], keep="first").drop(columns="_o")
-    dropped = before - len(frame)
+    frame, dropped = _dedupe_by_split(frame)
     if dropped:
         logger.warning(f"{source}: dropped {dropped} duplicate (user, item) pairs, keeping the first by split")
     dropped += dropped_before
+    cold = cold_counts(frame)
+    split_note += (held_out.note() if held_out is not None else "") + _cold_note(cold)
     max_item = int(frame["item"].max())
     for modality, path in features.items():
         if not _is_plain_name(modality):
@@ -454,7 +606,7 @@ def _write(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], s
         raise
     config_path = os.path.join(folder, f"{name}.yaml")
     report = ImportReport(name, folder, config_path, int(frame["user"].nunique()), n_items, counts, dropped,
-                          modalities, split_how)
+                          modalities, split_how, cold, held_out)
     logger.info(str(report))
     return report
 
@@ -587,15 +739,20 @@ def _read_inter(path: str) -> pd.DataFrame:
 
 def import_mmrec(src: str, dst: str, name: str | None = None, inter_file: str | None = None,
                  force: bool = False, split: str | Sequence[float] | None = None,
-                 seed: int | None = None) -> ImportReport:
+                 seed: int | None = None, cold_items: str | float | None = None) -> ImportReport:
     """Import an MMRec dataset folder (see the module docstring). ``force`` overwrites an edited ``<name>.yaml``.
 
     ``split`` (``"0.8,0.1,0.1"``, ``(0.8, 0.1, 0.1)`` or ``"loo"``) and ``seed`` (default
     :data:`DEFAULT_SPLIT_SEED`) split a ``.inter`` without ``x_label`` per user (:func:`split_per_user`); they are
-    required for such a file and refused for one with ``x_label``."""
-    if seed is not None and split is None:
-        raise DataImportError("--seed is the seed of --split: give --split too")
+    required for such a file and refused for one with ``x_label``. ``cold_items`` (a share in (0, 1)) then holds
+    that share of the items out of training (:func:`hold_out_cold_items`, drawn with ``seed``), with or without
+    ``x_label``."""
+    if seed is not None and split is None and cold_items is None:
+        raise DataImportError("--seed is the seed of --split or --cold-items: give one of them too")
+    if seed is not None and int(seed) < 0:
+        raise DataImportError(f"--seed must be a non-negative integer, got {seed}")
     ratios = parse_split(split) if split is not None else None
+    share = parse_cold_share(cold_items) if cold_items is not None else None
     if not os.path.isdir(src):
         raise DataImportError(f"source folder not found: {src}")
     if inter_file is None:
@@ -640,16 +797,20 @@ def import_mmrec(src: str, dst: str, name: str | None = None, inter_file: str | 
     features = {f[: -len("_feat.npy")]: os.path.join(src, f) for f in sorted(os.listdir(src))
                 if f.endswith("_feat.npy")}
     if has_labels:
+        held_out = None
+        if share is not None:
+            frame, held_out = hold_out_cold_items(frame, share, DEFAULT_SPLIT_SEED if seed is None else seed, path)
         return _write(frame, name, dst, features, path, force=force,
-                      split_note="# split: the source's own (x_label 0 train, 1 valid, 2 test)\n")
-    return _write_split(frame, name, dst, features, path, force, ratios, split, seed)
+                      split_note="# split: the source's own (x_label 0 train, 1 valid, 2 test)\n",
+                      held_out=held_out, dropped_before=held_out.duplicates if held_out else 0)
+    return _write_split(frame, name, dst, features, path, force, ratios, split, seed, share)
 
 
 def _write_split(frame: pd.DataFrame, name: str, dst: str, features: dict[str, str], path: str, force: bool,
                  ratios: tuple[float, float, float] | str, given: str | Sequence[float],
-                 seed: int | None) -> ImportReport:
-    """Split ``frame`` (no x_label) per user, then write it; duplicate pairs are dropped first (the first line
-    kept), so each pair lands in one split."""
+                 seed: int | None, share: float | None = None) -> ImportReport:
+    """Split ``frame`` (no x_label) per user (then hold out ``share`` of the items as cold, when given), then
+    write it; duplicate pairs are dropped first (the first line kept), so each pair lands in one split."""
     seed = DEFAULT_SPLIT_SEED if seed is None else int(seed)
     by_time = "timestamp" in frame.columns
     if by_time and frame["timestamp"].isna().any():
@@ -664,12 +825,15 @@ def _write_split(frame: pd.DataFrame, name: str, dst: str, features: dict[str, s
     labels = split_per_user(frame["user"].to_numpy(), ratios, seed,
                             frame["timestamp"].to_numpy() if by_time else None)
     frame["split"] = np.array(SPLITS)[labels]
+    held_out = hold_out_cold_items(frame, share, seed, path) if share is not None else None
+    if held_out is not None:
+        frame, held_out = held_out
     given_text = given if isinstance(given, str) else ",".join(f"{float(v):g}" for v in given)
     how = ("loo" if ratios == "loo" else "ratio {:g}/{:g}/{:g}".format(*ratios)) + \
         (" by timestamp" if by_time else f" seed {seed}")
     return _write(frame, name, dst, features, path, force=force,
                   split_note=_split_note(ratios, seed, by_time, given_text.strip()), split_how=how,
-                  dropped_before=int(duplicated.sum()))
+                  dropped_before=int(duplicated.sum()), held_out=held_out)
 
 
 def import_lightgcn(src: str, dst: str, name: str | None = None,

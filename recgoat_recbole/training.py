@@ -26,7 +26,8 @@ from typing import Any, Callable, Sequence
 
 from recgoat_recbole.progress import format_seconds
 
-__all__ = ["run_training", "run_distributed", "TrainingResult", "per_user_metrics", "PER_USER_METRICS"]
+__all__ = ["run_training", "run_distributed", "TrainingResult", "per_user_metrics", "PER_USER_METRICS",
+           "COLD_SLICES", "cold_item_mask", "topk_rows", "slice_rows", "ranking_metric_names"]
 
 #: ``on_epoch(epoch_index, seconds, loss)``: called after every training epoch
 EpochCallback = Callable[[int, float, Any], None]
@@ -66,6 +67,11 @@ class TrainingResult:
     #: the test metrics of every test user, in RecBole's definitions (:func:`per_user_metrics`):
     #: ``{"user_id": int array, "ndcg@10": float array, ...}``; ``None`` without a full-ranking test
     per_user: dict | None = field(default=None, repr=False)
+    #: when the test split has cold items (no train interaction; full ranking, one process), what they got
+    #: (:data:`COLD_SLICES`): ``{"items": cold items (candidates), "test_items": cold items among the test
+    #: positives, "test_interactions": cold test interactions, "test": {slice: {"users": n, "recall@10": ..., ...}},
+    #: "per_user": {slice: {"user_id": ..., "ndcg@10": ..., "recall@20": ...}}}``; else ``None``
+    cold: dict | None = field(default=None, repr=False)
 
     @property
     def epochs(self) -> int:
@@ -135,15 +141,74 @@ def _record_validation(trainer: Any, epoch_times: list[float],
 PER_USER_METRICS = ("ndcg@10", "recall@20")
 
 
-def _capture_test_ranking(trainer: Any, uid_field: str) -> dict:
+#: the parts of a test set with cold items (items without a train interaction) that a run reports apart:
+#: ``cold``: full ranking over every item, only the user's cold positives relevant (users with ≥ 1);
+#: ``among_cold``: ranking among the cold items only (every warm item's score -inf), cold positives relevant
+#: (users with ≥ 1); ``warm``: full ranking over every item, only the user's warm positives relevant (users with
+#: ≥ 1). In each, the other positives stay in the ranking as items that are not relevant: the numbers are the
+#: plain full-ranking metrics of the test set cut down to its cold (warm) interactions.
+COLD_SLICES = ("cold", "among_cold", "warm")
+
+
+def cold_item_mask(train_items: Any, n_items: int) -> Any:
+    """The cold items: a bool tensor over RecBole's ``n_items`` ids, true for every item with no interaction in
+    ``train_items`` (the train split's item ids); the padding id 0 is never cold."""
+    import torch
+
+    degree = torch.bincount(torch.as_tensor(train_items).long().flatten(), minlength=n_items)
+    cold = degree == 0
+    cold[0] = False
+    return cold
+
+
+def topk_rows(scores: Any, positives: Any, k: int) -> Any:
+    """RecBole 1.2.1's ``rec.topk`` rows (``Collector.eval_batch_collect``): for each row of ``scores`` (history
+    already -inf), whether each of its top ``k`` items is in ``positives`` (a bool or 0/1 matrix of the same
+    shape), then the row's number of positives."""
+    import torch
+
+    _, topk_idx = torch.topk(scores, k, dim=-1)
+    pos_matrix = positives.to(torch.int)
+    pos_len = pos_matrix.sum(dim=1, keepdim=True)
+    return torch.cat((torch.gather(pos_matrix, dim=1, index=topk_idx), pos_len), dim=1)
+
+
+def slice_rows(scores: Any, positive_u: Any, positive_i: Any, cold: Any, k: int) -> dict[str, tuple[Any, Any]]:
+    """The ``rec.topk`` rows of every slice of :data:`COLD_SLICES` for one evaluation batch: ``{slice: (rows kept,
+    a bool over the batch's users; their rows)}``, keeping the users with at least one positive of the slice.
+    ``scores``, ``positive_u`` and ``positive_i`` are what RecBole's full-sort evaluation gives its collector;
+    ``cold`` is :func:`cold_item_mask` (on the scores' device)."""
+    import torch
+
+    positives = torch.zeros_like(scores, dtype=torch.bool)
+    positives[positive_u, positive_i] = True
+    cold_pos, warm_pos = positives & cold, positives & ~cold
+    among = scores.masked_fill(~cold, float("-inf"))
+    out = {}
+    for name, pos, ranked in (("cold", cold_pos, scores), ("among_cold", cold_pos, among), ("warm", warm_pos, scores)):
+        rows = topk_rows(ranked, pos, k)
+        keep = rows[:, -1] > 0
+        out[name] = (keep, rows[keep])
+    return out
+
+
+def _capture_test_ranking(trainer: Any, uid_field: str, cold: Any = None) -> dict:
     """Make the next ``trainer.evaluate`` keep its users, in order, and the collected ``rec.topk`` (each
-    user's hits in the top max(topk) and number of positives): what RecBole averages into its metrics."""
-    box: dict[str, Any] = {"users": [], "topk": None}
+    user's hits in the top max(topk) and number of positives): what RecBole averages into its metrics. With
+    ``cold`` (:func:`cold_item_mask`), also every batch's :func:`slice_rows`, in ``box["slices"]``."""
+    box: dict[str, Any] = {"users": [], "topk": None, "slices": {name: [] for name in COLD_SLICES}}
     collector, evaluator = trainer.eval_collector, trainer.evaluator
     collect, evaluate = collector.eval_batch_collect, evaluator.evaluate
+    k = max(collector.topk) if cold is not None else 0
 
     def collect_users(scores, interaction, positive_u, positive_i):
-        box["users"].append(interaction[uid_field].detach().cpu())
+        users = interaction[uid_field].detach().cpu()
+        box["users"].append(users)
+        if cold is not None:
+            if box.get("cold_on") is None or box["cold_on"].device != scores.device:
+                box["cold_on"] = cold.to(scores.device)
+            for name, (keep, rows) in slice_rows(scores, positive_u, positive_i, box["cold_on"], k).items():
+                box["slices"][name].append((users[keep.cpu()], rows.cpu()))
         return collect(scores, interaction, positive_u, positive_i)
 
     def evaluate_kept(struct):
@@ -180,6 +245,58 @@ def per_user_metrics(config: Any, users: Any, topk: Any, names: Sequence[str] = 
             continue
         values = classes[metric](config).metric_info(pos_index, pos_len)
         out[name] = np.asarray(values[:, int(k) - 1], dtype=np.float64)
+    return out
+
+
+def ranking_metric_names(config: Any) -> list[str]:
+    """``metric@k`` for each of the config's metrics that RecBole computes per user from ``rec.topk`` (Recall,
+    NDCG, Hit, MRR, Precision, MAP) and each ``topk``, in the order of RecBole's result."""
+    from recbole.evaluator import metrics as recbole_metrics
+
+    classes = {name.lower(): cls for name, cls in vars(recbole_metrics).items() if isinstance(cls, type)}
+    names = []
+    for metric in config["metrics"]:
+        cls = classes.get(str(metric).lower())
+        if cls is not None and list(getattr(cls, "metric_need", [])) == ["rec.topk"]:
+            names += [f"{str(metric).lower()}@{k}" for k in config["topk"]]
+    return names
+
+
+def _cold_test(train: Any, test: Any, config: Any) -> tuple[Any, dict] | None:
+    """``(cold_item_mask, counts)`` when the test split is ranked over every item and has cold positives."""
+    from recbole.data.dataloader import FullSortEvalDataLoader
+
+    if not isinstance(test, FullSortEvalDataLoader):
+        return None
+    iid = config["ITEM_ID_FIELD"]
+    cold = cold_item_mask(train._dataset.inter_feat[iid], train._dataset.item_num)
+    test_items = test._dataset.inter_feat[iid].long()
+    hit = cold[test_items]
+    if not bool(hit.any()):
+        return None
+    return cold, {"items": int(cold.sum()), "test_items": int(test_items[hit].unique().numel()),
+                  "test_interactions": int(hit.sum())}
+
+
+def _cold_results(config: Any, slices: dict, counts: dict) -> dict:
+    """:attr:`TrainingResult.cold` from the captured slices: each slice's per-user metrics (RecBole's classes,
+    :func:`per_user_metrics`) and their means, rounded as RecBole rounds its results."""
+    import numpy as np
+    import torch
+
+    names = ranking_metric_names(config)
+    places = int(config["metric_decimal_place"] or 4)
+    out: dict[str, Any] = {**counts, "test": {}, "per_user": {}}
+    for name in COLD_SLICES:
+        parts = slices[name]
+        users = [u for u, _ in parts]
+        rows = torch.cat([r for _, r in parts]) if parts else None
+        n = int(rows.shape[0]) if rows is not None else 0
+        values = per_user_metrics(config, users, rows, names) if n else None
+        out["test"][name] = {"users": n, **{m: round(float(np.mean(v)), places)
+                                            for m, v in (values or {}).items() if m != "user_id"}}
+        if values is not None:
+            out["per_user"][name] = {m: v for m, v in values.items() if m == "user_id" or m in PER_USER_METRICS}
     return out
 
 
@@ -367,15 +484,19 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
     best_valid_score, best_valid_result = trainer.fit(train, valid, saved=saved, show_progress=bars)
     if lines is not None:
         lines.finish(len(epoch_times), int(config["stopping_step"]))
-    test_result, per_user = None, None
+    test_result, per_user, cold = None, None, None
     if evaluate_test:
-        ranking = _capture_test_ranking(trainer, config["USER_ID_FIELD"])
+        # (under DDP each process holds a shard of the users: no per-user values there)
+        found = _cold_test(train, test, config) if config["single_spec"] else None
+        ranking = _capture_test_ranking(trainer, config["USER_ID_FIELD"], found[0] if found else None)
         try:
             test_result = trainer.evaluate(test, load_best_model=saved, show_progress=bars)
         finally:
             ranking["restore"]()
-        if config["single_spec"]:  # (under DDP each process holds a shard of the users)
+        if config["single_spec"]:
             per_user = per_user_metrics(config, ranking["users"], ranking["topk"])
+        if found is not None:
+            cold = _cold_results(config, ranking["slices"], found[1])
     total_s = time.perf_counter() - start
 
     if log_details:
@@ -394,7 +515,7 @@ def run_training(model: Any = None, dataset: str | None = None, config_file_list
                           test_result=test_result, valid_score_bigger=config["valid_metric_bigger"],
                           epoch_times=epoch_times, checkpoint=checkpoint, adjusted=adjusted, build_s=build_s,
                           total_s=total_s, model=net, trainer=trainer, data=(train, valid, test),
-                          valid_curve=valid_curve, per_user=per_user)
+                          valid_curve=valid_curve, per_user=per_user, cold=cold)
 
 
 def run_distributed(model: str, dataset: str | None = None, config_file_list: Sequence[str] | None = None,

@@ -316,6 +316,12 @@ def _malformed(record: Any) -> str:
     for field, kind in (("overrides", dict), ("config_files", list)):
         if field in record and not isinstance(record[field], kind):
             return f"not a run record (field {field!r} is not a {kind.__name__})"
+    if "cold" in record:
+        cold = record["cold"]
+        if not isinstance(cold, dict) or not isinstance(cold.get("test"), dict) or not all(
+                isinstance(part, dict) and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                               for v in part.values()) for part in cold["test"].values()):
+            return "not a run record (field 'cold' is not the cold items' metrics)"
     if not all(isinstance(p, str) for p in record.get("config_files", [])):
         return "not a run record (config_files holds something other than file names)"
     for field in ("reused_dir", "reused_from", "recgoat_version", "git_commit", "config_sha", "defaults_sha",

@@ -18,6 +18,12 @@ two-sided Wilcoxon signed-rank test over the test users of each user's NDCG@10 a
 The column gives the difference and its p-value; the plot marks a significant one (p < 0.05) with ``*``.
 Every table also says where the epoch budget binds: a run that trained all its epochs with its best validation
 among the last ``stopping_step`` validations was still improving when the cap stopped it (``‡``).
+
+When the runs' test split has cold items (items without a train interaction; the records' ``cold``,
+:func:`recgoat_recbole.bench.worker.cold_record`), a second table follows (:func:`cold_table`): per model, the
+test NDCG@10 and Recall@20 of the cold items under full ranking, among the cold items only, and of the warm
+items (:data:`recgoat_recbole.training.COLD_SLICES`), each with its paired test against the best other model on
+that column. Without cold items there is no such table, and ``results.csv`` has no such columns.
 """
 
 from __future__ import annotations
@@ -28,10 +34,14 @@ import statistics
 from typing import Any, Iterable, Sequence
 
 __all__ = ["summarise", "markdown_table", "caption", "write_outputs", "plot", "provenance", "budget_notes",
-           "cap_binds", "SIGNIFICANCE"]
+           "cap_binds", "SIGNIFICANCE", "cold_table", "COLD_METRICS", "SLICE_TITLES"]
 
 #: the metric the paired test compares, and the level a difference counts as significant at
 SIGNIFICANCE = ("ndcg@10", 0.05)
+#: the cold-item table's metrics per slice: those whose per-user values a record keeps
+COLD_METRICS = ("ndcg@10", "recall@20")
+#: the cold-item table's name of each slice (:data:`recgoat_recbole.training.COLD_SLICES`)
+SLICE_TITLES = {"cold": "cold", "among_cold": "among cold", "warm": "warm"}
 
 
 def cap_binds(record: dict) -> bool | None:
@@ -73,9 +83,57 @@ def summarise(records: Iterable[dict], metrics: Sequence[str]) -> list[dict]:
         row["cap_binds"] = sum(1 for b in binds if b)
         row["budget_known"] = sum(1 for b in binds if b is not None)
         row["runs"] = runs
+        cold = _cold_summary(runs)
+        if cold:
+            row["cold"] = cold
         rows.append(row)
     _compare(rows)
+    _compare_cold(rows)
     return rows
+
+
+def _slice_values(record: dict, name: str) -> dict | None:
+    cold = record.get("cold")
+    values = cold.get("test", {}).get(name) if isinstance(cold, dict) else None
+    return values if isinstance(values, dict) else None
+
+
+def _cold_summary(runs: Sequence[dict]) -> dict:
+    """Per slice, the mean, std and count over the runs of each :data:`COLD_METRICS` and the users (of the
+    first run that has the slice); and the first run's counts of cold items. ``{}`` when no run has ``cold``."""
+    with_cold = [r for r in runs if isinstance(r.get("cold"), dict)]
+    if not with_cold:
+        return {}
+    first = with_cold[0]["cold"]
+    out: dict[str, Any] = {"counts": {k: first.get(k) for k in ("items", "test_items", "test_interactions")}}
+    for name in SLICE_TITLES:
+        found = [v for v in (_slice_values(r, name) for r in with_cold) if v is not None]
+        part: dict[str, Any] = {"users": found[0].get("users") if found else 0}
+        for m in COLD_METRICS:
+            values = [float(v[m]) for v in found if isinstance(v.get(m), (int, float))]
+            part[m] = statistics.mean(values) if values else float("nan")
+            part[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            part[f"{m}_n"] = len(values)
+        out[name] = part
+    return out
+
+
+def _compare_cold(rows: list[dict]) -> None:
+    """:func:`_compare` within each slice of the cold-item table (``row["cold"][slice]["test_vs"]``), on the
+    slice's per-user NDCG@10."""
+    from recgoat_recbole.bench.stats import paired_test, slice_records
+
+    metric = SIGNIFICANCE[0]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        for name in SLICE_TITLES:
+            sub = [r for r in rows if r["dataset"] == dataset and "cold" in r
+                   and not math.isnan(r["cold"][name].get(metric, float("nan")))]
+            ranked = sorted(sub, key=lambda r: -r["cold"][name][metric])
+            for row in sub:
+                other = next((o for o in ranked if o is not row), None)
+                test = (paired_test(slice_records(row["runs"], name), slice_records(other["runs"], name), metric)
+                        if other is not None else None)
+                row["cold"][name]["test_vs"] = (other["model"], test) if test is not None else None
 
 
 def _compare(rows: list[dict]) -> None:
@@ -182,7 +240,7 @@ def _p(p: float) -> str:
 
 
 def _versus(row: dict) -> str:
-    found = row.get("test_vs")
+    found = row.get("test_vs")  # (a row of the table, or a slice of a row of the cold-item table)
     if not found:
         return "–"
     other, test = found
@@ -220,7 +278,54 @@ def markdown_table(rows: Sequence[dict], metrics: Sequence[str], signatures: boo
     notes = provenance(rows, signatures=signatures) + budget_notes(rows)
     if notes:
         lines += [""] + notes
+    cold = cold_table(rows)
+    if cold:
+        lines += ["", cold]
     return "\n".join(lines)
+
+
+def cold_table(rows: Sequence[dict]) -> str:
+    """The cold-item table (see the module docstring): its caption, what each dataset's test split holds, then
+    one row per (dataset, model) whose runs have cold items. '' when none has."""
+    shown = [r for r in rows if r.get("cold")]
+    if not shown:
+        return ""
+    metric = _name(SIGNIFICANCE[0])
+    caption_text = (
+        "Cold-start items: the same runs, their test split cut by item. An item is cold when it has no train "
+        "interaction. **cold**: ranking over every item, only a user's cold test items relevant (the test users "
+        "with at least one); **among cold**: ranking among the cold items only (every warm item's score -inf), "
+        "the same users and relevant items; **warm**: ranking over every item, only a user's warm test items "
+        "relevant (the test users with at least one). A user's other test items stay in the ranking, not "
+        f"relevant. \"vs best other\": the {metric} of the slice against the best other model's on it, each user's value "
+        f"averaged over the model's seeds (two-sided Wilcoxon signed-rank over the slice's users, uncorrected). "
+        f"{_seeds_phrase(shown).capitalize()}.")
+    titles = []
+    for title in SLICE_TITLES.values():
+        titles += [f"{title} {_name(m)}" for m in COLD_METRICS] + [f"vs best other ({title} {metric})"]
+    head = "| dataset | model | " + " | ".join(titles) + " | seeds |"
+    lines = [caption_text, ""]
+    for dataset in dict.fromkeys(r["dataset"] for r in shown):
+        first = next(r for r in shown if r["dataset"] == dataset)["cold"]
+        counts = first["counts"]
+        lines.append(f"- {dataset}: {_count_text(counts.get('items'))} cold items, "
+                     f"{_count_text(counts.get('test_items'))} of them in test "
+                     f"({_count_text(counts.get('test_interactions'))} test interactions); test users with a cold "
+                     f"item {_count_text(first['cold'].get('users'))}, with a warm item "
+                     f"{_count_text(first['warm'].get('users'))}.")
+    lines += ["", head, "|" + " --- |" * (head.count("|") - 1)]
+    for r in shown:
+        cells = []
+        for name in SLICE_TITLES:
+            part = r["cold"][name]
+            cells += [_cell({**part, "seeds": r["seeds"]}, m) for m in COLD_METRICS]
+            cells.append(_versus(part))
+        lines.append(f"| {r['dataset']} | {r['model']} | " + " | ".join(cells) + f" | {r['seeds']} |")
+    return "\n".join(lines)
+
+
+def _count_text(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
 
 
 def budget_notes(rows: Sequence[dict]) -> list[str]:
@@ -275,15 +380,20 @@ def write_outputs(records: Sequence[dict], out_dir: str, metrics: Sequence[str],
     csv_path = os.path.join(out_dir, "results.csv")
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
+        # the cold-item slices' columns only when a run's test split has cold items
+        slices = [(name, m) for name in SLICE_TITLES for m in COLD_METRICS] if any(
+            isinstance(r.get("cold"), dict) for r in records) else []
         writer.writerow(["dataset", "model", "seed", *metrics, "epochs", "epochs_cap", "best_epoch", "cap_binds",
-                         "epoch_s", "total_s", "peak_mib", "device", "reused_from", "signed"])
+                         "epoch_s", "total_s", "peak_mib", "device", "reused_from", "signed",
+                         *(f"{name} {m}" for name, m in slices)])
         for r in records:
             binds = cap_binds(r)
             writer.writerow([r["dataset"], r["label"], r["seed"], *(f"{r['test'].get(m, float('nan')):.6f}"
                              for m in metrics), r["epochs"], r.get("epochs_cap", ""), r.get("best_epoch", ""),
                              "" if binds is None else binds, f"{r['epoch_s']:.3f}", f"{r['total_s']:.1f}",
                              f"{r['peak_mib']:.0f}", r["device"], r.get("reused_dir") or "",
-                             not r.get("unverified")])
+                             not r.get("unverified"),
+                             *(f"{(_slice_values(r, name) or {}).get(m, float('nan')):.6f}" for name, m in slices)])
     rows = summarise(records, metrics)
     md_path = os.path.join(out_dir, "results.md")
     with open(md_path, "w", encoding="utf-8") as f:

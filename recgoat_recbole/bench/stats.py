@@ -10,6 +10,10 @@ A record keeps each test user's NDCG@10 and Recall@20 (:data:`recgoat_recbole.tr
 The values are quantised to 1/65535 (a user's NDCG@10 is off by at most 7.7e-6); ``user_id`` is RecBole's
 internal id (the same for every model on one dataset config and split).
 
+A record of a test split with cold items (items without a train interaction) keeps the same per-user values for
+each slice of :data:`recgoat_recbole.training.COLD_SLICES` in ``cold.per_user.<slice>`` (each over its own
+users: those with a positive of the slice); :func:`slice_records` makes them records of their own for the test.
+
 The test (:func:`paired_test`): for two models on one dataset, each user's metric averaged over the model's
 seeds, then a two-sided Wilcoxon signed-rank test over the users (both models must have the same test users) (ties, users with equal values,
 dropped: ``zero_method="wilcox"``). Pooling the seeds per user pairs the same users under both models and
@@ -26,7 +30,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["FORMAT", "encode_per_user", "decode_per_user", "user_means", "PairedTest", "paired_test"]
+__all__ = ["FORMAT", "encode_per_user", "decode_per_user", "user_means", "PairedTest", "paired_test",
+           "slice_records"]
 
 FORMAT = "u16-zlib-b64"
 _SCALE = 65535
@@ -127,3 +132,16 @@ def paired_test(a: Sequence[dict], b: Sequence[dict], metric: str = "ndcg@10") -
         return PairedTest(metric, len(users), delta, float("nan"))
     p = float(wilcoxon(x, y, zero_method="wilcox", alternative="two-sided").pvalue)
     return PairedTest(metric, len(users), delta, p)
+
+
+def slice_records(records: Sequence[dict], name: str) -> list[dict]:
+    """``records`` with the per-user values of their cold-item slice ``name`` (``cold``, ``among_cold``,
+    ``warm``) as ``per_user``, for :func:`user_means` and :func:`paired_test`; a record without that slice gets
+    ``per_user`` None (so a test of it is None)."""
+    out = []
+    for r in records:
+        cold = r.get("cold")
+        per_user = cold.get("per_user") if isinstance(cold, dict) else None
+        packed = per_user.get(name) if isinstance(per_user, dict) else None
+        out.append({"per_user": packed})
+    return out

@@ -5,7 +5,9 @@ the validation split, one evaluation on test from the best checkpoint, full rank
 the test and best-validation metrics, the number of epochs trained, the mean epoch time, the total wall time,
 the peak memory of the process (RSS; CUDA peak when on a GPU), the config keys changed to fit the dataset, the
 epoch budget and patience, the validation curve (``[epochs trained, valid_metric]`` at every validation) with
-its best epoch, and every test user's NDCG@10 and Recall@20 (:mod:`recgoat_recbole.bench.stats`).
+its best epoch, and every test user's NDCG@10 and Recall@20 (:mod:`recgoat_recbole.bench.stats`). When the test
+split has cold items (no train interaction), also ``cold`` (:func:`cold_record`): their counts, the metrics of
+each slice of :data:`recgoat_recbole.training.COLD_SLICES` and its users' NDCG@10 and Recall@20.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["peak_memory_mib", "run_spec"]
+__all__ = ["peak_memory_mib", "run_spec", "cold_record"]
 
 
 def peak_memory_mib(device) -> float:
@@ -77,6 +79,25 @@ def _value(config, key: str) -> Any:
         return None
 
 
+def cold_record(cold: dict | None) -> dict | None:
+    """A record's ``cold``, from :attr:`recgoat_recbole.training.TrainingResult.cold`::
+
+        {"items": cold items, "test_items": ..., "test_interactions": ...,
+         "test": {"cold": {"users": n, "recall@10": ..., ...}, "among_cold": {...}, "warm": {...}},
+         "per_user": {"cold": <encode_per_user>, "among_cold": ..., "warm": ...}}
+
+    ``None`` without cold test items."""
+    from recgoat_recbole.bench.stats import encode_per_user
+
+    if not cold:
+        return None
+    return {"items": int(cold["items"]), "test_items": int(cold["test_items"]),
+            "test_interactions": int(cold["test_interactions"]),
+            "test": {name: {k: (int(v) if k == "users" else float(v)) for k, v in values.items()}
+                     for name, values in cold["test"].items()},
+            "per_user": {name: encode_per_user(values) for name, values in cold["per_user"].items()}}
+
+
 def run_spec(spec: dict) -> dict:
     """Run one spec (the fields of a :class:`~recgoat_recbole.bench.design.RunSpec`) in this process."""
     from recgoat_recbole.training import run_training
@@ -101,7 +122,9 @@ def run_spec(spec: dict) -> dict:
         checkpoint = os.path.relpath(result.checkpoint)  # relative to the run's working directory
     elif result.checkpoint:
         os.remove(result.checkpoint)  # the metrics are kept; the checkpoint is not needed
+    cold = cold_record(result.cold)
     return {
+        **({"cold": cold} if cold else {}),  # (only when the test split has cold items)
         "checkpoint": checkpoint,
         "test": {k: float(v) for k, v in result.test_result.items()},
         "valid": {k: float(v) for k, v in result.best_valid_result.items()},

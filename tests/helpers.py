@@ -64,3 +64,16 @@ def lightgcn_source(folder, n_users: int = 30, n_items: int = 40, seed: int = 3)
         (folder / f"{split}.txt").write_text("\n".join(rows) + "\n")
     np.save(folder / "img.npy", rng.normal(size=(n_items, 5)).astype(np.float32))
     return folder
+
+
+def imported_splits(folder: str, name: str = "toy") -> "pd.DataFrame":
+    """The three atomic files ``recgoat data import`` wrote to ``folder`` (``<name>.train/valid/test.inter``) as
+    one frame, the field types stripped from the column names and ``split`` 0 / 1 / 2."""
+    import pandas as pd
+
+    parts = []
+    for label, split in enumerate(("train", "valid", "test")):
+        part = pd.read_csv(f"{folder}/{name}.{split}.inter", sep="\t")
+        part.columns = [c.split(":")[0] for c in part.columns]
+        parts.append(part.assign(split=label))
+    return pd.concat(parts, ignore_index=True)

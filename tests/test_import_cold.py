@@ -12,6 +12,7 @@ import pytest
 
 from recgoat_cli import main
 from recgoat_recbole.importers import DataImportError, hold_out_cold_items, import_mmrec
+from tests.helpers import imported_splits
 
 
 def _source(folder, label: bool = True, n_users: int = 30, n_items: int = 40, extra=(), rows_of_features=None) -> str:
@@ -33,12 +34,7 @@ def _source(folder, label: bool = True, n_users: int = 30, n_items: int = 40, ex
 
 
 def _splits(folder: str) -> pd.DataFrame:
-    parts = []
-    for label, split in enumerate(("train", "valid", "test")):
-        part = pd.read_csv(f"{folder}/toy.{split}.inter", sep="\t")
-        part.columns = [c.split(":")[0] for c in part.columns]
-        parts.append(part.assign(split=label))
-    return pd.concat(parts, ignore_index=True)
+    return imported_splits(folder)
 
 
 def test_cold_items_leave_training_half_to_valid_half_to_test_the_rest_stays(tmp_path):

@@ -13,6 +13,7 @@ import yaml
 from recgoat_cli import main
 from recgoat_recbole.importers import (DataImportError, _ratio_counts, import_mmrec, parse_split,
                                        split_per_user)
+from tests.helpers import imported_splits
 
 
 def _source(folder, timestamps: bool, n_users: int = 15, n_items: int = 25, label: bool = False) -> str:
@@ -36,12 +37,7 @@ def _source(folder, timestamps: bool, n_users: int = 15, n_items: int = 25, labe
 
 
 def _splits(folder: str) -> pd.DataFrame:
-    parts = []
-    for label, split in enumerate(("train", "valid", "test")):
-        part = pd.read_csv(f"{folder}/toy.{split}.inter", sep="\t")
-        part.columns = [c.split(":")[0] for c in part.columns]
-        parts.append(part.assign(split=label))
-    return pd.concat(parts, ignore_index=True)
+    return imported_splits(folder)
 
 
 @pytest.mark.parametrize("ratios", [(0.8, 0.1, 0.1), (0.7, 0.0, 0.3), (0.6, 0.2, 0.2), (1 / 3, 1 / 3, 1 / 3)])

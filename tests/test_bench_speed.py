@@ -234,15 +234,14 @@ def _in_process(script, monkeypatch):
 def test_one_command_measures_a_tiny_synthetic_shape_into_records(tmp_path, monkeypatch, capsys):
     script = _script()
     calls = _in_process(script, monkeypatch)
-    argv = ["--dataset", "synthetic-baby", "--scale", "0.01", "--epochs", "1", "--evals", "1", "--rounds", "1",
+    argv = ["--dataset", "synthetic-baby", "--scale", "0.01", "--epochs", "1", "--evals", "1", "--rounds", "2",
             "--variant", "shipped", "--device", "cpu", "--out", "out", "--cache", "cache"]
     script.main(argv)
     printed = capsys.readouterr().out
-    assert calls == ["make-data", "import", "LightGCN", "warm-up", "RecGOAT"]
+    assert calls == ["make-data", "import", "LightGCN", "warm-up", "RecGOAT", "import", "LightGCN", "RecGOAT"]
     runs = sorted(os.listdir("out/runs"))
-    assert runs == ["synthetic-baby_x0.01__cpu-d64-l2-b2048__after__LightGCN__r1.json",
-                    "synthetic-baby_x0.01__cpu-d64-l2-b2048__after__shipped__r1.json",
-                    "synthetic-baby_x0.01__import__r1.json"]
+    assert runs == [f"synthetic-baby_x0.01__{what}__r{n}.json" for what in (
+        "cpu-d64-l2-b2048__after__LightGCN", "cpu-d64-l2-b2048__after__shipped", "import") for n in (1, 2)]
     records = {r["key"]: r for r in speed.load_folder("out", check_signature=True)}
     shipped = records["synthetic-baby_x0.01__cpu-d64-l2-b2048__after__shipped__r1"]
     shape = scaled(SHAPES["synthetic-baby"], 0.01)
@@ -251,8 +250,11 @@ def test_one_command_measures_a_tiny_synthetic_shape_into_records(tmp_path, monk
     assert shipped["shape"]["dims"] == {"image": 4096, "text": 384}
     assert shipped["settings"]["embedding_size"] == 64 and shipped["device"] == "cpu"
     assert len(shipped["epoch_s"]) == 1 and len(shipped["eval_s"]) == 1 and shipped["gate"] is not None
-    assert all(k["built"] and k["in_gate"] for k in shipped["knn"])  # cold, and the gate's own graphs
     assert shipped["recgoat"]["align_gate"] is True and shipped["torch"] == torch.__version__
+    for n in (1, 2):  # every round builds its kNN graphs cold (a fresh feature cache), the gate's own ones here
+        knn = records[f"synthetic-baby_x0.01__cpu-d64-l2-b2048__after__shipped__r{n}"]["knn"]
+        assert len(knn) == 2 and all(k["built"] and k["in_gate"] for k in knn)
+    assert not [f for _, _, files in os.walk("cache") for f in files if f.startswith("knn-")]
     assert records["synthetic-baby_x0.01__import__r1"]["imported"]["users"] == shape.users
     assert open("out/commands.txt").read() == "python benchmarks/bench_speed.py " + " ".join(argv) + "\n"
     assert printed == open("out/speed.md", encoding="utf-8").read()

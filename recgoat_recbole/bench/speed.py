@@ -266,9 +266,10 @@ def _provenance(records: Sequence[dict], signatures: bool) -> list[str]:
     code: dict[str, int] = {}
     for r in records:
         commit = r.get("git_commit")
-        label = (f"{r['code']}: recgoat {r.get('recgoat_version', '?')}, "
+        label = (f"recgoat {r.get('recgoat_version', '?')}, "
                  + (f"commit {commit[:12]}" if isinstance(commit, str) and commit else "commit unknown")
-                 + (" with uncommitted changes" if r.get("git_dirty") else ""))
+                 + (" with uncommitted changes" if r.get("git_dirty") else "")
+                 + (" (the --before checkout)" if r["code"] == "before" else ""))
         code[label] = code.get(label, 0) + 1
     lines = ["Measured by " + "; ".join(f"{k} ({n} records)" for k, n in sorted(code.items())) + "."]
     unverified = sum(1 for r in records if r.get("unverified")) if signatures else 0

@@ -274,3 +274,14 @@ def test_cuda_on_a_machine_without_it_is_refused_with_one_line(tmp_path, monkeyp
     message = str(exc.value)
     assert "\n" not in message and "--device cuda" in message and "no CUDA device" in message
     assert calls == ["probe"] and not os.path.exists("out") and not os.path.exists("cache/bench_data")
+
+
+def test_a_before_checkout_gets_its_own_ratio_column():
+    records = [_run("LightGCN", 1.0, 1.0, 1000.0), _run("shipped", 1.1, 1.0, 1000.0, gate_s=0.1),
+               _run("LightGCN", 1.0, 1.0, 1000.0, code="before"),
+               _run("shipped", 1.6, 1.0, 1000.0, gate_s=0.1, code="before")]
+    text = speed.render(records)
+    assert "| epoch / LightGCN | epoch / LightGCN before |" in text
+    row = _ratio_rows(text)[("synthetic-baby", "shipped")]
+    assert row[5:7] == ["1.10x ✓", "1.60x"]  # (the goal marks this checkout's ratio, not the old one)
+    assert "(the --before checkout) (2 records)" in text

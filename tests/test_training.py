@@ -186,8 +186,11 @@ def test_bench_speed_measures_through_run_training(tmp_path, monkeypatch):
     assert args[:3] == ("LightGCN", "ml-mini", ["a.yaml"])
     assert args[3] == {"seed": 2020, "epochs": 4, "eval_step": 0}  # one warm-up epoch, no validation in fit
     assert kwargs["saved"] is False and kwargs["evaluate_test"] is False
-    assert row["epoch_s"] == 2.0 and row["build_s"] == 0.5 and row["params"] == 8  # the warm-up is left out
+    # every timed epoch is recorded, the warm-up apart
+    assert row["epoch_s"] == [1.0, 2.0, 4.0] and row["warmup_s"] == 9.0
+    assert row["build_s"] == 0.5 and row["params"] == 8 and row["recgoat"] == {}
     assert len(evaluated) == 7 and all(d == "valid" and not kw["load_best_model"] for d, kw in evaluated)
+    assert len(row["eval_s"]) == 7 and row["knn"] == [] and row["gate"] is None
 
 
 # ----------------------------------------------------------------------------------- recorded commands

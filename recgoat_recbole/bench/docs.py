@@ -3,7 +3,8 @@
 A results folder is what ``recgoat bench`` / ``recgoat tune`` write to ``--out``, committed under
 ``results/<name>/``: ``runs/*.json`` (one record per run: settings, commit, seed, epochs, validation curve, test
 metrics and every test user's NDCG@10 / Recall@20) and ``commands.txt`` (the commands that trained them, one a
-line, as typed). A Markdown file names a folder with a generated block::
+line, as typed). A *speed folder* (``benchmarks/bench_speed.py --out``: records of kind ``speed-*``) is one too;
+its block is its tables (:func:`recgoat_recbole.bench.speed.render`), without a figure. A Markdown file names a folder with a generated block::
 
     <!-- results NAME -->
     (everything here is generated: the commands, the table, the notes and the figure link)
@@ -66,12 +67,42 @@ def load_folder(folder: str) -> tuple[list[dict], list[str]]:
         records.append(record)
     if not records:
         raise ResultsError(f"{folder}: no records in runs/")
+    return records, _commands(folder)
+
+
+def _commands(folder: str) -> list[str]:
+    """The lines of ``folder/commands.txt`` (none when there is no such file)."""
     commands_file = os.path.join(folder, "commands.txt")
     commands = []
     if os.path.isfile(commands_file):
         with open(commands_file, encoding="utf-8") as f:
             commands = [line.rstrip("\n") for line in f if line.strip()]
-    return records, commands
+    return commands
+
+
+def _speed_records(folder: str) -> list[dict]:
+    """The records of a speed folder (``benchmarks/bench_speed.py --out``), else ``[]``: a folder is one when
+    its first record says ``kind: speed-*`` (:mod:`recgoat_recbole.bench.speed`)."""
+    import json
+
+    from recgoat_recbole.bench.speed import is_speed_record, load_folder as load_speed
+
+    runs = os.path.join(folder, "runs")
+    names = sorted(n for n in os.listdir(runs) if n.endswith(".json")) if os.path.isdir(runs) else []
+    if not names:
+        return []
+    try:
+        with open(os.path.join(runs, names[0]), encoding="utf-8") as f:
+            first = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if not is_speed_record(first):
+        return []
+    problems: list[str] = []
+    records = load_speed(folder, check_signature=False, log=problems.append)
+    if problems:
+        raise ResultsError(problems[0].removeprefix("warning: "))
+    return records
 
 
 def image_path(root: str, name: str) -> str:
@@ -94,10 +125,17 @@ def render(root: str, name: str, doc_path: str) -> str:
     from recgoat_recbole.bench.report import markdown_table
 
     folder = os.path.join(root, "results", name)
+    runs_link = os.path.relpath(os.path.join(folder, 'runs'), os.path.dirname(os.path.abspath(doc_path)))
+    speed = _speed_records(folder)
+    if speed:  # a speed folder: its tables, no figure
+        from recgoat_recbole.bench.speed import render as render_speed
+
+        return (f"Records: [`results/{name}/runs/`]({runs_link}) ({len(speed)} measurements); rebuilt by "
+                f"`recgoat results`.\n\n" + render_speed(speed, _commands(folder), signatures=False))
     records, commands = load_folder(folder)
     rows = _rows(records)
     image = os.path.relpath(image_path(root, name), os.path.dirname(os.path.abspath(doc_path)))
-    parts = [f"Records: [`results/{name}/runs/`]({os.path.relpath(os.path.join(folder, 'runs'), os.path.dirname(os.path.abspath(doc_path)))}) "
+    parts = [f"Records: [`results/{name}/runs/`]({runs_link}) "
              f"({len(records)} runs); rebuilt by `recgoat results`."]
     if commands:
         parts.append("```bash\n" + "\n".join(commands) + "\n```")
@@ -123,9 +161,11 @@ def regenerate(paths: list[str], root: str, check: bool = False) -> list[str]:
                 bodies[block.name] = render(root, block.name, path)
             fresh = bodies[block.name]
             png = image_path(root, block.name)
-            if fresh != block.body or not os.path.isfile(png):
+            folder = os.path.join(root, "results", block.name)
+            figure = not _speed_records(folder)  # (a speed folder's block has tables only)
+            if fresh != block.body or (figure and not os.path.isfile(png)):
                 changed.append(f"{path}: {block.name}")
-            if not check:
+            if not check and figure:
                 os.makedirs(os.path.dirname(png), exist_ok=True)
                 plot(_rows(load_folder(os.path.join(root, "results", block.name))[0]), METRICS, png)
         if not check and bodies:

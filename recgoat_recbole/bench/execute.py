@@ -51,6 +51,8 @@ from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
 from recgoat_recbole.bench.design import RunSpec
+# the record I/O (execute._save, .canonical, .package_commit: the names this module always had)
+from recgoat_recbole.bench.records import canonical, package_commit, read_record, save_record as _save
 
 __all__ = ["PATH_KEYS", "worker_env", "defaults_digest", "run_one", "run_all", "config_digest", "settings_differ", "find_identical", "canonical",
            "load_record", "package_commit", "RECORD_FIELDS"]
@@ -292,14 +294,6 @@ RECORD_FIELDS: dict[str, Any] = {
     "epochs": numbers.Real, "epoch_s": numbers.Real, "total_s": numbers.Real, "peak_mib": numbers.Real,
     "device": str,
 }
-_MAX_RECORD_BYTES = 16 * 2**20
-
-
-def canonical(record: dict) -> bytes:
-    """What a record's signature covers: every field but ``signature`` (and the in-memory ``unverified``), as
-    ``json.dumps(sort_keys=True)`` of the record as JSON reads it back."""
-    body = {k: v for k, v in record.items() if k not in ("signature", "unverified")}
-    return json.dumps(json.loads(json.dumps(body)), sort_keys=True).encode("utf-8")
 
 
 def _malformed(record: Any) -> str:
@@ -331,60 +325,14 @@ def _malformed(record: Any) -> str:
     return ""
 
 
-def load_record(path: str, check_signature: bool = True) -> tuple[dict | None, str]:
+def load_record(path: str, check_signature: bool = True,
+                malformed: Callable[[Any], str] | None = None) -> tuple[dict | None, str]:
     """``(record, "")`` for a well-formed record signed by this user; ``(record, reason)`` for a well-formed one
     whose signature is missing or does not verify; ``(None, reason)`` for a file that is no record (unreadable,
-    truncated, not JSON, fields missing). Never raises for what the file holds."""
-    try:
-        if os.path.getsize(path) > _MAX_RECORD_BYTES:
-            return None, f"not a run record ({os.path.getsize(path):,} bytes)"
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-    except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
-        return None, f"not valid JSON, truncated or damaged ({' '.join(str(exc).split())[:120]})"
-    except OSError as exc:
-        return None, f"cannot be read ({exc.strerror or exc})"
-    problem = _malformed(record)
-    if problem:
-        return None, problem
-    record.pop("unverified", None)
-    if not check_signature:
-        return record, "signature not checked (this user's signing key is unusable)"
-    signature = record.get("signature")
-    if signature is None:
-        return record, "not signed (written by a recgoat without record signatures, or not by a run of yours)"
-    from recgoat_recbole.signing import verify
-
-    if not verify(canonical(record), signature):
-        return record, "its signature does not verify (edited since it was written, or written by someone else)"
-    return record, ""
-
-
-@functools.lru_cache(maxsize=1)
-def package_commit() -> str | None:
-    """The git commit of this package's checkout (``git rev-parse HEAD`` in its folder), once per process;
-    ``None`` when the package is not in its own git checkout or git is missing or slow."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../recgoat_recbole
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    try:  # Popen, not subprocess.run: tests replace run() to fake the worker
-        proc = subprocess.Popen(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=package, env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                text=True)
-        try:
-            out, _ = proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return None
-    except OSError:
-        return None
-    lines = out.split()
-    if proc.returncode != 0 or len(lines) != 2 or not re.fullmatch(r"[0-9a-f]{40}", lines[1]):
-        return None
-    # only the package's own checkout (an installed package inside some other repository is not it)
-    if os.path.realpath(os.path.join(lines[0], os.path.basename(package))) != os.path.realpath(package):
-        return None
-    return lines[1]
+    truncated, not JSON, fields missing). Never raises for what the file holds. ``malformed(record)`` says what
+    is wrong with a record ('' when nothing): by default, what a run record of ``recgoat bench`` needs
+    (:func:`recgoat_recbole.bench.records.read_record`)."""
+    return read_record(path, malformed or _malformed, check_signature)
 
 
 def _clock(seconds: float) -> str:
@@ -392,22 +340,6 @@ def _clock(seconds: float) -> str:
     from recgoat_recbole.progress import format_seconds
 
     return format_seconds(seconds)
-
-
-def _save(record: dict, path: str) -> dict:
-    """Write ``record`` to ``path`` atomically (a run is either finished on disk or absent; a unique temporary
-    file, so two writers never share one), with the code that wrote it and this user's signature."""
-    from recgoat_core.feature_files import atomic_write
-    from recgoat_recbole.version import __version__
-    from recgoat_recbole.signing import sign
-
-    record = {k: v for k, v in record.items() if k not in ("signature", "unverified")}
-    record.setdefault("recgoat_version", __version__)  # (a copy keeps the code that trained it)
-    record.setdefault("git_commit", package_commit())
-    record["signature"] = sign(canonical(record))
-    text = json.dumps(record, indent=1)
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")), suffix=".tmp")
-    return record
 
 
 def _check_folders(out_dir: str, reuse_from: Sequence[str]) -> None:

@@ -304,12 +304,9 @@ def git_state(root: str) -> tuple[str | None, bool]:
 
 
 def config_digest(files: list[str]) -> str:
-    digest = hashlib.sha256()
-    for path in files:
-        with open(path, "rb") as f:
-            digest.update(f.read())
-        digest.update(b"\0")
-    return digest.hexdigest()
+    from recgoat_recbole.bench.records import config_digest as digest
+
+    return digest(files)
 
 
 def variant_configs(variant: str, dataset: str) -> list[str]:
@@ -485,15 +482,9 @@ def report(out: str, log=print) -> str:
 
 def record_command(out: str, argv: list[str]) -> None:
     """Append the command, as typed, to ``out/commands.txt`` (once; when all its measurements are recorded)."""
-    command = shlex.join(["python", "benchmarks/bench_speed.py", *argv])
-    path = os.path.join(out, "commands.txt")
-    seen = []
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            seen = [line.rstrip("\n") for line in f]
-    if command not in seen:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(command + "\n")
+    from recgoat_recbole.bench.records import record_command as record
+
+    record(out, shlex.join(["python", "benchmarks/bench_speed.py", *argv]))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

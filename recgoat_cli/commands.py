@@ -515,17 +515,9 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def _record_command(out: str, command: str) -> None:
     """Append the command to ``OUT/commands.txt`` (once): what a committed results folder says it ran."""
-    if os.path.lexists(out) and not os.path.isdir(out):
-        return  # (the run's folder checks name that error)
-    path = os.path.join(out, "commands.txt")
-    seen = []
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            seen = [line.rstrip("\n") for line in f]
-    if command not in seen:
-        os.makedirs(out, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(command + "\n")
+    from recgoat_recbole.bench.records import record_command
+
+    record_command(out, command)
 
 
 def fixable_errors() -> tuple[type[BaseException], ...]:

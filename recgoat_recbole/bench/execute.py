@@ -52,7 +52,8 @@ from typing import Any, Callable, Sequence
 
 from recgoat_recbole.bench.design import RunSpec
 # the record I/O (execute._save, .canonical, .package_commit: the names this module always had)
-from recgoat_recbole.bench.records import canonical, package_commit, read_record, save_record as _save
+from recgoat_recbole.bench.records import (canonical, config_digest, package_commit, read_record,
+                                            save_record as _save)
 
 __all__ = ["PATH_KEYS", "worker_env", "defaults_digest", "run_one", "run_all", "config_digest", "settings_differ", "find_identical", "canonical",
            "load_record", "package_commit", "RECORD_FIELDS"]
@@ -186,18 +187,6 @@ class _EpochWatcher:
             self.fit_start = now - float(match.group(2))
         per = (now - self.fit_start) / done
         self.progress(done, self.epochs or done, per, self.fit_start - self.start)
-
-
-def config_digest(files: Sequence[str]) -> str:
-    """SHA-256 over the contents of the YAML files, in order: a run records the exact config it trained with."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in files:
-        with open(path, "rb") as f:
-            digest.update(f.read())
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def settings_differ(record: dict, spec: RunSpec, unknown_defaults_differ: bool = False) -> str:

@@ -13,7 +13,8 @@ import re
 import subprocess
 from typing import Any, Callable
 
-__all__ = ["MAX_RECORD_BYTES", "canonical", "read_record", "save_record", "package_commit"]
+__all__ = ["MAX_RECORD_BYTES", "canonical", "read_record", "save_record", "package_commit", "config_digest",
+           "record_command"]
 
 #: a larger file is no record (read_record refuses it before reading)
 MAX_RECORD_BYTES = 16 * 2**20
@@ -97,3 +98,31 @@ def save_record(record: dict, path: str) -> dict:
     text = json.dumps(record, indent=1)
     atomic_write(path, lambda f: f.write(text.encode("utf-8")), suffix=".tmp")
     return record
+
+
+def config_digest(files: "list[str] | tuple[str, ...]") -> str:
+    """SHA-256 over the contents of the YAML files, in order: a run records the exact config it trained with."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def record_command(out: str, command: str) -> None:
+    """Append ``command`` to ``OUT/commands.txt`` (once): what a committed results folder says it ran. Nothing
+    when ``out`` exists and is not a folder (the run's own checks name that error)."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        return
+    path = os.path.join(out, "commands.txt")
+    seen = []
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            seen = [line.rstrip("\n") for line in f]
+    if command not in seen:
+        os.makedirs(out, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(command + "\n")

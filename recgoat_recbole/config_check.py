@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 __all__ = ["ConfigError", "Rule", "integer", "number", "choice", "BOOL", "POSITIVE", "WEIGHT", "PROB", "RUN_RULES",
-           "validate", "validate_run", "check_value_lists"]
+           "validate", "validate_run", "check_value_lists", "config_value"]
 
 
 class ConfigError(ValueError):
@@ -118,12 +118,12 @@ def validate_run(config: Mapping[str, Any] | Any) -> None:
     import os
 
     validate(config, RUN_RULES)
-    dataset = _get(config, "dataset")
+    dataset = config_value(config, "dataset")
     if not isinstance(dataset, str) or not dataset.strip() or dataset in (".", "..") or any(
             sep in dataset for sep in ("/", "\\", "\0")):
         raise ConfigError(f"dataset name {dataset!r} must be a plain folder name (no path separators); put the "
                           "folder that holds it in data_path")
-    folder = _get(config, "data_path")  # RecBole's data_path/dataset
+    folder = config_value(config, "data_path")  # RecBole's data_path/dataset
     if isinstance(folder, str) and not os.path.isdir(folder):
         parent = os.path.dirname(os.path.normpath(folder))
         names = sorted(n for n in os.listdir(parent) if os.path.isdir(os.path.join(parent, n))) if os.path.isdir(
@@ -146,7 +146,7 @@ def validate(config: Mapping[str, Any] | Any, rules: Mapping[str, Rule]) -> None
             continue
         if not rule.ok(value):
             raise ConfigError(f"config key {key!r} must be {rule.describe()}, got {value!r}{_grid_hint(value)}")
-    dim, heads = _get(config, "embedding_size"), _get(config, "gat_heads")
+    dim, heads = config_value(config, "embedding_size"), config_value(config, "gat_heads")
     if isinstance(dim, int) and isinstance(heads, int) and heads > 0 and dim % heads:
         raise ConfigError(f"config key 'gat_heads' must divide embedding_size ({dim}), got {heads}")
 
@@ -168,7 +168,8 @@ def check_value_lists(config: Any) -> None:
                 raise ConfigError(f"config key {key!r} must be one number, got {value!r}{_grid_hint(value)}")
 
 
-def _get(config: Any, key: str) -> Any:
+def config_value(config: Mapping[str, Any] | Any, key: str) -> Any:
+    """``config[key]``, or ``None`` when ``config`` (a RecBole ``Config`` or a dict) does not hold the key."""
     try:
         return config[key]
     except KeyError:

@@ -29,7 +29,7 @@ import numpy as np
 from recbole.data.dataset import Dataset
 
 from recgoat_core.feature_files import FeatureFile, FeatureFileError, align_rows, normalise_rows, read_features
-from recgoat_recbole.config_check import ConfigError
+from recgoat_recbole.config_check import ConfigError, config_value
 from recgoat_recbole.feature_paths import modality_files, resolve_feature_path
 from recgoat_recbole.features.text import cached_text_features
 from recgoat_recbole.knn_cache import knn_edges
@@ -193,15 +193,8 @@ def modality_gate(config, features: "dict[str, Any]", dataset, owner: str) -> di
                            f"{lift:.2f} < align_gate_min_lift {threshold:g} (items its features call similar are "
                            "not picked by the same users much more than chance); set align_gate: false to align "
                            "it anyway")
-    if weights and not any(weights.values()) and _get(config, "fusion_gamma") == 0:
+    if weights and not any(weights.values()) and config_value(config, "fusion_gamma") == 0:
         logger.warning(f"{owner}: no modality is aligned and fusion_gamma is 0, so the features reach no warm "
                        "item's score: on warm items this run is its ID model alone; set align_gate: false or "
                        "fusion_gamma > 0 to use them")
     return weights
-
-
-def _get(config: Any, key: str) -> Any:
-    try:
-        return config[key]
-    except KeyError:
-        return None

@@ -53,30 +53,21 @@ def _fit_to_dataset(config, dataset) -> dict[str, Any]:
     γ 0 there: the alignment terms still apply, the score stays the backbone's.
     """
     from recgoat_recbole.aligned import aligned, is_aligned_name
+    from recgoat_recbole.config_check import config_value
 
     adjusted: dict[str, Any] = {}
     model = config["model"]
-    on_ncl = model == "RecGOAT" and _value(config, "backbone") == "NCL"
+    on_ncl = model == "RecGOAT" and config_value(config, "backbone") == "NCL"
     if model in ("NCL", "NCL+Align") or on_ncl:
         smaller = min(dataset.user_num, dataset.item_num)
         if config["num_clusters"] >= smaller:
             adjusted["num_clusters"] = max(2, smaller // 10)
-    try:
-        gamma = float(config["fusion_gamma"] or 0)
-    except KeyError:
-        gamma = 0.0
+    gamma = float(config_value(config, "fusion_gamma") or 0)
     if gamma > 0 and is_aligned_name(model) and not aligned(model).access.fusable:
         adjusted["fusion_gamma"] = 0.0
     for key, value in adjusted.items():
         config[key] = value
     return adjusted
-
-
-def _value(config, key: str) -> Any:
-    try:
-        return config[key]
-    except KeyError:
-        return None
 
 
 def cold_record(cold: dict | None) -> dict | None:

@@ -90,7 +90,7 @@ def _load_internal_config_dict(self: Any, model: str, model_class: type, dataset
 
 
 def _get_trainer(model_type: Any, model_name: str) -> type:
-    registration = _REGISTRY.get(model_name)
+    registration = registered(model_name)  # (a <Backbone>+Align is made on first use, here too)
     if registration is not None and registration.trainer_class is not None:
         return registration.trainer_class
     if registration is not None and registration.trainer_name:

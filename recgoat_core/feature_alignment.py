@@ -149,19 +149,23 @@ class FeatureAlignment(nn.Module):
         """Whether :meth:`loss` has any term switched on (and any modality to apply it to)."""
         return bool(self.aligned)
 
-    def views(self, item_rep: torch.Tensor, modalities: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    def views(self, item_rep: torch.Tensor, modalities: Iterable[str] | None = None,
+              rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         r""":math:`\tilde Z^m` for every modality (or only those in ``modalities``), aligned to ``item_rep``
-        [n_items, d] (all items)."""
+        [n_items, d] (all items). ``rows`` (a boolean mask over the items): only those rows of ``item_rep`` shape
+        the views (the OAT plan and the scale), e.g. the items with training interactions, so that an untrained
+        item vector reaches no view; ``None``: every row."""
         wanted = set(self.modalities if modalities is None else modalities)
         names = [m for m in self.modalities if m in wanted]
+        reference = item_rep if rows is None else item_rep[rows]
         views = {}
         for name in names:
             h = self.projections[name](getattr(self, f"feat_{name}"))
             if self.settings.use_gat:
                 h = self.gats[name](h, self.graphs[name])
             if self.settings.use_oat:
-                h, _ = self.oat_maps[name](h, item_rep)
-            views[name] = self.scaled_like(h, item_rep)
+                h, _ = self.oat_maps[name](h, item_rep, rows=rows)
+            views[name] = self.scaled_like(h, reference)
         return views
 
     def scaled_like(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -142,6 +143,13 @@ class AlignedRecommender:
         super().__init__(config, dataset)
         validate(config, self.rules)
         features, profiles = features_for_model(config, dataset)  # (first: a dataset without features is refused)
+        warm = torch.bincount(dataset.inter_feat[dataset.iid_field].long(), minlength=self.n_items) > 0
+        #: the items with training interactions (RecBole's padding item 0 has none)
+        self.register_buffer("warm_items", warm.to(self.device), persistent=False)
+        #: the items with no training interaction, scored from their views; not the padding item 0, whose row
+        #: some backbones keep at zero (SimpleX sums its users' padded histories)
+        self.register_buffer("cold_items", ~self.warm_items & (torch.arange(self.n_items, device=self.device) > 0),
+                             persistent=False)
         self._adopt_backbone(config, dataset)
         self._check_inputs(config, features, profiles)
         dim = self._item_table_for_dim().shape[1]
@@ -169,6 +177,7 @@ class AlignedRecommender:
         if profiles is not None:
             logger.warning(f"{name} does not use user profiles (RecGOAT does): user_profile_feat is ignored")
         self.align_gamma = float(config["fusion_gamma"] or 0.0)
+        self.cold_from_features = bool(config["cold_items_from_features"])
         if self.align_gamma > 0 and not self.access.fusable:
             raise ConfigError(f"{name}: fusion_gamma > 0 puts the feature views into the score, which needs a "
                               f"backbone whose forward() returns every item's vector; {self.backbone.__name__}'s "
@@ -186,25 +195,91 @@ class AlignedRecommender:
         return FeatureAlignment(tensors, settings, build_device=device, knn_edges=edges, modality_weights=gate)
 
     def _passthrough(self) -> bool:
-        """True when ``forward`` is the backbone's own: nothing to blend, nothing to train this step."""
-        return self.align_gamma == 0 and (self._step is None or not self.alignment.has_loss)
+        """True when ``forward`` is the backbone's own: nothing to blend, nothing to train this step, no cold
+        item to score."""
+        return (self.align_gamma == 0 and (self._step is None or not self.alignment.has_loss)
+                and not self._scoring_cold())
 
     def _step_views(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
         """The views of a forward: all of them when they enter the score, else the aligned ones."""
-        return self.alignment.views(items, None if self.align_gamma > 0 else self.alignment.aligned)
+        return self._cold_views(items)
 
     def _fuse_output(self, out: tuple, views: dict[str, torch.Tensor]) -> tuple:
-        """The backbone's ``forward`` output with the views blended into its items (γ > 0)."""
+        """The backbone's ``forward`` output with the views blended into its items (γ > 0) and, in evaluation,
+        the cold items' rows replaced by their views (:meth:`_cold_fill`)."""
+        items = out[self.access.index]
         if self.align_gamma > 0:
-            items = self.alignment.blend(out[self.access.index], views, self.align_gamma)
-            out = (*out[: self.access.index], items, *out[self.access.index + 1:])
-        return out
+            items = self.alignment.blend(items, views, self.align_gamma)
+        if self._scoring_cold():
+            items = self._cold_fill(items, views)
+        return (*out[: self.access.index], items, *out[self.access.index + 1:])
+
+    # ------------------------------------------------------------------------------------- cold items
+    def _cold_modalities(self) -> list[str]:
+        """The modalities whose views score a cold item: those in the score (γ > 0: all), else the aligned ones
+        (a view no term trains is an untrained projection)."""
+        return list(self.alignment.modalities) if self.align_gamma > 0 else self.alignment.aligned
+
+    def _cold_views(self, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The views of :meth:`_cold_modalities`, fitted (OAT plan, scale) on the warm rows of ``reference``."""
+        return self.alignment.views(reference, self._cold_modalities(), rows=self._warm_rows())
+
+    def _warm_rows(self) -> torch.Tensor | None:
+        """The items whose vectors may shape the views: those with training interactions (``None``: all, when
+        ``cold_items_from_features`` is off)."""
+        return self.warm_items if self.cold_from_features else None
+
+    @property
+    def cold_items_from_features(self) -> bool:
+        """Whether an item with no training interaction is scored from its views (``cold_items_from_features``
+        and a view to score it with)."""
+        return self.cold_from_features and bool(self._cold_modalities())
+
+    def _scoring_cold(self) -> bool:
+        """Evaluation with cold items scored from their views. In training the backbone keeps its own vectors
+        for them: a cold item appears there only as a sampled negative, and its views must not learn that."""
+        return not self.training and self.cold_items_from_features
+
+    def _cold_fill(self, items: torch.Tensor, views: dict[str, torch.Tensor],
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+        r"""``items`` with each cold item's row replaced by :math:`\sum_m w_m \tilde z^m_i` (``weights`` over the
+        views in name order, normalised; ``None``: their mean), so its score never reads its untrained ID row."""
+        parts = torch.stack([views[m] for m in sorted(views)])
+        w = parts.new_full((len(parts),), 1.0) if weights is None else weights
+        modal = torch.einsum("p,pnd->nd", w / w.sum(), parts)
+        return torch.where(self.cold_items[:, None], modal, items)
+
+    @contextmanager
+    def _cold_table(self) -> Iterator[None]:
+        """Embedding backbones (BPR, SimpleX) score from their item table: while they score in evaluation, its
+        cold rows hold the items' views (:meth:`_cold_fill`), restored afterwards."""
+        if self.access.kind != "embedding" or not self._scoring_cold():
+            yield
+            return
+        weight = getattr(self, self.access.attribute).weight
+        cold = self.cold_items
+        with torch.no_grad():
+            saved = weight[cold].clone()
+            weight[cold] = self._cold_fill(weight, self._cold_views(weight))[cold]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                weight[cold] = saved
+
+    def predict(self, interaction):
+        with self._cold_table():
+            return super().predict(interaction)
+
+    def full_sort_predict(self, interaction):
+        with self._cold_table():
+            return super().full_sort_predict(interaction)
 
     def _alignment_terms(self, step: dict | None, interaction) -> list[torch.Tensor]:
         """CMCL / W between the step's views and the backbone's item vectors of the batch's positives."""
         if self.access.kind == "embedding":
             items = getattr(self, self.access.attribute).weight
-            views = self.alignment.views(items, self.alignment.aligned)
+            views = self.alignment.views(items, self.alignment.aligned, rows=self._warm_rows())
         elif step is not None and "views" in step:
             items, views = step["items"], step["views"]
         else:

@@ -159,7 +159,7 @@ RECGOAT_KEYS: tuple[Key, ...] = (
     Key("fusion_dropout", 0.0, PROB, PAPER,
         "dropout on the fused item vectors"),
     Key("cold_items_from_features", True, BOOL, EXTENSION,
-        "items with no training interaction use the modality part only (the modalities that are aligned or in the score; a modality with neither is not computed)"),
+        "items with no training interaction are scored from their views alone (the modalities that are aligned or in the score; a modality with neither is not computed), never from their untrained ID vectors. RecGOAT fuses so in training and evaluation; the plugin in evaluation, with the views fitted on the items that have interactions; BPR and SimpleX through their item table's cold rows, in evaluation (docs/plugin.md)"),
 )
 
 #: FREEDOM's own keys (Zhou & Shen, ACM MM 2023; MMRec's configs/model/FREEDOM.yaml)
@@ -216,7 +216,7 @@ _ALIGN_NAMES = (
     "oat_cost_scale", "oat_iters", "oat_scale_plan", "oat_residual_init", "oat_plan_grad", "match_scale",
     "cmcl_weight", "cmcl_temperature", "cmcl_max_items", "wasserstein_weight", "wasserstein_epsilon",
     "wasserstein_iters", "wasserstein_sample_size", "align_detach_target", "align_gate", "align_gate_min_lift",
-    "fusion_gamma",
+    "fusion_gamma", "cold_items_from_features",
 )
 
 

@@ -96,7 +96,7 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
     # ------------------------------------------------------------------------------------------- set-up
     def _adopt_backbone(self, config, dataset) -> None:
         """The backbone's user–item graph replaced by RecGOAT's rating-weighted one (where the backbone has a
-        graph to swap: :data:`~recgoat_recbole.aligned.ItemAccess.graph`); the items with no training interaction.
+        graph to swap: :data:`~recgoat_recbole.aligned.ItemAccess.graph`).
 
         LightGCN: its embeddings are drawn again as RecGOAT drew its own before it ran on backbones (normal, then
         xavier-normal, from the RNG state before the backbone), so ``backbone: LightGCN`` starts, and leaves the
@@ -124,12 +124,11 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
                    else f"{self.backbone.__name__} has no graph")
             logger.info(f"RecGOAT: rating-aware propagation does not apply to backbone "
                         f"{self.backbone.__name__} ({why}); use_rating_weights is ignored")
-        degree = torch.bincount(items.long(), minlength=self.n_items)
-        self.register_buffer("cold_items", degree.to(self.device) == 0, persistent=False)
 
     def _check_inputs(self, config, features: dict, profiles) -> None:
         """RecGOAT runs without features (``id_only``: the backbone alone); what needs the backbone to return
-        every item's vector (fusion, profiles, cold items from features) is refused or off on BPR and SimpleX."""
+        every item's vector (fusion, profiles) is refused on BPR and SimpleX (their cold items are scored from
+        their views through the item table: :meth:`~recgoat_recbole.aligned.AlignedRecommender._cold_table`)."""
         self._profiles = profiles
         self.id_only = bool(config["id_only"])
         self.use_gat = bool(config["use_gat"])
@@ -145,10 +144,6 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
         if profiles is not None and config["use_user_graph"]:
             raise ConfigError(f"RecGOAT: backbone {b} scores from its own tables, so user profiles cannot enter "
                               f"the score: unset user_profile_feat (or use_user_graph: false)")
-        if self.cold_from_features:
-            logger.info(f"RecGOAT: cold items cannot score from their features on backbone {b} "
-                        f"(cold_items_from_features is ignored)")
-            self.cold_from_features = False
 
     def _build_alignment(self, config, dataset, features: dict, dim: int) -> FeatureAlignment:
         """Per modality (recgoat_core.feature_alignment): Linear → GAT over a frozen cosine kNN graph → OAT map,
@@ -223,7 +218,6 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
         #: the used modalities grouped by what their views are aligned with (fixed at build time)
         self.view_groups = {target: [m for m in self.view_modalities if self.align_targets[m] == target]
                             for target in ("output", "embedding")}
-        self.cold_items_from_features = self.cold_from_features and bool(self.view_modalities)
 
     # ---------------------------------------------------------------------------------------- forward
     @property
@@ -293,10 +287,10 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
             fused = torch.einsum("p,pnd->nd", w, torch.stack(parts))
             if self.cold_items_from_features:
                 # items never seen in training: their ID vector is untrained noise; use the modalities alone
-                # (with every modality weight 0, i.e. γ = 0, cold items still use the modalities, equally)
+                # (with every modality weight 0, i.e. γ = 0, cold items still use the modalities, equally).
+                # RecGOAT does this in training too (the plugin only in evaluation, _scoring_cold)
                 w_modal = w[1:] if float(w[1:].sum()) > 0 else torch.ones_like(w[1:])
-                modal = torch.einsum("p,pnd->nd", w_modal / w_modal.sum(), torch.stack(parts[1:]))
-                fused = torch.where(self.cold_items[:, None], modal, fused)
+                fused = self._cold_fill(fused, {m: views[m] for m in present}, w_modal)
         if self.fusion_norm == "layernorm":
             fused = F.layer_norm(fused, (self.dim,))
         elif self.fusion_norm == "l2":
@@ -306,6 +300,12 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
     # ------------------------------------------------------------------- the plugin's hooks (aligned.py)
     def _passthrough(self) -> bool:
         return not (self.view_modalities or self.use_profiles or self.cold_items_from_features)
+
+    def _cold_modalities(self) -> list[str]:
+        return self.view_modalities
+
+    def _cold_views(self, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.modality_views(reference)
 
     def _step_views(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.modality_views(items)
@@ -344,7 +344,10 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
         if self.access.kind == "embedding":
             items = self._item_table.weight
             users = getattr(self, self.access.attribute.replace("item", "user")).weight
-            return users, items, self.modality_views(items)
+            views = self.modality_views(items)
+            if self._scoring_cold():  # what full_sort_predict scores them by (_cold_table)
+                items = self._cold_fill(items, views)
+            return users, items, views
         out = self.backbone.forward(self, *self.access.args(self))
         views = self.modality_views(out[self.access.index])
         out = self._fuse_output(out, views)
@@ -365,12 +368,14 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
     def predict(self, interaction) -> torch.Tensor:
         if self.access.fusable:
             return CachedScoring.predict(self, interaction)
-        return self.backbone.predict(self, interaction)  # BPR, SimpleX: their own scores (SimpleX: cosine)
+        with self._cold_table():  # BPR, SimpleX: their own scores (SimpleX: cosine), cold rows from the views
+            return self.backbone.predict(self, interaction)
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
         if self.access.fusable:
             return CachedScoring.full_sort_predict(self, interaction)
-        return self.backbone.full_sort_predict(self, interaction)
+        with self._cold_table():
+            return self.backbone.full_sort_predict(self, interaction)
 
 
 # ------------------------------------------------------------------------------------------ backbones

@@ -162,9 +162,11 @@ def test_fusion_puts_the_views_into_the_score_where_the_backbone_allows_it(mini_
     plain.load_state_dict(fused.state_dict())
     batch = _batch(train)
     fused.eval(), plain.eval()
-    users, items, *_ = plain.forward(*plain.access.args(plain))
-    views = plain.alignment.views(items)
-    expected = users @ (0.5 * items + 0.5 * torch.stack(list(views.values())).mean(0)).T
+    users, items, *_ = type(plain).backbone.forward(plain, *plain.access.args(plain))
+    views = plain.alignment.views(items, rows=plain.warm_items)  # fitted on the items with interactions
+    modal = torch.stack(list(views.values())).mean(0)
+    cold = plain.cold_items[:, None]  # (scored from their views alone: test_cold_scoring.py)
+    expected = users @ torch.where(cold, modal, 0.5 * items + 0.5 * modal).T
     got = fused.full_sort_predict(batch).view(len(batch), -1)
     torch.testing.assert_close(got, expected[batch[plain.USER_ID]])
     if backbone == "SGL":  # the augmented graphs of a training step stay SGL's own (no views in its SSL loss)

@@ -38,7 +38,9 @@ RECGOAT_PINNED = {
 
 CASES = {
     "RecGOAT": RECGOAT_PINNED,
-    "SGL+Align": {"user_profile_feat": None},
+    # (cold_items_from_features off: since issue 29 the plugin fits its views on the items with interactions when
+    # it is on, which moves the OAT plan of the fixture, whose padding row and cold items then drop out of it)
+    "SGL+Align": {"user_profile_feat": None, "cold_items_from_features": False},
     "FREEDOM": {"user_profile_feat": None},
 }
 

@@ -96,7 +96,8 @@ def test_fusion_and_profiles_change_the_scores_where_the_backbone_allows_it(mini
 @pytest.mark.parametrize("backbone", TABLES)
 def test_table_backbones_refuse_what_needs_every_items_vector(mini_ml, backbone):
     """BPR and SimpleX score from their own tables: the views in the score, a learned fusion and the profiles
-    are one clear error each; their own scoring is kept."""
+    are one clear error each; their own scoring is kept (for the warm items: the cold ones score from their
+    views, tests/test_cold_scoring.py)."""
     for overrides, what in (({"fusion_gamma": 0.5}, "views cannot enter"), ({"fusion": "learned"}, "views cannot"),
                             ({"user_profile_feat": "profiles.npz"}, "user profiles")):
         with pytest.raises(ConfigError, match=f"backbone {backbone}.*{what}") as info:
@@ -105,7 +106,12 @@ def test_table_backbones_refuse_what_needs_every_items_vector(mini_ml, backbone)
     _, model, train = _build(mini_ml, backbone)
     batch = _batch(train)
     model.eval()
-    torch.testing.assert_close(model.full_sort_predict(batch), type(model).backbone.full_sort_predict(model, batch))
+    warm = ~model.cold_items
+    assert model.cold_items.any()
+    got = model.full_sort_predict(batch).view(len(batch), -1)
+    own = type(model).backbone.full_sort_predict(model, batch).view(len(batch), -1)
+    torch.testing.assert_close(got[:, warm], own[:, warm])
+    assert not torch.allclose(got[:, ~warm], own[:, ~warm])
 
 
 @pytest.mark.parametrize("backbone", ["LightGCN", "NCL", "NGCF"])

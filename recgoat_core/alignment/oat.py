@@ -112,9 +112,12 @@ class OATMap(nn.Module):
         )
         return plan.to(z_m.dtype)
 
-    def forward(self, z_m: torch.Tensor, z_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the aligned ``z_m`` [I, d] and the plan [d, d]."""
-        plan = self.plan(z_m, z_id)
+    def forward(self, z_m: torch.Tensor, z_id: torch.Tensor,
+                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the aligned ``z_m`` [I, d] and the plan [d, d]. ``rows`` (a boolean mask or an index over the I
+        items): the plan is fitted on those items only, then maps every row of ``z_m`` (so no row outside
+        ``rows`` of ``z_id`` reaches the result)."""
+        plan = self.plan(z_m, z_id) if rows is None else self.plan(z_m[rows], z_id[rows])
         mapping = (self.dim * plan if self.scale_plan else plan) + self.residual
         return z_m @ mapping.to(z_m.dtype), plan
 

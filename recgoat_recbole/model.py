@@ -262,11 +262,13 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
     def modality_views(self, item_id: torch.Tensor) -> dict[str, torch.Tensor]:
         """``z~_m`` for each modality the model uses (:meth:`_used_modalities`): projected LM features,
         GAT-propagated, OAT-aligned to ``item_id`` (the propagated item vectors) or to the item embedding table,
-        as ``align_targets`` says. A modality nothing uses has no view (it would be an untrained projection)."""
+        as ``align_targets`` says. A modality nothing uses has no view (it would be an untrained projection).
+        With ``cold_items_from_features`` the views are fitted on the warm items' rows only (the plugin's rule:
+        :meth:`~recgoat_recbole.aligned.AlignedRecommender._warm_rows`)."""
         views = {}
         for target, reference in self._align_references(item_id):
             if self.view_groups[target]:
-                views.update(self.alignment.views(reference, self.view_groups[target]))
+                views.update(self.alignment.views(reference, self.view_groups[target], rows=self._warm_rows()))
         return views
 
     def _scaled_like(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -285,10 +287,10 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
             w = torch.softmax(self.fusion_logits, 0) if self.fusion == "learned" else self.fusion_fixed
             w = w[[0, *(1 + self.modalities.index(m) for m in present)]]
             fused = torch.einsum("p,pnd->nd", w, torch.stack(parts))
-            if self.cold_items_from_features:
-                # items never seen in training: their ID vector is untrained noise; use the modalities alone
-                # (with every modality weight 0, i.e. γ = 0, cold items still use the modalities, equally).
-                # RecGOAT does this in training too (the plugin only in evaluation, _scoring_cold)
+            if self._scoring_cold():
+                # items never seen in training, in evaluation: their ID vector is untrained noise; use the
+                # modalities alone (with every modality weight 0, i.e. γ = 0, cold items still use the modalities,
+                # equally). In training they keep their fused vector, as the plugin's (aligned._scoring_cold)
                 w_modal = w[1:] if float(w[1:].sum()) > 0 else torch.ones_like(w[1:])
                 fused = self._cold_fill(fused, {m: views[m] for m in present}, w_modal)
         if self.fusion_norm == "layernorm":

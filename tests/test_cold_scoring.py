@@ -1,5 +1,5 @@
 """Cold items (no training interaction) are scored from their features by every model that has them: the
-plugin on each backbone and RecGOAT. A cold item's score never reads its untrained ID row, training does not
+plugin on each backbone and RecGOAT on its backbones. A cold item's score never reads its untrained ID row, training does not
 teach the views that "never seen" means "bad", and on data whose features carry the signal the plugin ranks
 cold items far above its ID-only backbone."""
 from __future__ import annotations
@@ -123,15 +123,32 @@ def test_training_keeps_the_backbones_own_cold_vectors_and_the_views_ignore_them
     assert align_terms() == pytest.approx(first, rel=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="RecGOAT's views are still fitted on every item row (its OAT plan reads the "
-                                       "cold rows) until the protocol's runs on the current code end: "
-                                       "docs/protocol.md")
-def test_recgoats_cold_score_does_not_read_its_id_row(mini_ml):
-    model, train = _build(mini_ml, "RecGOAT", backbone="LightGCN")
+@pytest.mark.parametrize("backbone", ["LightGCN", "SGL", "BPR"])
+def test_recgoats_cold_score_does_not_read_its_id_row(mini_ml, backbone):
+    """RecGOAT follows the plugin's rule (γ 0.5 here: the views in every warm score too); with
+    cold_items_from_features off its cold scores follow the scrambled rows."""
+    extra = {"fusion_gamma": 0.5, "use_user_graph": False} if backbone != "BPR" else {"use_user_graph": False}
+    model, train = _build(mini_ml, "RecGOAT", backbone=backbone, **extra)
     batch = next(iter(train))[torch.arange(32)]
     before = _scores(model, batch)
     _scramble_cold_rows(model)
     torch.testing.assert_close(_scores(model, batch), before)
+    off, _ = _build(mini_ml, "RecGOAT", backbone=backbone, cold_items_from_features=False, **extra)
+    first = _scores(off, batch)
+    _scramble_cold_rows(off)
+    assert (_scores(off, batch) - first).abs()[:, model.cold_items].max() > 1e-3
+
+
+def test_recgoat_trains_with_its_fused_cold_vectors(mini_ml):
+    """In training RecGOAT's cold items keep their fused vector (ID part and views by the fusion weights), as
+    the plugin's keep the backbone's: the views are not taught that "never seen" means "bad"."""
+    model, _ = _build(mini_ml, "RecGOAT", backbone="LightGCN", fusion_gamma=0.5, use_user_graph=False)
+    model.train()
+    _, items, views = model.representations()
+    with torch.no_grad():
+        own = type(model).backbone.forward(model)[1]
+    modal = torch.stack([views[m] for m in sorted(views)]).mean(0)
+    torch.testing.assert_close(items, 0.5 * own + 0.5 * modal)
 
 
 @pytest.mark.parametrize("model_name", ["BPR+Align", "RecGOAT"])

@@ -108,13 +108,15 @@ class FeatureDataset(Dataset):
             return
         for name, file in modality_files(config["item_modalities"]).items():
             data = read_features(self._feature_path(file))
+            path = data.path
             aligned = align_rows(data, self.field2id_token[self.iid_field], missing, "item")
-            self.item_features[name] = normalise_rows(aligned, how, data.path)
-            logger.info(f"modality {name!r}: {data.path} -> {aligned.shape} aligned by item token")
+            del data  # the file's own rows: one copy of the matrix less while it is normalised (in place)
+            self.item_features[name] = normalise_rows(aligned, how, path, out=aligned)
+            logger.info(f"modality {name!r}: {path} -> {aligned.shape} aligned by item token")
 
     def _set_user_features(self, targets: list, data: FeatureFile, missing: str) -> None:
         aligned = align_rows(data, self.field2id_token[self.uid_field], missing, "user")
-        features = normalise_rows(aligned, self.config["feature_norm"] or "l2", data.path)
+        features = normalise_rows(aligned, self.config["feature_norm"] or "l2", data.path, out=aligned)
         for target in targets:
             target.user_features = features
         logger.info(f"user profiles: {data.path} -> {aligned.shape} aligned by user token")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recgoat_core.feature_files import FeatureFileError, align_rows, read_features, write_features
+from recgoat_core.feature_files import FeatureFile, FeatureFileError, align_rows, read_features, write_features
 
 
 def test_npy_uses_mmrec_row_convention_and_sidecar_overrides(tmp_path):
@@ -55,3 +55,51 @@ def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, make, message
     with pytest.raises(FeatureFileError, match=message) as info:
         read_features(path)
     assert str(path) in str(info.value)
+
+
+def test_normalise_rows_in_blocks_is_the_whole_matrix_result_bit_for_bit(monkeypatch):
+    """l2 and none run over blocks of rows (a ragged last one here): the same float32 bytes as one block, also
+    written in place (out=x); standard (column statistics) stays whole."""
+    import recgoat_core.feature_files as ff
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(1001, 17)) * 10.0 ** rng.integers(-3, 3, size=(1001, 1))).astype(np.float32)
+    x[::7] = 0
+    for how in ("l2", "none", "standard"):
+        whole = ff.normalise_rows(x, how, "f.npz")
+        with monkeypatch.context() as m:
+            m.setattr(ff, "_BLOCK_VALUES", 1000)  # 58 rows a block
+            blocked = ff.normalise_rows(x, how, "f.npz")
+            y = x.copy()
+            in_place = ff.normalise_rows(y, how, "f.npz", out=y)
+        assert blocked.dtype == np.float32 and blocked.tobytes() == whole.tobytes()
+        assert in_place is y and y.tobytes() == whole.tobytes()
+    with pytest.raises(ValueError, match="float32 array of shape"):
+        ff.normalise_rows(x, "l2", "f.npz", out=np.zeros((3, 3), dtype=np.float32))
+
+
+def test_loading_a_wide_feature_matrix_holds_no_full_size_temporary(monkeypatch):
+    """Aligning and normalising a 32 MiB float32 matrix in place allocates a few blocks of float64, not the
+    float64 copies of the whole matrix the one-piece computation made (8x the matrix at its peak)."""
+    import tracemalloc
+
+    import recgoat_core.feature_files as ff
+
+    monkeypatch.setattr(ff, "_BLOCK_VALUES", 1 << 18)  # 2 MiB float64 blocks
+    rng = np.random.default_rng(1)
+    f = FeatureFile("f.npz", np.array([str(i) for i in range(8192)]),
+                    rng.normal(size=(8192, 1024)).astype(np.float32))
+    size = f.features.nbytes
+    tracemalloc.start()
+    try:
+        aligned = align_rows(f, ["[PAD]", *f.tokens.tolist()])
+        _, peak = tracemalloc.get_traced_memory()
+        assert peak < 1.2 * size  # the aligned matrix itself, no temporary copy of the rows
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        ff.normalise_rows(aligned, "l2", "f.npz", out=aligned)
+        _, peak = tracemalloc.get_traced_memory()
+        assert peak - before < size / 2
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(np.linalg.norm(aligned[1:], axis=1), 1.0, rtol=1e-5)

@@ -168,8 +168,9 @@ class FeatureAlignment(nn.Module):
             views[name] = self.scaled_like(h, reference)
         return views
 
-    def scaled_like(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """``x`` rescaled to the RMS row norm of ``reference`` when ``match_scale`` (the factor has no gradient).
+    def scaled_like(self, x: torch.Tensor, reference: torch.Tensor, whole: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` rescaled to the RMS row norm of ``reference`` when ``match_scale`` (the factor has no gradient);
+        ``whole``: the matrix whose RMS row norm is matched when ``x`` holds only some of its rows (default ``x``).
 
         LM features and ID embeddings live on very different scales; without this, a view with a small fusion
         weight still dominates the fused vector.
@@ -177,26 +178,60 @@ class FeatureAlignment(nn.Module):
         if not self.settings.match_scale:
             return x
         target = reference.detach().pow(2).sum(1).mean().sqrt()
-        return x * (target / x.detach().pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
+        whole = x if whole is None else whole
+        return x * (target / whole.detach().pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
+
+    def batch_views(self, item_rep: torch.Tensor, items: torch.Tensor, modalities: Iterable[str] | None = None,
+                    rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        r"""``views(item_rep, modalities, rows)[m][items]`` for each modality: the same values and gradients, with
+        autograd over the rows ``items`` only. Where a view's row depends on its own features alone (no GAT, an
+        OAT plan without autograd) every item is projected once without autograd, for the OAT plan and the scale,
+        and the rows ``items`` once more with it: a training step's views, when they do not enter the score, then
+        cost one projection of the items and a backward pass over the batch's rows instead of every item's.
+        With the GAT or ``oat_plan_grad`` every row has a gradient: the views of every item, indexed."""
+        s = self.settings
+        if s.use_gat or (s.use_oat and s.oat_plan_grad):
+            return {m: v[items] for m, v in self.views(item_rep, modalities, rows).items()}
+        wanted = set(self.modalities if modalities is None else modalities)
+        reference = item_rep if rows is None else item_rep[rows]
+        views = {}
+        for name in [m for m in self.modalities if m in wanted]:
+            features, projection = getattr(self, f"feat_{name}"), self.projections[name]
+            with torch.no_grad():
+                whole = projection(features)
+            h = projection(nn.functional.embedding(items, features))  # features[items]: the fastest row gather on CPU
+            if s.use_oat:
+                mapping, _ = self.oat_maps[name].mapping(whole, item_rep, rows)
+                h = h @ mapping.to(h.dtype)
+                with torch.no_grad():
+                    whole = whole @ mapping.to(whole.dtype)
+            views[name] = self.scaled_like(h, reference, whole)
+        return views
 
     def loss(self, views: Mapping[str, torch.Tensor], item_rep: torch.Tensor,
              items: torch.Tensor) -> list[torch.Tensor]:
         r"""The switched-on terms of :math:`\mathcal L_{align}` (weighted) over the distinct ``items`` of a batch:
         ``[λ_c Σ_m InfoNCE]`` and/or ``[λ_ot Σ_m W]`` (an empty list when every term is off)."""
-        s = self.settings
         if not views or not self.has_loss:
             return []
         batch = torch.unique(items)
-        target = item_rep[batch]
+        return self.batch_loss({m: v[batch] for m, v in views.items()}, item_rep[batch])
+
+    def batch_loss(self, views: Mapping[str, torch.Tensor], target: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`loss` with the views and the item representation already at the batch's distinct items (in
+        the same order; e.g. from :meth:`batch_views` at ``torch.unique(items)``)."""
+        s = self.settings
+        if not views or not self.has_loss:
+            return []
         if s.align_detach_target:  # move the LM views towards the item representation, not the reverse
             target = target.detach()
         weighted = [(self.modality_weights.get(m, 1.0), v) for m, v in views.items()]
         weighted = [(w, v) for w, v in weighted if w > 0]
         terms = []
         if s.cmcl_weight > 0:
-            terms.append(s.cmcl_weight * sum(w * self.cmcl(v[batch], target) for w, v in weighted))
+            terms.append(s.cmcl_weight * sum(w * self.cmcl(v, target) for w, v in weighted))
         if s.wasserstein_weight > 0:
-            terms.append(s.wasserstein_weight * sum(w * self.wasserstein(v[batch], target) for w, v in weighted))
+            terms.append(s.wasserstein_weight * sum(w * self.wasserstein(v, target) for w, v in weighted))
         return terms
 
     def blend(self, item_rep: torch.Tensor, views: Mapping[str, torch.Tensor], gamma: float) -> torch.Tensor:

@@ -204,6 +204,11 @@ class AlignedRecommender:
         """The views of a forward: all of them when they enter the score, else the aligned ones."""
         return self._cold_views(items)
 
+    def _views_in_forward(self) -> bool:
+        """Whether ``forward`` needs every item's views: they enter the score (γ > 0) or place cold items. In
+        a training step without them only the batch's views are computed, by the alignment terms."""
+        return self.align_gamma > 0 or self._scoring_cold()
+
     def _fuse_output(self, out: tuple, views: dict[str, torch.Tensor]) -> tuple:
         """The backbone's ``forward`` output with the views blended into its items (γ > 0) and, in evaluation,
         the cold items' rows replaced by their views (:meth:`_cold_fill`)."""
@@ -276,16 +281,22 @@ class AlignedRecommender:
             return super().full_sort_predict(interaction)
 
     def _alignment_terms(self, step: dict | None, interaction) -> list[torch.Tensor]:
-        """CMCL / W between the step's views and the backbone's item vectors of the batch's positives."""
+        """CMCL / W between the step's views and the backbone's item vectors of the batch's positives: the views
+        of the forward pass where it computed them (γ > 0), else those of the batch's items alone
+        (:meth:`~recgoat_core.feature_alignment.FeatureAlignment.batch_views`: the same values and gradients)."""
+        positives = interaction[self.ITEM_ID]
         if self.access.kind == "embedding":
             items = getattr(self, self.access.attribute).weight
-            views = self.alignment.views(items, self.alignment.aligned, rows=self._warm_rows())
-        elif step is not None and "views" in step:
-            items, views = step["items"], step["views"]
+        elif step is not None and "items" in step:
+            items = step["items"]
+            if "views" in step:
+                return list(self.alignment.loss(step["views"], items, positives))
         else:
             raise RuntimeError(f"{type(self).__name__}: {self.backbone.__name__}.calculate_loss did not call "
                                f"forward(), so its item vectors could not be read")
-        return list(self.alignment.loss(views, items, interaction[self.ITEM_ID]))
+        batch = torch.unique(positives)
+        views = self.alignment.batch_views(items, batch, self.alignment.aligned, rows=self._warm_rows())
+        return list(self.alignment.batch_loss(views, items[batch]))
 
     # ------------------------------------------------------------------------------------------- access
     def _item_table_for_dim(self) -> torch.Tensor:
@@ -315,12 +326,12 @@ class AlignedRecommender:
         if self.access.kind != "forward" or self._passthrough():
             return out  # nothing to blend, nothing to train: the backbone's own output
         step = self._step
-        if step is not None and "views" in step:
+        if step is not None and "items" in step:
             return out  # later forward calls of the same step (SGL's augmented graphs) stay the backbone's own
-        views = self._step_views(out[self.access.index])
-        out = self._fuse_output(out, views)
-        if step is not None:
-            step.update(views=views, items=out[self.access.index])
+        views = self._step_views(out[self.access.index]) if self._views_in_forward() else None
+        out = self._fuse_output(out, views or {})
+        if step is not None:  # (no views: the alignment terms compute the batch's own, _alignment_terms)
+            step.update(items=out[self.access.index], **({} if views is None else {"views": views}))
         return out
 
     def calculate_loss(self, interaction):

@@ -214,6 +214,8 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
             self.concat_projection = nn.Linear(self.dim * len(names), self.dim)
         self.fusion_norm = config["fusion_norm"]
         self.fusion_dropout = nn.Dropout(config["fusion_dropout"])
+        self._score_reads_views = not (self.fusion == "fixed" and float(w[1:].sum()) == 0
+                                       and self.fusion_norm == "none" and float(config["fusion_dropout"]) == 0)
         self.view_modalities = self._used_modalities()
         #: the used modalities grouped by what their views are aligned with (fixed at build time)
         self.view_groups = {target: [m for m in self.view_modalities if self.align_targets[m] == target]
@@ -327,18 +329,31 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
         """CMCL / W between each view and its target's vectors of the batch's positive items, per target group
         ("output" / "embedding"); the groups share the switched-on terms, summed term by term."""
         if self.access.kind == "embedding":
-            items = self._item_table.weight
-            views = self.modality_views(items)
+            items, views = self._item_table.weight, None
         else:
             step = step or {}
-            items, views = step.get("items"), step.get("views", {})
+            items, views = step.get("items"), step.get("views")
             if items is None and self.view_modalities:
                 raise RuntimeError(f"RecGOAT: {self.backbone.__name__}.calculate_loss did not call forward(), "
                                    f"so its item vectors could not be read")
         pos = interaction[self.ITEM_ID]
-        parts = [self.alignment.loss({m: views[m] for m in self.view_groups[target]}, reference, pos)
-                 for target, reference in self._align_references(items) if self.view_groups[target]]
+        batch = torch.unique(pos)
+        parts = []
+        for target, reference in self._align_references(items):
+            group = self.view_groups[target]
+            if not group:
+                continue
+            if views is not None:  # the forward's views (they are in the score)
+                parts.append(self.alignment.loss({m: views[m] for m in group}, reference, pos))
+            else:  # the batch's own (the same values and gradients: FeatureAlignment.batch_views)
+                batch_views = self.alignment.batch_views(reference, batch, group, rows=self._warm_rows())
+                parts.append(self.alignment.batch_loss(batch_views, reference[batch]))
         return [sum(group) for group in zip(*parts)]
+
+    def _views_in_forward(self) -> bool:
+        # training without the views in the score (fixed fusion, every view weight 0, no norm or dropout on the
+        # fused vectors, which are then the ID part's own): the alignment terms compute the batch's views alone
+        return not self.training or self._score_reads_views
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """All users' and items' final representations, and each modality's aligned view (items). (``forward``

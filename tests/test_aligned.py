@@ -56,13 +56,13 @@ def test_each_backbone_gets_alignment_terms_that_reach_its_item_vectors(mini_ml,
     plain_terms = plain.calculate_loss(batch)
     plain_terms = plain_terms if isinstance(plain_terms, tuple) else (plain_terms,)
     seen = {}
-    original_loss = model.alignment.loss
+    original_views = model.alignment.batch_views  # (γ 0: the step's views are the batch's own)
 
-    def spy(views, item_rep, items):
+    def spy(item_rep, items, *args, **kwargs):
         seen["item_rep"] = item_rep.detach().clone()
-        return original_loss(views, item_rep, items)
+        return original_views(item_rep, items, *args, **kwargs)
 
-    model.alignment.loss = spy
+    model.alignment.batch_views = spy
     terms = model.calculate_loss(batch)
     assert len(terms) == len(plain_terms) + 2  # CMCL and W added, nothing replaced
     with torch.no_grad():  # the target is the backbone's own item representation (SGL: the un-augmented graph)

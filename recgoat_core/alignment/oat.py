@@ -117,9 +117,15 @@ class OATMap(nn.Module):
         """Returns the aligned ``z_m`` [I, d] and the plan [d, d]. ``rows`` (a boolean mask or an index over the I
         items): the plan is fitted on those items only, then maps every row of ``z_m`` (so no row outside
         ``rows`` of ``z_id`` reaches the result)."""
-        plan = self.plan(z_m, z_id) if rows is None else self.plan(z_m[rows], z_id[rows])
-        mapping = (self.dim * plan if self.scale_plan else plan) + self.residual
+        mapping, plan = self.mapping(z_m, z_id, rows)
         return z_m @ mapping.to(z_m.dtype), plan
+
+    def mapping(self, z_m: torch.Tensor, z_id: torch.Tensor,
+                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The map :math:`d\,T^m + \Delta_m` [d, d] (its plan fitted on ``rows`` as in :meth:`forward`) and the
+        plan; ``forward`` is ``z_m`` times the map."""
+        plan = self.plan(z_m, z_id) if rows is None else self.plan(z_m[rows], z_id[rows])
+        return (self.dim * plan if self.scale_plan else plan) + self.residual, plan
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, epsilon={self.epsilon}, cost_scale={self.cost_scale}, n_iter={self.n_iter}, "

@@ -116,3 +116,42 @@ def test_fusion_gamma_and_fusion_weights_both_set_is_one_error(imported_baby):
                     config_dict={"fusion_weights": {"id": 0.5, "text": 0.25, "image": 0.25}})
     model = RecGOAT(config, train.dataset)
     assert model.fusion_fixed.tolist() == pytest.approx([0.5, 0.25, 0.25]) and config["fusion_gamma"] is None
+
+
+def test_the_data_only_yamls_hold_data_and_no_model_setting():
+    folder = os.path.join(CONFIGS, "data")
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".yaml"))
+    assert files
+    for name in files:
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            written = yaml.safe_load(f)
+        allowed = DATA_KEYS | {"user_profile_feat"}  # (profiles: the user side's data)
+        assert set(written) <= allowed, (name, sorted(set(written) - allowed))
+        assert not set(written) & _model_keys(), name
+
+
+def test_the_papers_fusion_on_data_without_text_and_image(mini_ml):
+    """paper.yaml's fusion weights name text and image; on other modalities (the fixture: text and genre;
+    TikTok: image and audio) it is one error, and paper-fusion-any.yaml keeps the authors' ID weight with the
+    modalities sharing the rest."""
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recgoat_recbole import RecGOAT
+    from tests.conftest import mini_config
+
+    settings = mini_config(mini_ml, user_profile_feat=None, epochs=1, embedding_size=16)
+    paper = os.path.join(CONFIGS, "paper.yaml")
+    for files, expected in (([paper], None), ([paper, os.path.join(CONFIGS, "paper-fusion-any.yaml")],
+                                              {"id": 0.15, "genre": 0.425, "text": 0.425})):
+        config = Config(model="RecGOAT", config_file_list=files, config_dict=settings)
+        init_seed(config["seed"], True)
+        train, _, _ = data_preparation(config, create_dataset(config))
+        if expected is None:
+            with pytest.raises(ConfigError, match="fusion_weights names unknown parts"):
+                RecGOAT(config, train.dataset)
+            continue
+        model = RecGOAT(config, train.dataset)
+        assert model.fusion_weights() == pytest.approx(expected)
+        assert model.use_gat and sorted(model.alignment.aligned) == ["genre", "text"]  # (paper.yaml: no gate)

@@ -42,7 +42,7 @@ from recgoat_recbole.aligned import BACKBONES, AlignedRecommender, ItemAccess, r
 from recgoat_recbole.checkpoint import StoredConfig
 from recgoat_recbole.config_check import ConfigError, validate
 from recgoat_recbole.dataset import modality_gate
-from recgoat_recbole.graph_buffers import GraphBuffers
+from recgoat_recbole.graph_buffers import GraphBuffers, SymmetricGraph
 from recgoat_recbole.keys import REMOVED, defaults, rules
 from recgoat_recbole.knn_cache import knn_edges
 from recgoat_recbole.patches.model_lookup import recbole_model
@@ -419,9 +419,10 @@ def _graph_property(layout: str) -> property:
     """The backbone's graph attribute, read from RecGOAT's ``adj`` buffers (so it follows ``.to()`` and
     ``deepcopy``); the backbone's own assignment in its ``__init__`` is dropped."""
 
-    def get(self) -> torch.Tensor:
+    def get(self) -> torch.Tensor | SymmetricGraph:
         graph = self.adjacency
-        return graph if layout == "csr" else graph.to_sparse_coo()
+        # CSR (LightGCN, NCL): products with it take the symmetric backward; COO (NGCF's node dropout reads it)
+        return SymmetricGraph(graph) if layout == "csr" else graph.to_sparse_coo()
 
     def set(self, value) -> None:
         pass  # the backbone's unweighted graph: RecGOAT's adj buffers replace it

@@ -114,6 +114,36 @@ def test_table_backbones_refuse_what_needs_every_items_vector(mini_ml, backbone)
     assert not torch.allclose(got[:, ~warm], own[:, ~warm])
 
 
+@pytest.mark.parametrize("backbone", ["LightGCN", "NCL"])
+def test_the_backbones_products_with_the_graph_take_the_symmetric_backward(mini_ml, backbone):
+    """LightGCN's and NCL's own torch.sparse.mm with RecGOAT's graph: the product is the CSR product, its
+    backward multiplies by the (symmetric) graph again, not by a transposed copy; the gradient is the same."""
+    _, model, _ = _build(mini_ml, backbone)
+    graph = getattr(model, model.access.graph[0])
+    x = torch.randn(graph.shape[1], 8, requires_grad=True)
+    y = torch.sparse.mm(graph, x)
+    assert type(y.grad_fn).__name__ == "_SymmetricSpMMBackward"
+    x2 = x.detach().clone().requires_grad_()
+    y2 = torch.sparse.mm(model.adjacency, x2)
+    torch.testing.assert_close(y, y2)
+    w = torch.randn_like(y)
+    (y * w).sum().backward()
+    (y2 * w).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    # and the backbone's forward runs through it
+    out = type(model).backbone.forward(model)
+    assert "_SymmetricSpMMBackward" in str(_grad_fns(out[1]))
+
+
+def _grad_fns(t: torch.Tensor, depth: int = 30) -> list[str]:
+    names, frontier = [], [t.grad_fn]
+    for _ in range(depth):
+        frontier = [f for f in frontier if f is not None]
+        names += [type(f).__name__ for f in frontier]
+        frontier = [g for f in frontier for g, _ in f.next_functions]
+    return names
+
+
 @pytest.mark.parametrize("backbone", ["LightGCN", "NCL", "NGCF"])
 def test_rating_aware_graph_replaces_the_backbones_own(mini_ml, backbone):
     """The backbone's graph attribute is RecGOAT's rating-weighted adjacency (from its buffers: it follows

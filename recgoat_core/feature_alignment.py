@@ -197,9 +197,12 @@ class FeatureAlignment(nn.Module):
         views = {}
         for name in [m for m in self.modalities if m in wanted]:
             features, projection = getattr(self, f"feat_{name}"), self.projections[name]
+            h = projection(nn.functional.embedding(items, features))  # features[items]: the fastest row gather on CPU
+            if not (s.use_oat or s.match_scale):
+                views[name] = h  # (nothing reads the other items)
+                continue
             with torch.no_grad():
                 whole = projection(features)
-            h = projection(nn.functional.embedding(items, features))  # features[items]: the fastest row gather on CPU
             if s.use_oat:
                 mapping, _ = self.oat_maps[name].mapping(whole, item_rep, rows)
                 h = h @ mapping.to(h.dtype)

@@ -150,6 +150,8 @@ class AlignedRecommender:
         #: some backbones keep at zero (SimpleX sums its users' padded histories)
         self.register_buffer("cold_items", ~self.warm_items & (torch.arange(self.n_items, device=self.device) > 0),
                              persistent=False)
+        self._any_cold = bool(self.cold_items.any())
+        self._cold_cache: tuple[tuple, torch.Tensor] | None = None  # (parameter state, filled rows): _cold_table
         self._adopt_backbone(config, dataset)
         self._check_inputs(config, features, profiles)
         dim = self._item_table_for_dim().shape[1]
@@ -243,7 +245,7 @@ class AlignedRecommender:
     def _scoring_cold(self) -> bool:
         """Evaluation with cold items scored from their views. In training the backbone keeps its own vectors
         for them: a cold item appears there only as a sampled negative, and its views must not learn that."""
-        return not self.training and self.cold_items_from_features
+        return not self.training and self._any_cold and self.cold_items_from_features
 
     def _cold_fill(self, items: torch.Tensor, views: dict[str, torch.Tensor],
                    weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -257,20 +259,34 @@ class AlignedRecommender:
     @contextmanager
     def _cold_table(self) -> Iterator[None]:
         """Embedding backbones (BPR, SimpleX) score from their item table: while they score in evaluation, its
-        cold rows hold the items' views (:meth:`_cold_fill`), restored afterwards."""
+        cold rows hold the items' views (:meth:`_cold_fill`), restored afterwards; the views are computed once
+        per parameter state, not per scoring batch. (An in-place write: scoring in evaluation between a training
+        loss and its backward pass would be refused by autograd; RecBole's trainer never does that.)"""
         if self.access.kind != "embedding" or not self._scoring_cold():
             yield
             return
         weight = getattr(self, self.access.attribute).weight
         cold = self.cold_items
+        state = self._cold_state(weight)
         with torch.no_grad():
+            if self._cold_cache is not None and self._cold_cache[0] == state:
+                rows = self._cold_cache[1]  # the same parameters as the last scoring batch: the same views
+            else:
+                rows = self._cold_fill(weight, self._cold_views(weight))[cold]
             saved = weight[cold].clone()
-            weight[cold] = self._cold_fill(weight, self._cold_views(weight))[cold]
+            weight[cold] = rows
         try:
             yield
         finally:
             with torch.no_grad():
                 weight[cold] = saved
+            self._cold_cache = (self._cold_state(weight), rows)
+
+    def _cold_state(self, weight: torch.Tensor) -> tuple:
+        """What the cold rows' views are computed from: the item table and the alignment's tensors, each by its
+        version counter and storage (an optimiser step, ``load_state_dict`` or ``.to()`` changes one)."""
+        tensors = (weight, *self.alignment.parameters(), *self.alignment.buffers())
+        return tuple((t._version, t.data_ptr()) for t in tensors)
 
     def predict(self, interaction):
         with self._cold_table():

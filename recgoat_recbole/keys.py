@@ -159,7 +159,7 @@ RECGOAT_KEYS: tuple[Key, ...] = (
     Key("fusion_dropout", 0.0, PROB, PAPER,
         "dropout on the fused item vectors"),
     Key("cold_items_from_features", True, BOOL, EXTENSION,
-        "items with no training interaction are scored from their views alone (the modalities that are aligned or in the score; a modality with neither is not computed), never from their untrained ID vectors: in evaluation, with the views fitted on the items that have interactions (in training a cold item keeps its own vector); BPR and SimpleX backbones through their item table's cold rows (docs/plugin.md, Cold items)"),
+        "items with no training interaction are scored from their views alone (the modalities that are aligned or in the score; a modality with neither is not computed), never from their untrained ID vectors: in evaluation (in training a cold item keeps its own vector), with the views fitted on the items that have interactions (in training too); BPR and SimpleX backbones through their item table's cold rows. RecGOAT: with the fixed and learned fusions (sum and concat fuse every item alike). docs/plugin.md, Cold items"),
 )
 
 #: FREEDOM's own keys (Zhou & Shen, ACM MM 2023; MMRec's configs/model/FREEDOM.yaml)

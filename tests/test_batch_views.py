@@ -24,7 +24,8 @@ def _grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("settings", [
-    {}, {"use_oat": False}, {"match_scale": False}, {"use_gat": True, "gat_heads": 2, "knn_k": 4},
+    {}, {"use_oat": False}, {"match_scale": False}, {"use_oat": False, "match_scale": False},
+    {"use_gat": True, "gat_heads": 2, "knn_k": 4},
     {"oat_plan_grad": True},
 ])
 @pytest.mark.parametrize("with_rows", [False, True])
@@ -100,4 +101,4 @@ def test_a_step_without_views_in_the_score_trains_as_with_every_items_views(mini
         torch.testing.assert_close(fast_grads[name], grads[name], rtol=1e-4, atol=1e-6)
     # the fast step projects every item once (no autograd: the OAT plan and the scale) and the batch's items once
     n_items = model.n_items
-    assert sorted(fast_calls, reverse=True)[0] == n_items and len(fast_calls) == 2 and fast_calls[1] < n_items
+    assert len(fast_calls) == 2 and max(fast_calls) == n_items and min(fast_calls) < n_items

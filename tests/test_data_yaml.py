@@ -142,10 +142,15 @@ def test_the_papers_fusion_on_data_without_text_and_image(mini_ml):
     from tests.conftest import mini_config
 
     settings = mini_config(mini_ml, user_profile_feat=None, epochs=1, embedding_size=16)
-    paper = os.path.join(CONFIGS, "paper.yaml")
-    for files, expected in (([paper], None), ([paper, os.path.join(CONFIGS, "paper-fusion-any.yaml")],
-                                              {"id": 0.15, "genre": 0.425, "text": 0.425})):
-        config = Config(model="RecGOAT", config_file_list=files, config_dict=settings)
+    paper, any_ = os.path.join(CONFIGS, "paper.yaml"), os.path.join(CONFIGS, "paper-fusion-any.yaml")
+    # (the last: docs/protocol.md's "views out of the score" and "equal fusion weights" rows over these files)
+    for files, extra, expected in (([paper], {}, None),
+                                   ([paper, any_], {}, {"id": 0.15, "genre": 0.425, "text": 0.425}),
+                                   ([paper, any_], {"fusion_gamma": 0, "fusion_weights": None},
+                                    {"id": 1.0, "genre": 0.0, "text": 0.0}),
+                                   ([paper, any_], {"fusion_weights": {"id": 0.5}},
+                                    {"id": 0.5, "genre": 0.25, "text": 0.25})):
+        config = Config(model="RecGOAT", config_file_list=files, config_dict={**settings, **extra})
         init_seed(config["seed"], True)
         train, _, _ = data_preparation(config, create_dataset(config))
         if expected is None:

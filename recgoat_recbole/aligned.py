@@ -46,6 +46,7 @@ from recgoat_recbole.dataset import FeatureContractError, features_for_model, mo
 from recgoat_recbole.keys import defaults, rules
 from recgoat_recbole.knn_cache import knn_edges
 from recgoat_recbole.patches.model_lookup import recbole_model
+from recgoat_recbole.scoring import tensor_state
 
 __all__ = ["aligned", "is_aligned_name", "BACKBONES", "SUFFIX", "AlignedRecommender", "ItemAccess", "subclass"]
 
@@ -283,10 +284,9 @@ class AlignedRecommender:
             self._cold_cache = (self._cold_state(weight), rows)
 
     def _cold_state(self, weight: torch.Tensor) -> tuple:
-        """What the cold rows' views are computed from: the item table and the alignment's tensors, each by its
-        version counter and storage (an optimiser step, ``load_state_dict`` or ``.to()`` changes one)."""
-        tensors = (weight, *self.alignment.parameters(), *self.alignment.buffers())
-        return tuple((t._version, t.data_ptr()) for t in tensors)
+        """What the cold rows' views are computed from: the item table and the alignment's tensors
+        (:func:`~recgoat_recbole.scoring.tensor_state`)."""
+        return tensor_state((weight, *self.alignment.parameters(), *self.alignment.buffers()))
 
     def predict(self, interaction):
         with self._cold_table():

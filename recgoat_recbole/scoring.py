@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["CachedScoring"]
+__all__ = ["CachedScoring", "tensor_state"]
+
+
+def tensor_state(tensors) -> tuple:
+    """Each tensor's version counter and storage: changes with any in-place update (optimiser steps,
+    ``load_state_dict``'s copies) or swap (``.to()``) of one of them; the key of a cache of what they compute."""
+    return tuple((t._version, t.data_ptr()) for t in tensors)
 
 
 class CachedScoring:
@@ -38,7 +44,7 @@ class CachedScoring:
         ``assign=True``) and ``.to()``/``.cuda()``/``.half()`` (``_apply``)."""
         if self._tracked is None:
             self._tracked = [*self.parameters(), *self.buffers()]
-        return tuple((t._version, t.data_ptr()) for t in self._tracked)
+        return tensor_state(self._tracked)
 
     def train(self, mode: bool = True):
         self._tracked = None

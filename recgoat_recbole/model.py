@@ -311,9 +311,6 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
     def _cold_views(self, reference: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.modality_views(reference)
 
-    def _step_views(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.modality_views(items)
-
     def _fuse_output(self, out: tuple, views: dict[str, torch.Tensor]) -> tuple:
         """The backbone's output with its items fused with the views, its users with the profiles."""
         i = self.access.index
@@ -351,9 +348,10 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
         return [sum(group) for group in zip(*parts)]
 
     def _views_in_forward(self) -> bool:
-        # training without the views in the score (fixed fusion, every view weight 0, no norm or dropout on the
-        # fused vectors, which are then the ID part's own): the alignment terms compute the batch's views alone
-        return not self.training or self._score_reads_views
+        # the views in the score, or cold items to place; else (fixed fusion, every view weight 0, no norm or
+        # dropout on the fused vectors, which are then the ID part's own) the forward is the backbone's, and in
+        # training the alignment terms compute the batch's views alone
+        return self._score_reads_views or self._scoring_cold()
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """All users' and items' final representations, and each modality's aligned view (items). (``forward``

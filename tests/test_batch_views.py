@@ -102,3 +102,29 @@ def test_a_step_without_views_in_the_score_trains_as_with_every_items_views(mini
     # the fast step projects every item once (no autograd: the OAT plan and the scale) and the batch's items once
     n_items = model.n_items
     assert len(fast_calls) == 2 and max(fast_calls) == n_items and min(fast_calls) < n_items
+
+
+@pytest.mark.parametrize("model_name, extra", [
+    ("LightGCN+Align", {}), ("RecGOAT", {"backbone": "LightGCN", "use_gat": False, "fusion_gamma": 0}),
+])
+def test_scoring_computes_no_view_the_score_does_not_read(mini_ml, model_name, extra):
+    """γ 0 and no cold item to place (cold_items_from_features off): evaluation is the backbone's own scoring,
+    without projecting any feature; with the cold items placed, the views are computed."""
+    model, train = _build(mini_ml, model_name, cold_items_from_features=False, **extra)
+    batch = next(iter(train))[torch.arange(16)]
+    calls = []
+    for m in model.alignment.modalities:
+        model.alignment.projections[m].register_forward_hook(lambda *_: calls.append(1))
+    model.eval()
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch).view(len(batch), -1)
+        users, items = type(model).backbone.forward(model)[:2]
+    assert not calls
+    torch.testing.assert_close(scores, users[batch[model.USER_ID]] @ items.T)
+    placed, _ = _build(mini_ml, model_name, **extra)
+    for m in placed.alignment.modalities:
+        placed.alignment.projections[m].register_forward_hook(lambda *_: calls.append(1))
+    placed.eval()
+    with torch.no_grad():
+        placed.full_sort_predict(batch)
+    assert calls

@@ -122,7 +122,7 @@ class OATMap(nn.Module):
 
     def mapping(self, z_m: torch.Tensor, z_id: torch.Tensor,
                 rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The map :math:`d\,T^m + \Delta_m` [d, d] (its plan fitted on ``rows`` as in :meth:`forward`) and the
+        r"""The map :math:`d\,T^m + \Delta_m` [d, d] (its plan fitted on ``rows`` as in :meth:`forward`) and the
         plan; ``forward`` is ``z_m`` times the map."""
         plan = self.plan(z_m, z_id) if rows is None else self.plan(z_m[rows], z_id[rows])
         return (self.dim * plan if self.scale_plan else plan) + self.residual, plan

@@ -18,8 +18,9 @@ of :math:`Z` without gradient (``match_scale``). Over the distinct items :math:`
                        + \lambda_{ot} \sum_m w_m\,W_\varepsilon(\tilde Z^m_B, Z_B),
 
 with per-modality weights :math:`w_m` (default 1)
-(:mod:`recgoat_core.alignment.cmcl`, :mod:`recgoat_core.alignment.wasserstein`; ``cmcl_max_items`` bounds the
-InfoNCE batch to a random subset of B); with ``detach_target`` the
+(:mod:`recgoat_core.alignment.cmcl`, :mod:`recgoat_core.alignment.wasserstein`; ``align_max_items`` makes B a
+random subset of the batch's distinct items, ``cmcl_max_items`` bounds the InfoNCE batch to a random subset of
+B); with ``detach_target`` the
 target :math:`Z_B` gets no gradient. :meth:`FeatureAlignment.blend` puts the views into the score:
 :math:`(1-\gamma) Z + \gamma\,\frac1M\sum_m \tilde Z^m`.
 """
@@ -60,6 +61,8 @@ class AlignmentSettings:
     cmcl_weight: float = 0.032
     cmcl_temperature: float = 0.2
     cmcl_max_items: int | None = None
+    align_max_items: int | None = None
+    oat_plan_every: int = 1
     wasserstein_weight: float = 0.001
     wasserstein_epsilon: float = 0.1
     wasserstein_iters: int = 30
@@ -132,6 +135,20 @@ class FeatureAlignment(nn.Module):
                                              s.oat_scale_plan, s.oat_residual_init, s.oat_plan_grad)
         self.cmcl = CMCLoss(s.cmcl_temperature, s.cmcl_max_items)
         self.wasserstein = WassersteinLoss(s.wasserstein_epsilon, s.wasserstein_iters, s.wasserstein_sample_size)
+        if s.align_max_items is not None and s.align_max_items < 1:
+            raise ValueError(f"align_max_items must be None or >= 1, got {s.align_max_items}")
+        if s.oat_plan_every < 1:
+            raise ValueError(f"oat_plan_every must be >= 1, got {s.oat_plan_every}")
+        #: ``oat_plan_every`` > 1: per modality, [plan or None, RMS row norm of the whole view, steps it served]
+        self._reused: dict[str, list] = {}
+
+    def train(self, mode: bool = True) -> "FeatureAlignment":
+        self._reused = {}  # each epoch (RecBole calls train() before each) starts from a fresh plan
+        return super().train(mode)
+
+    def _apply(self, *args, **kwargs):
+        self._reused = {}  # (.to(): the kept plans would be on the old device)
+        return super()._apply(*args, **kwargs)
 
     @property
     def features(self) -> dict[str, torch.Tensor]:
@@ -177,9 +194,23 @@ class FeatureAlignment(nn.Module):
         """
         if not self.settings.match_scale:
             return x
-        target = reference.detach().pow(2).sum(1).mean().sqrt()
-        whole = x if whole is None else whole
-        return x * (target / whole.detach().pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
+        return self._scaled(x, reference, _rms(x if whole is None else whole))
+
+    def _scaled(self, x: torch.Tensor, reference: torch.Tensor, whole_rms: torch.Tensor) -> torch.Tensor:
+        """:meth:`scaled_like` with the whole matrix's RMS row norm given (:func:`_rms`)."""
+        if not self.settings.match_scale:
+            return x
+        return x * (reference.detach().pow(2).sum(1).mean().sqrt() / whole_rms)
+
+    def batch_items(self, items: torch.Tensor) -> torch.Tensor:
+        """The distinct ``items`` (sorted) whose views the alignment terms of a step compare: all of them, or
+        with ``align_max_items = M`` and more than M of them, M drawn uniformly at random (``torch.randperm``
+        on their device, so the draw follows ``torch.manual_seed``; with M or fewer, nothing is drawn)."""
+        batch = torch.unique(items)
+        m = self.settings.align_max_items
+        if m is not None and len(batch) > m:
+            batch = batch[torch.randperm(len(batch), device=batch.device)[:m]].sort().values
+        return batch
 
     def batch_views(self, item_rep: torch.Tensor, items: torch.Tensor, modalities: Iterable[str] | None = None,
                     rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -188,7 +219,13 @@ class FeatureAlignment(nn.Module):
         OAT plan without autograd) every item is projected once without autograd, for the OAT plan and the scale,
         and the rows ``items`` once more with it: a training step's views, when they do not enter the score, then
         cost one projection of the items and a backward pass over the batch's rows instead of every item's.
-        With the GAT or ``oat_plan_grad`` every row has a gradient: the views of every item, indexed."""
+        With the GAT or ``oat_plan_grad`` every row has a gradient: the views of every item, indexed.
+
+        ``oat_plan_every = N`` > 1 (in training): the projection of every item, the OAT plan fitted on it and the
+        whole view's RMS row norm (for ``match_scale``) are computed on one step in N, and on the steps between
+        the last plan (with the current residual Δ) and norm are reused, so those steps project the rows
+        ``items`` alone. The kept plans are dropped by ``train()`` (each epoch) and ``.to()``; in eval mode every
+        call computes them afresh."""
         s = self.settings
         if s.use_gat or (s.use_oat and s.oat_plan_grad):
             return {m: v[items] for m, v in self.views(item_rep, modalities, rows).items()}
@@ -201,23 +238,37 @@ class FeatureAlignment(nn.Module):
             if not (s.use_oat or s.match_scale):
                 views[name] = h  # (nothing reads the other items)
                 continue
+            reuse = self.training and s.oat_plan_every > 1
+            kept = self._reused.get(name) if reuse else None
+            if kept is not None and kept[2] < s.oat_plan_every:  # a step between two plans
+                plan, whole_rms = kept[0], kept[1]
+                kept[2] += 1
+                if s.use_oat:
+                    h = h @ self.oat_maps[name].map_of(plan).to(h.dtype)
+                views[name] = self._scaled(h, reference, whole_rms)
+                continue
             with torch.no_grad():
                 whole = projection(features)
+            plan = None
             if s.use_oat:
-                mapping, _ = self.oat_maps[name].mapping(whole, item_rep, rows)
+                mapping, plan = self.oat_maps[name].mapping(whole, item_rep, rows)
                 h = h @ mapping.to(h.dtype)
                 with torch.no_grad():
                     whole = whole @ mapping.to(whole.dtype)
-            views[name] = self.scaled_like(h, reference, whole)
+            whole_rms = _rms(whole)
+            if reuse:
+                self._reused[name] = [plan, whole_rms, 1]
+            views[name] = self._scaled(h, reference, whole_rms)
         return views
 
     def loss(self, views: Mapping[str, torch.Tensor], item_rep: torch.Tensor,
              items: torch.Tensor) -> list[torch.Tensor]:
-        r"""The switched-on terms of :math:`\mathcal L_{align}` (weighted) over the distinct ``items`` of a batch:
+        r"""The switched-on terms of :math:`\mathcal L_{align}` (weighted) over the distinct ``items`` of a batch
+        (:meth:`batch_items`: a random subset of them under ``align_max_items``):
         ``[λ_c Σ_m InfoNCE]`` and/or ``[λ_ot Σ_m W]`` (an empty list when every term is off)."""
         if not views or not self.has_loss:
             return []
-        batch = torch.unique(items)
+        batch = self.batch_items(items)
         return self.batch_loss({m: v[batch] for m, v in views.items()}, item_rep[batch])
 
     def batch_loss(self, views: Mapping[str, torch.Tensor], target: torch.Tensor) -> list[torch.Tensor]:
@@ -248,3 +299,8 @@ class FeatureAlignment(nn.Module):
         s = self.settings
         return (f"modalities={self.modalities}, use_gat={s.use_gat}, use_oat={s.use_oat}, "
                 f"cmcl_weight={s.cmcl_weight}, wasserstein_weight={s.wasserstein_weight}")
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    """The RMS row norm of ``x`` without gradient (at least 1e-12): the ``whole`` of :meth:`FeatureAlignment.scaled_like`."""
+    return x.detach().pow(2).sum(1).mean().sqrt().clamp_min(1e-12)

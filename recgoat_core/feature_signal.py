@@ -61,7 +61,11 @@ def cooccurrence_lift(features: torch.Tensor, users: torch.Tensor, items: torch.
     if knn is None:  # every row is an item (row 0 too: the padding row is not among the items with interactions)
         def knn(x: torch.Tensor, k: int, chunk_size: int) -> torch.Tensor:
             return knn_graph(x, k, chunk_size, skip_first=False)
-    edges = knn(torch.as_tensor(features, dtype=torch.float32)[warm], min(k, len(warm) - 1), chunk_size)
+    x = torch.as_tensor(features, dtype=torch.float32)
+    first, last = int(warm[0]), int(warm[-1])
+    # the warm rows: a view where they are one run of rows (usually 1..n-1, all but the padding), else a copy
+    x = x[first : last + 1] if last - first + 1 == len(warm) else x[warm]
+    edges = knn(x, min(k, len(warm) - 1), chunk_size)
     if edges.shape[1] > max_pairs:
         edges = edges[:, torch.randperm(edges.shape[1], generator=generator)[:max_pairs]]
     a, b = warm[edges[0]], warm[edges[1]]

@@ -89,7 +89,8 @@ def knn_graph(
     the CPU and faiss imports, else torch. Both take the same neighbours, except where two similarities differ
     only by float rounding (each backend sums in its own order: equal cosines of two different rows may come out
     one unit in the last place apart, in either direction).
-    Memory: O(chunk_size · n) for one similarity block plus O(n · k) for the result.
+    Memory: O(chunk_size · n) for one similarity block plus O(n · k) for the result, and one unit-row copy of
+    ``features`` (in float32): the faiss search reads that copy in place.
     """
     x = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features)
     x = x.to(device or "cpu", torch.float32)
@@ -100,13 +101,16 @@ def knn_graph(
     valid = norms > 0
     if skip_first:
         valid[0] = False
-    x = x / norms.clamp_min(1e-12)[:, None]
     rows_all = torch.nonzero(valid).flatten()
     k_eff = min(k, int(valid.sum()) - 1)
     if k_eff <= 0:
         return torch.empty(2, 0, dtype=torch.long)
     if backend is None:
         backend = "faiss" if x.device.type == "cpu" and _faiss() is not None else "torch"
+    if backend == "faiss":  # one unit-row copy of the valid rows, searched as it is (no index copy of it)
+        x = x[rows_all].div_(norms[rows_all].clamp_min(1e-12)[:, None])
+    else:
+        x = x / norms.clamp_min(1e-12)[:, None]
     chunks = range(0, len(rows_all), chunk_size)
     progress = show_progress if show_progress is not None else len(rows_all) > 50_000
     if progress:  # tqdm only when a bar is shown: the core imports torch and numpy only
@@ -119,12 +123,15 @@ def knn_graph(
         top = _torch_neighbours(x, rows_all, valid, k_eff, chunks, chunk_size)
     else:
         raise ValueError(f"backend must be 'faiss', 'torch' or None, got {backend!r}")
+    del x  # (the unit rows: not held through the union below)
     src = top.flatten().cpu()
     dst = rows_all.cpu().repeat_interleave(k_eff)
     if symmetric:
         src, dst = torch.cat([src, dst]), torch.cat([dst, src])
-    edges = torch.unique(torch.stack([src, dst]), dim=1)
-    return edges
+    # distinct (src, dst) pairs sorted by src then dst: torch.unique(edges, dim=1)'s result, through one int64 key
+    # per pair (unique over dim=1 holds ~300 bytes per edge while it sorts)
+    keys = torch.unique(src * n + dst)
+    return torch.stack([keys // n, keys % n])
 
 
 def _faiss():
@@ -167,7 +174,8 @@ def _torch_neighbours(x: torch.Tensor, rows_all: torch.Tensor, valid: torch.Tens
 
 
 def _faiss_neighbours(x: torch.Tensor, rows_all: torch.Tensor, k: int, chunks, chunk_size: int) -> torch.Tensor:
-    """As :func:`_torch_neighbours`, by exact inner-product search over the valid rows (``faiss.IndexFlatIP``).
+    """As :func:`_torch_neighbours`, by exact inner-product search (``faiss.knn``, the search of
+    ``faiss.IndexFlatIP``) over ``x``: the valid rows ``rows_all``, already unit rows, in their order.
 
     Each row asks for k + 2 results and keeps the first k others by (similarity desc, index asc). Where the
     (k+1)-th equals the k-th, rows faiss did not return may share that similarity (of equal results faiss keeps
@@ -175,13 +183,12 @@ def _faiss_neighbours(x: torch.Tensor, rows_all: torch.Tensor, k: int, chunks, c
     faiss = _faiss()
     if faiss is None:
         raise ImportError("knn_graph(backend='faiss') needs faiss (pip install faiss-cpu)")
-    base = np.ascontiguousarray(x[rows_all].cpu().numpy(), dtype=np.float32)
-    index = faiss.IndexFlatIP(base.shape[1])
-    index.add(base)
+    base = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)  # (no copy: x is the valid unit rows)
     want = min(k + 2, len(base))  # all rows when fewer: then nothing is left out
     tops = []
     for start in chunks:
-        sims, found = index.search(base[start : start + chunk_size], want)
+        # faiss.knn is IndexFlatIP's search without the index's own copy of the rows
+        sims, found = faiss.knn(base[start : start + chunk_size], base, want, metric=faiss.METRIC_INNER_PRODUCT)
         own = np.arange(start, start + len(sims))[:, None]
         sims = np.where(found == own, -np.inf, sims)  # the row itself: last
         order = np.lexsort((found, -sims), axis=1)

@@ -310,7 +310,7 @@ class AlignedRecommender:
         else:
             raise RuntimeError(f"{type(self).__name__}: {self.backbone.__name__}.calculate_loss did not call "
                                f"forward(), so its item vectors could not be read")
-        batch = torch.unique(positives)
+        batch = self.alignment.batch_items(positives)
         views = self.alignment.batch_views(items, batch, self.alignment.aligned, rows=self._warm_rows())
         return list(self.alignment.batch_loss(views, items[batch]))
 

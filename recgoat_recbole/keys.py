@@ -126,8 +126,12 @@ RECGOAT_KEYS: tuple[Key, ...] = (
         "λ_c of the contrastive term; 0 turns it off"),
     Key("cmcl_temperature", 0.2, POSITIVE, PAPER,
         "τ"),
-    Key("cmcl_max_items", None, integer(1, optional=True), PERFORMANCE,
-        "at most this many of the batch's distinct positive items in one InfoNCE batch (a random subset, O(M²) instead of O(B²) per modality; ~ = all)"),
+    Key("cmcl_max_items", None, integer(1, optional=True), EXTENSION,
+        "our extension (for speed; it changes the loss): at most this many of the step's alignment items in one InfoNCE batch (a random subset, O(M²) instead of O(B²) per modality; ~ = all)"),
+    Key("align_max_items", None, integer(1, optional=True), EXTENSION,
+        "our extension (for speed; it changes the loss): at most this many of a step's distinct positive items enter the alignment terms (a uniformly random subset, drawn before their features are projected, so the step projects only those rows; CMCL and W see only them); ~ = all"),
+    Key("oat_plan_every", 1, integer(1), EXTENSION,
+        "our extension (for speed; it changes the training): the OAT plan and the views' scale are fitted on every item's projected features on one training step in this many (and on each epoch's first); the steps between reuse them (with the current Δ) and project only their batch's items. 1 = every step. Where a step's views are its batch's (no GAT, the views not in the score, `oat_plan_grad: false`); evaluation always fits them afresh"),
     Key("wasserstein_weight", 0.001, WEIGHT, PAPER,
         "λ_ot of the entropic W1 term; 0 turns it off"),
     Key("wasserstein_epsilon", 0.1, POSITIVE, PAPER,
@@ -214,7 +218,7 @@ LGMREC_KEYS: tuple[Key, ...] = (
 _ALIGN_NAMES = (
     "use_gat", "knn_k", "knn_chunk_size", "gat_layers", "gat_heads", "gat_dropout", "use_oat", "oat_epsilon",
     "oat_cost_scale", "oat_iters", "oat_scale_plan", "oat_residual_init", "oat_plan_grad", "match_scale",
-    "cmcl_weight", "cmcl_temperature", "cmcl_max_items", "wasserstein_weight", "wasserstein_epsilon",
+    "cmcl_weight", "cmcl_temperature", "cmcl_max_items", "align_max_items", "oat_plan_every", "wasserstein_weight", "wasserstein_epsilon",
     "wasserstein_iters", "wasserstein_sample_size", "align_detach_target", "align_gate", "align_gate_min_lift",
     "fusion_gamma", "cold_items_from_features",
 )

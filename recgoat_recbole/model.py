@@ -334,14 +334,14 @@ class RecGOAT(CachedScoring, GraphBuffers, AlignedRecommender, GeneralRecommende
                 raise RuntimeError(f"RecGOAT: {self.backbone.__name__}.calculate_loss did not call forward(), "
                                    f"so its item vectors could not be read")
         pos = interaction[self.ITEM_ID]
-        batch = torch.unique(pos)
+        batch = self.alignment.batch_items(pos)
         parts = []
         for target, reference in self._align_references(items):
             group = self.view_groups[target]
             if not group:
                 continue
-            if views is not None:  # the forward's views (they are in the score)
-                parts.append(self.alignment.loss({m: views[m] for m in group}, reference, pos))
+            if views is not None:  # the forward's views (they are in the score), at the step's items
+                parts.append(self.alignment.batch_loss({m: views[m][batch] for m in group}, reference[batch]))
             else:  # the batch's own (the same values and gradients: FeatureAlignment.batch_views)
                 batch_views = self.alignment.batch_views(reference, batch, group, rows=self._warm_rows())
                 parts.append(self.alignment.batch_loss(batch_views, reference[batch]))

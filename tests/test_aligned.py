@@ -450,3 +450,35 @@ def test_the_lift_graph_keeps_every_item_row(monkeypatch):
     items = torch.tensor([1, 2, 2, 3, 3, 1])
     signal.cooccurrence_lift(torch.randn(4, 8), users, items, k=1)
     assert seen["skip_first"] is False
+
+
+def test_align_max_items_and_oat_plan_every_reach_recgoat_and_the_plugin(mini_ml):
+    """align_max_items: a step projects at most M items' features with autograd, and CMCL and W see those M;
+    oat_plan_every: the second step of an epoch does not project every item."""
+    for model_name in ("RecGOAT", "LightGCN+Align"):
+        _, model, train = _build(mini_ml, model_name, align_max_items=8, oat_plan_every=5)
+        alignment = model.alignment
+        assert alignment.settings.align_max_items == 8 and alignment.settings.oat_plan_every == 5
+        n_items = alignment.n_items
+        rows, sizes = [], []
+        for projection in alignment.projections.values():
+            projection.register_forward_hook(lambda mod, inputs, out: rows.append(len(inputs[0])))
+        original = alignment.batch_loss
+
+        def spy(views, target, original=original):
+            sizes.append(len(target))
+            return original(views, target)
+
+        alignment.batch_loss = spy
+        model.train()
+        batch = _batch(train)
+        assert len(torch.unique(batch[model.ITEM_ID])) > 8
+        model.calculate_loss(batch)
+        assert sizes == [8] and sorted(set(rows)) == [8, n_items]  # the batch's 8, and every item for the plan
+        rows.clear()
+        model.calculate_loss(batch)
+        assert set(rows) == {8}  # the plan was reused: only the batch's rows
+    with pytest.raises(ConfigError, match="align_max_items"):
+        _build(mini_ml, "RecGOAT", align_max_items=0)
+    with pytest.raises(ConfigError, match="oat_plan_every"):
+        _build(mini_ml, "LightGCN+Align", oat_plan_every=0)

@@ -128,3 +128,87 @@ def test_scoring_computes_no_view_the_score_does_not_read(mini_ml, model_name, e
     with torch.no_grad():
         placed.full_sort_predict(batch)
     assert calls
+
+
+# ------------------------------------------------------------------------------ oat_plan_every, align_max_items
+def _module(**settings) -> FeatureAlignment:
+    torch.manual_seed(0)
+    feats = {"text": torch.randn(60, 24), "image": torch.randn(60, 40)}
+    return FeatureAlignment(feats, AlignmentSettings(**{"embedding_size": 8, "use_gat": False, **settings}))
+
+
+def _count_whole_projections(module: FeatureAlignment) -> list[int]:
+    """Appends 1 to the list each time a projection sees every item's features (the plan's projection)."""
+    seen: list[int] = []
+    for projection in module.projections.values():
+        projection.register_forward_hook(lambda mod, inputs, out: seen.append(1) if len(inputs[0]) == 60 else None)
+    return seen
+
+
+@pytest.mark.parametrize("use_oat", [True, False])
+def test_oat_plan_every_reuses_the_plan_and_scale_between_fits(use_oat):
+    """With N = 3 the plan and the whole view's norm are fitted on steps 1 and 4 only; a step between maps its batch
+    with the kept plan and the *current* Δ, scaled by the kept norm and the current reference."""
+    module = _module(oat_plan_every=3, use_oat=use_oat)
+    module.train()
+    whole = _count_whole_projections(module)
+    reference = torch.randn(60, 8)
+    items = torch.tensor([2, 5, 9, 30])
+    first = module.batch_views(reference, items)
+    assert len(whole) == 2  # both modalities fitted on the first step
+    kept = {m: (module._reused[m][0], module._reused[m][1]) for m in module.modalities}
+    with torch.no_grad():  # an optimiser step between: Δ, the projections and the reference all move
+        for p in module.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    reference = reference + 0.1 * torch.randn(60, 8)
+    second = module.batch_views(reference, items)
+    assert len(whole) == 2  # reused: no projection of every item
+    for m in module.modalities:
+        plan, whole_rms = kept[m]
+        h = module.projections[m](module.features[m][items])
+        if use_oat:
+            h = h @ (8 * plan + module.oat_maps[m].residual)
+        expected = h * (reference.pow(2).sum(1).mean().sqrt() / whole_rms)
+        torch.testing.assert_close(second[m], expected)
+        assert not torch.allclose(second[m], first[m])
+    module.batch_views(reference, items)
+    assert len(whole) == 2  # the third step of the three
+    module.batch_views(reference, items)
+    assert len(whole) == 4  # the fourth fits again
+    module.train()  # a new epoch: fitted afresh
+    module.batch_views(reference, items)
+    assert len(whole) == 6
+
+
+def test_oat_plan_every_one_and_eval_mode_fit_every_call():
+    """N = 1 (the default) keeps nothing; in eval mode a module with N > 1 fits on every call and keeps nothing
+    (its views are every item's, indexed)."""
+    for settings, train in (({}, True), ({"oat_plan_every": 4}, False)):
+        module = _module(**settings)
+        module.train(train)
+        whole = _count_whole_projections(module)
+        reference, items = torch.randn(60, 8), torch.tensor([1, 4, 7])
+        for calls in range(1, 4):
+            out = module.batch_views(reference, items)
+            assert len(whole) == 2 * calls and module._reused == {}
+        if not train:
+            for m, v in module.views(reference).items():
+                torch.testing.assert_close(out[m], v[items])
+
+
+def test_align_max_items_draws_a_subset_of_the_distinct_items():
+    module = _module(align_max_items=5)
+    items = torch.tensor([9, 3, 3, 40, 12, 7, 7, 51, 22, 3])  # 7 distinct
+    torch.manual_seed(4)
+    batch = module.batch_items(items)
+    torch.manual_seed(4)
+    expected = torch.unique(items)[torch.randperm(7)[:5]].sort().values
+    assert torch.equal(batch, expected) and len(batch) == 5
+    state = torch.get_rng_state()
+    assert torch.equal(module.batch_items(items[:4]), torch.tensor([3, 9, 40]))  # ≤ M distinct: all, nothing drawn
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(_module().batch_items(items), torch.unique(items))  # the default: every distinct item
+    with pytest.raises(ValueError, match="align_max_items"):
+        _module(align_max_items=0)
+    with pytest.raises(ValueError, match="oat_plan_every"):
+        _module(oat_plan_every=0)

@@ -125,7 +125,12 @@ class OATMap(nn.Module):
         r"""The map :math:`d\,T^m + \Delta_m` [d, d] (its plan fitted on ``rows`` as in :meth:`forward`) and the
         plan; ``forward`` is ``z_m`` times the map."""
         plan = self.plan(z_m, z_id) if rows is None else self.plan(z_m[rows], z_id[rows])
-        return (self.dim * plan if self.scale_plan else plan) + self.residual, plan
+        return self.map_of(plan), plan
+
+    def map_of(self, plan: torch.Tensor) -> torch.Tensor:
+        r"""The map :math:`d\,T + \Delta_m` of a given plan ``T`` (with the current residual Δ): what
+        :meth:`mapping` returns for the plan it fits, e.g. to reuse a plan fitted a few steps earlier."""
+        return (self.dim * plan if self.scale_plan else plan) + self.residual
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, epsilon={self.epsilon}, cost_scale={self.cost_scale}, n_iter={self.n_iter}, "

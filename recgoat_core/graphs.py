@@ -76,13 +76,15 @@ def knn_graph(
     device: str | torch.device | None = None,
     show_progress: bool | None = None,
     backend: str | None = None,
+    queries: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Cosine top-``k`` neighbour graph of the rows of ``features``, as ``edge_index`` [2, E] (src, dst).
 
     Row i's neighbours are the ``k`` other valid rows j with the largest :math:`\cos(x_i, x_j)`; of equal
     similarities, the lower indices j (not whichever ``topk`` returns). Self-neighbours are excluded; rows that
     are all zero (padding, missing features) get no edges. ``skip_first`` leaves out row 0 (RecBole's padding
-    id). With ``symmetric`` the union of i→j and j→i.
+    id). With ``symmetric`` the union of i→j and j→i. ``queries`` (row ids): only those rows' neighbours are
+    searched (among every valid row), e.g. a sample of rows when the whole graph is not needed; default all.
 
     ``backend``: ``"faiss"`` (exact inner-product search, ``faiss.IndexFlatIP``, on the CPU), ``"torch"``
     (similarity blocks of ``chunk_size`` rows and ``topk``, on ``device``) or ``None``: faiss when the rows are on
@@ -105,27 +107,34 @@ def knn_graph(
     k_eff = min(k, int(valid.sum()) - 1)
     if k_eff <= 0:
         return torch.empty(2, 0, dtype=torch.long)
+    asked = rows_all
+    if queries is not None:  # the valid rows among them, each once, in order
+        asked = torch.unique(torch.as_tensor(queries, dtype=torch.long).to(valid.device))
+        asked = asked[(asked >= 0) & (asked < n)]
+        asked = asked[valid[asked]]
     if backend is None:
         backend = "faiss" if x.device.type == "cpu" and _faiss() is not None else "torch"
     if backend == "faiss":  # one unit-row copy of the valid rows, searched as it is (no index copy of it)
         x = x[rows_all].div_(norms[rows_all].clamp_min(1e-12)[:, None])
     else:
         x = x / norms.clamp_min(1e-12)[:, None]
-    chunks = range(0, len(rows_all), chunk_size)
-    progress = show_progress if show_progress is not None else len(rows_all) > 50_000
+    chunks = range(0, len(asked), chunk_size)
+    progress = show_progress if show_progress is not None else len(asked) > 50_000
     if progress:  # tqdm only when a bar is shown: the core imports torch and numpy only
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc=f"kNN graph (k={k}, n={n})", unit="chunk")
     if backend == "faiss":
-        top = _faiss_neighbours(x, rows_all, k_eff, chunks, chunk_size)
+        # the asked rows' positions among the valid rows (x holds the valid rows only)
+        at = torch.searchsorted(rows_all, asked) if queries is not None else None
+        top = _faiss_neighbours(x, rows_all, k_eff, chunks, chunk_size, at)
     elif backend == "torch":
-        top = _torch_neighbours(x, rows_all, valid, k_eff, chunks, chunk_size)
+        top = _torch_neighbours(x, asked, valid, k_eff, chunks, chunk_size)
     else:
         raise ValueError(f"backend must be 'faiss', 'torch' or None, got {backend!r}")
     del x  # (the unit rows: not held through the union below)
     src = top.flatten().cpu()
-    dst = rows_all.cpu().repeat_interleave(k_eff)
+    dst = asked.cpu().repeat_interleave(k_eff)
     if symmetric:
         src, dst = torch.cat([src, dst]), torch.cat([dst, src])
     # distinct (src, dst) pairs sorted by src then dst: torch.unique(edges, dim=1)'s result, through one int64 key
@@ -173,9 +182,11 @@ def _torch_neighbours(x: torch.Tensor, rows_all: torch.Tensor, valid: torch.Tens
     return torch.cat(tops)
 
 
-def _faiss_neighbours(x: torch.Tensor, rows_all: torch.Tensor, k: int, chunks, chunk_size: int) -> torch.Tensor:
+def _faiss_neighbours(x: torch.Tensor, rows_all: torch.Tensor, k: int, chunks, chunk_size: int,
+                      at: torch.Tensor | None = None) -> torch.Tensor:
     """As :func:`_torch_neighbours`, by exact inner-product search (``faiss.knn``, the search of
-    ``faiss.IndexFlatIP``) over ``x``: the valid rows ``rows_all``, already unit rows, in their order.
+    ``faiss.IndexFlatIP``) over ``x``: the valid rows ``rows_all``, already unit rows, in their order. ``at``:
+    the positions in ``x`` of the rows whose neighbours are wanted (default every row).
 
     Each row asks for k + 2 results and keeps the first k others by (similarity desc, index asc). Where the
     (k+1)-th equals the k-th, rows faiss did not return may share that similarity (of equal results faiss keeps
@@ -186,18 +197,24 @@ def _faiss_neighbours(x: torch.Tensor, rows_all: torch.Tensor, k: int, chunks, c
     base = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)  # (no copy: x is the valid unit rows)
     want = min(k + 2, len(base))  # all rows when fewer: then nothing is left out
     tops = []
+    positions = None if at is None else at.cpu().numpy()
     for start in chunks:
+        own = np.arange(start, min(start + chunk_size, len(base) if positions is None else len(positions)))
+        if positions is not None:
+            own = positions[own]
         # faiss.knn is IndexFlatIP's search without the index's own copy of the rows
-        sims, found = faiss.knn(base[start : start + chunk_size], base, want, metric=faiss.METRIC_INNER_PRODUCT)
-        own = np.arange(start, start + len(sims))[:, None]
+        sims, found = faiss.knn(base[own] if positions is not None else base[start : start + chunk_size], base,
+                                want, metric=faiss.METRIC_INNER_PRODUCT)
+        own = own[:, None]
         sims = np.where(found == own, -np.inf, sims)  # the row itself: last
         order = np.lexsort((found, -sims), axis=1)
         sims, found = np.take_along_axis(sims, order, axis=1), np.take_along_axis(found, order, axis=1)
         top = found[:, :k]
         shared = np.flatnonzero(sims[:, k] == sims[:, k - 1]) if want < len(base) else np.empty(0, dtype=np.int64)
         if len(shared):
-            block = torch.from_numpy(base[start + shared]) @ torch.from_numpy(base).T
-            block[torch.arange(len(shared)), torch.from_numpy(start + shared)] = -torch.inf
+            tied = own[shared, 0]  # their positions in base
+            block = torch.from_numpy(base[tied]) @ torch.from_numpy(base).T
+            block[torch.arange(len(shared)), torch.from_numpy(tied)] = -torch.inf
             top[shared] = top_k_lowest(block, k).numpy()
         tops.append(top)
     return rows_all.cpu()[torch.from_numpy(np.concatenate(tops))]

@@ -165,10 +165,11 @@ class FeatureDataset(Dataset):
         return datasets
 
 
-def _gate_knn(config, name: str, features: "torch.Tensor", k: int, chunk_size: int) -> "torch.Tensor":
+def _gate_knn(config, name: str, features: "torch.Tensor", k: int, chunk_size: int,
+              queries: "torch.Tensor | None" = None, symmetric: bool = True) -> "torch.Tensor":
     """The lift's kNN graph (:func:`recgoat_core.feature_signal.cooccurrence_lift`) through the run's kNN cache."""
     # (the rows are the items with training interactions: row 0 is an item, not RecBole's padding row)
-    return knn_edges(config, features, k, "item", name, skip_first=False)
+    return knn_edges(config, features, k, "item", name, skip_first=False, queries=queries, symmetric=symmetric)
 
 
 def modality_gate(config, features: "dict[str, Any]", dataset, owner: str) -> dict[str, float]:

@@ -57,32 +57,42 @@ def cache_folder(config: Any) -> str:
 
 
 def knn_edges(config: Any, features: torch.Tensor, k: int, kind: str, name: str, symmetric: bool = True,
-              skip_first: bool = True, device: str | torch.device | None = None) -> torch.Tensor:
-    """``knn_graph(features, k, config["knn_chunk_size"], symmetric, skip_first, device)`` through the cache of
-    the run's :func:`cache_folder`; ``kind`` / ``name`` label its log line (``item`` / ``text``)."""
-    label = f"{kind} kNN graph ({name}, k={k}{'' if symmetric else ', directed'})"
+              skip_first: bool = True, device: str | torch.device | None = None,
+              queries: torch.Tensor | None = None) -> torch.Tensor:
+    """``knn_graph(features, k, config["knn_chunk_size"], symmetric, skip_first, device, queries=queries)``
+    through the cache of the run's :func:`cache_folder`; ``kind`` / ``name`` label its log line (``item`` /
+    ``text``)."""
+    label = f"{kind} kNN graph ({name}, k={k}{'' if symmetric else ', directed'}" \
+            f"{'' if queries is None else f', {len(queries)} query rows'})"
     return cached_knn_graph(features, k, cache_folder(config), label,
                             chunk_size=config["knn_chunk_size"] or 2048, symmetric=symmetric,
-                            skip_first=skip_first, device=device)
+                            skip_first=skip_first, device=device, queries=queries)
 
 
-def graph_key(features: torch.Tensor, k: int, symmetric: bool, skip_first: bool) -> str:
-    """The cache key of a graph: format, sha256 of the float32 matrix bytes, shape, ``k`` and the options."""
+def graph_key(features: torch.Tensor, k: int, symmetric: bool, skip_first: bool,
+              queries: torch.Tensor | None = None) -> str:
+    """The cache key of a graph: format, sha256 of the float32 matrix bytes, shape, ``k`` and the options (with
+    ``queries``, the sha256 of their int64 bytes; the key of a whole graph has no such part)."""
     x = np.ascontiguousarray(torch.as_tensor(features).detach().cpu().numpy(), dtype=np.float32)
     digest = hashlib.sha256(memoryview(x).cast("B")).hexdigest()
-    return (f"{FORMAT}|features=sha256:{digest}|shape={x.shape[0]}x{x.shape[1] if x.ndim > 1 else 0}|k={k}"
-            f"|symmetric={bool(symmetric)}|skip_first={bool(skip_first)}")
+    key = (f"{FORMAT}|features=sha256:{digest}|shape={x.shape[0]}x{x.shape[1] if x.ndim > 1 else 0}|k={k}"
+           f"|symmetric={bool(symmetric)}|skip_first={bool(skip_first)}")
+    if queries is not None:
+        q = np.ascontiguousarray(torch.as_tensor(queries).detach().cpu().numpy(), dtype="<i8")
+        key += f"|queries=sha256:{hashlib.sha256(memoryview(q).cast('B')).hexdigest()}"
+    return key
 
 
 def cached_knn_graph(features: torch.Tensor | np.ndarray, k: int, folder: str, label: str, chunk_size: int = 2048,
                      symmetric: bool = True, skip_first: bool = True,
-                     device: str | torch.device | None = None) -> torch.Tensor:
+                     device: str | torch.device | None = None, queries: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`knn_graph` of ``features``, read from ``folder`` when a valid cache file of the same key is there,
     else built and written there (the module docstring); ``label`` starts the log lines."""
     x = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features, dtype=torch.float32)
     if k <= 0 or len(x) <= 1:  # no edges: nothing to cache
-        return knn_graph(x, k, chunk_size, symmetric=symmetric, skip_first=skip_first, device=device)
-    key = graph_key(x, k, symmetric, skip_first)
+        return knn_graph(x, k, chunk_size, symmetric=symmetric, skip_first=skip_first, device=device,
+                         queries=queries)
+    key = graph_key(x, k, symmetric, skip_first, queries)
     path = os.path.join(folder, f"knn-{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz")
     if os.path.lexists(path):
         edges = _read(path, key, len(x), label)
@@ -90,7 +100,8 @@ def cached_knn_graph(features: torch.Tensor | np.ndarray, k: int, folder: str, l
             logger.info(f"{label}: reused from {path}")
             return edges
     start = time.perf_counter()
-    edges = knn_graph(x, k, chunk_size, symmetric=symmetric, skip_first=skip_first, device=device)
+    edges = knn_graph(x, k, chunk_size, symmetric=symmetric, skip_first=skip_first, device=device,
+                      queries=queries)
     took = time.perf_counter() - start
     try:
         _write(path, key, edges)

@@ -441,9 +441,9 @@ def test_the_lift_graph_keeps_every_item_row(monkeypatch):
     seen = {}
     real = signal.knn_graph
 
-    def spy(x, k, chunk_size=2048, symmetric=True, skip_first=True, device=None):
+    def spy(x, k, chunk_size=2048, symmetric=True, skip_first=True, device=None, queries=None):
         seen["skip_first"] = skip_first
-        return real(x, k, chunk_size, symmetric=symmetric, skip_first=skip_first)
+        return real(x, k, chunk_size, symmetric=symmetric, skip_first=skip_first, queries=queries)
 
     monkeypatch.setattr(signal, "knn_graph", spy)
     users = torch.tensor([0, 0, 1, 1, 2, 2])

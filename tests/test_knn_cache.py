@@ -271,3 +271,49 @@ def test_the_peers_and_the_plugin_share_the_cache(mini_ml, caplog, model, label)
         get_model(model)(config, train._dataset)
         assert [m.split(": ")[0] for m in _messages(caplog)] == [label]
         assert verdict in _messages(caplog)[0]
+
+
+# ------------------------------------------------------------------------------------------ query rows only
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_query_rows_get_their_rows_of_the_whole_graph(backend):
+    """knn_graph(queries=...): the directed edges of those rows of the whole graph, ties included; a query that is
+    out of range, invalid (all zero, or the padding row) or repeated adds nothing."""
+    pytest.importorskip("faiss") if backend == "faiss" else None
+    x = torch.from_numpy(_copies())
+    x[40] = 0
+    whole = knn_graph(x, 7, 64, symmetric=False, backend=backend)
+    queries = torch.tensor([599, 3, 40, 0, 3, 250, 700, 12])
+    part = knn_graph(x, 7, 64, symmetric=False, backend=backend, queries=queries)
+    kept = torch.isin(whole[1], torch.tensor([3, 12, 250, 599]))
+    assert torch.equal(part, whole[:, kept]) and part.shape[1] == 4 * 7
+
+
+def test_query_rows_have_their_own_cache_key(tmp_path):
+    x = torch.from_numpy(_copies())
+    q = torch.tensor([5, 9])
+    assert graph_key(x, 5, False, True) != graph_key(x, 5, False, True, q) != graph_key(x, 5, False, True, q + 1)
+    part = cached_knn_graph(x, 5, str(tmp_path), "t", symmetric=False, queries=q)
+    whole = cached_knn_graph(x, 5, str(tmp_path), "t", symmetric=False)  # not the cached part
+    assert part.shape[1] == 10 and whole.shape[1] > 10
+    assert len(list(tmp_path.glob("knn-*.npz"))) == 2
+
+
+def test_lift_searches_a_sample_of_items_beyond_max_pairs():
+    """cooccurrence_lift: with items × k ≤ max_pairs the whole symmetric graph (as before); beyond, the directed
+    neighbours of max_pairs // k random items, so the search covers those items only."""
+    from recgoat_core.feature_signal import cooccurrence_lift
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 8, generator=g)
+    users, items = torch.randint(0, 50, (3000,), generator=g), torch.randint(0, 400, (3000,), generator=g)
+    items[:400] = torch.arange(400)
+    calls = []
+
+    def knn(m, k, chunk, queries=None, symmetric=True):
+        calls.append((None if queries is None else len(queries), symmetric))
+        return knn_graph(m, k, chunk, skip_first=False, queries=queries, symmetric=symmetric)
+
+    whole = cooccurrence_lift(x, users, items, k=10, max_pairs=4000, knn=knn)
+    sampled = cooccurrence_lift(x, users, items, k=10, max_pairs=1000, knn=knn)
+    assert calls == [(None, True), (100, False)]
+    assert whole > 0 and sampled > 0

@@ -51,7 +51,7 @@ if case == "graph":
     knn_graph(x, 10, 1024, backend=backend)
 else:
     cooccurrence_lift(x, users, items, k=10, chunk_size=1024,
-                      knn=lambda m, k, c: knn_graph(m, k, c, skip_first=False, backend=backend))
+                      knn=lambda m, k, c, **kw: knn_graph(m, k, c, skip_first=False, backend=backend, **kw))
 print(json.dumps({"copies": (rss("VmHWM:") - base) / x.nbytes}))
 """
 

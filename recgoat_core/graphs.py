@@ -90,7 +90,10 @@ def knn_graph(
     (similarity blocks of ``chunk_size`` rows and ``topk``, on ``device``) or ``None``: faiss when the rows are on
     the CPU and faiss imports, else torch. Both take the same neighbours, except where two similarities differ
     only by float rounding (each backend sums in its own order: equal cosines of two different rows may come out
-    one unit in the last place apart, in either direction).
+    one unit in the last place apart, in either direction). ``"hnsw"`` is an *approximate* search
+    (:func:`_hnsw_neighbours`: faiss's HNSW graph over the unit rows, on the CPU), for catalogues where the exact
+    search is too slow: most rows get their exact neighbours, some a near one instead (tests/test_knn_cache.py
+    bounds its recall@k against the exact graph).
     Memory: O(chunk_size · n) for one similarity block plus O(n · k) for the result, and one unit-row copy of
     ``features`` (in float32): the faiss search reads that copy in place.
     """
@@ -114,7 +117,7 @@ def knn_graph(
         asked = asked[valid[asked]]
     if backend is None:
         backend = "faiss" if x.device.type == "cpu" and _faiss() is not None else "torch"
-    if backend == "faiss":  # one unit-row copy of the valid rows, searched as it is (no index copy of it)
+    if backend in ("faiss", "hnsw"):  # one unit-row copy of the valid rows, searched as it is (no index copy of it)
         x = x[rows_all].div_(norms[rows_all].clamp_min(1e-12)[:, None])
     else:
         x = x / norms.clamp_min(1e-12)[:, None]
@@ -128,10 +131,13 @@ def knn_graph(
         # the asked rows' positions among the valid rows (x holds the valid rows only)
         at = torch.searchsorted(rows_all, asked) if queries is not None else None
         top = _faiss_neighbours(x, rows_all, k_eff, chunks, chunk_size, at)
+    elif backend == "hnsw":
+        at = torch.searchsorted(rows_all, asked) if queries is not None else None
+        top = _hnsw_neighbours(x, rows_all, k_eff, chunks, chunk_size, at)
     elif backend == "torch":
         top = _torch_neighbours(x, asked, valid, k_eff, chunks, chunk_size)
     else:
-        raise ValueError(f"backend must be 'faiss', 'torch' or None, got {backend!r}")
+        raise ValueError(f"backend must be 'faiss', 'hnsw', 'torch' or None, got {backend!r}")
     del x  # (the unit rows: not held through the union below)
     src = top.flatten().cpu()
     dst = asked.cpu().repeat_interleave(k_eff)
@@ -166,6 +172,50 @@ def top_k_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
         keep = (scores[open_rows] > kth[open_rows]) | first  # exactly k per row
         top[open_rows] = torch.nonzero(keep)[:, 1].view(len(open_rows), k)
     return top
+
+
+#: the HNSW graph's settings (:func:`_hnsw_neighbours`); part of the kNN cache key of an approximate graph
+HNSW = {"M": 32, "ef_construction": 200, "ef_search": 128}
+
+
+def _hnsw_neighbours(x: torch.Tensor, rows_all: torch.Tensor, k: int, chunks, chunk_size: int,
+                     at: torch.Tensor | None = None) -> torch.Tensor:
+    """As :func:`_faiss_neighbours`, by an approximate search: faiss's ``IndexHNSWFlat`` (inner product over the
+    unit rows ``x``; the settings of :data:`HNSW`, ``efSearch`` at least 4 (k + 1)). The index is built with one
+    thread, so that the same rows give the same graph; a row whose search returns fewer than k others gets its
+    exact neighbours. The index holds its own copy of the rows (memory: one more copy than the exact search)."""
+    faiss = _faiss()
+    if faiss is None:
+        raise ImportError("knn_graph(backend='hnsw') needs faiss (pip install faiss-cpu)")
+    base = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)
+    index = faiss.IndexHNSWFlat(base.shape[1], HNSW["M"], faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW["ef_construction"]
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # insertion order decides the graph: one thread, one order
+    try:
+        index.add(base)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    index.hnsw.efSearch = max(HNSW["ef_search"], 4 * (k + 1))
+    want = min(k + 1, len(base))
+    positions = None if at is None else at.cpu().numpy()
+    tops = []
+    for start in chunks:
+        own = np.arange(start, min(start + chunk_size, len(base) if positions is None else len(positions)))
+        if positions is not None:
+            own = positions[own]
+        sims, found = index.search(base[own], want)
+        sims = np.where((found == own[:, None]) | (found < 0), -np.inf, sims)  # itself, or nothing found
+        order = np.lexsort((found, -sims), axis=1)
+        sims, found = np.take_along_axis(sims, order, axis=1), np.take_along_axis(found, order, axis=1)
+        top = found[:, :k]
+        short = np.flatnonzero(np.isinf(sims[:, :k]).any(1))
+        if len(short):  # fewer than k others found: the exact search for those rows
+            block = torch.from_numpy(base[own[short]]) @ torch.from_numpy(base).T
+            block[torch.arange(len(short)), torch.from_numpy(own[short])] = -torch.inf
+            top[short] = top_k_lowest(block, k).numpy()
+        tops.append(top)
+    return rows_all.cpu()[torch.from_numpy(np.concatenate(tops))]
 
 
 def _torch_neighbours(x: torch.Tensor, rows_all: torch.Tensor, valid: torch.Tensor, k: int, chunks,

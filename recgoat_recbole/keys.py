@@ -94,6 +94,8 @@ RECGOAT_KEYS: tuple[Key, ...] = (
         "item–item neighbours per modality"),
     Key("knn_chunk_size", 2048, integer(1), PERFORMANCE,
         "rows per similarity block (memory O(chunk · I))"),
+    Key("knn_search", "exact", choice("exact", "hnsw"), EXTENSION,
+        "our extension (for speed on large catalogues; it changes the graphs): `exact` or `hnsw`, an approximate search (faiss's HNSW graph, on the CPU) for every kNN graph of the run (the views', the user graph's, the gate's); docs/speed.md"),
     Key("use_gat", False, BOOL, PAPER,
         "the GAT over each modality's kNN graph (the paper: true, `recbole_configs/paper.yaml`); false, the default, uses the projected features without graph propagation"),
     Key("gat_layers", 1, integer(0), PAPER,
@@ -178,6 +180,8 @@ FREEDOM_KEYS: tuple[Key, ...] = (
         "top-k per row of each modality's cosine similarity, the item itself included (MMRec's convention)"),
     Key("knn_chunk_size", 2048, integer(1), PEER,
         "rows per similarity block while building the kNN graph"),
+    Key("knn_search", "exact", choice("exact", "hnsw"), PEER,
+        "`exact` or `hnsw` (an approximate search, as RecGOAT's `knn_search`)"),
     Key("mm_image_weight", 0.1, number(0, 1), PEER,
         "weight of a modality named `image` in the fused graph; the other modalities share the rest equally (with no `image` modality: all equal)"),
     Key("mm_weights", None, None, PEER,
@@ -216,7 +220,7 @@ LGMREC_KEYS: tuple[Key, ...] = (
 
 #: the keys of RecGOAT's that the alignment plugin (``<Backbone>+Align``) reads
 _ALIGN_NAMES = (
-    "use_gat", "knn_k", "knn_chunk_size", "gat_layers", "gat_heads", "gat_dropout", "use_oat", "oat_epsilon",
+    "use_gat", "knn_k", "knn_chunk_size", "knn_search", "gat_layers", "gat_heads", "gat_dropout", "use_oat", "oat_epsilon",
     "oat_cost_scale", "oat_iters", "oat_scale_plan", "oat_residual_init", "oat_plan_grad", "match_scale",
     "cmcl_weight", "cmcl_temperature", "cmcl_max_items", "align_max_items", "oat_plan_every", "wasserstein_weight", "wasserstein_epsilon",
     "wasserstein_iters", "wasserstein_sample_size", "align_detach_target", "align_gate", "align_gate_min_lift",

@@ -4,7 +4,8 @@ once per feature contents and reused by every later run and tune point: the one 
 :func:`knn_edges` is :func:`recgoat_core.graphs.knn_graph` through a cache file
 ``<feature_cache_dir>/<dataset>/knn-<hash>.npz``. ``hash`` covers a format version, the sha256 of the feature
 matrix exactly as the model holds it (float32 bytes, after ``feature_norm``, rows in RecBole id order), its shape,
-``k`` and every option that changes the graph (``symmetric``, ``skip_first``). The backend, the device and
+``k`` and every option that changes the graph (``symmetric``, ``skip_first``, the query rows, the approximate
+search ``knn_search: hnsw`` with its settings). The exact backend, the device and
 ``knn_chunk_size`` are not in it: they take the same neighbours (up to float rounding: ``knn_graph``'s
 docstring), so a graph built on a GPU is read back on the CPU and the reverse. Each build and each reuse is one
 INFO line::
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from recgoat_core.feature_files import FeatureFileError, atomic_write, read_npz_members
-from recgoat_core.graphs import knn_graph
+from recgoat_core.graphs import HNSW, knn_graph
 
 __all__ = ["FORMAT", "knn_edges", "cached_knn_graph", "graph_key", "cache_folder"]
 
@@ -61,22 +62,28 @@ def knn_edges(config: Any, features: torch.Tensor, k: int, kind: str, name: str,
               queries: torch.Tensor | None = None) -> torch.Tensor:
     """``knn_graph(features, k, config["knn_chunk_size"], symmetric, skip_first, device, queries=queries)``
     through the cache of the run's :func:`cache_folder`; ``kind`` / ``name`` label its log line (``item`` /
-    ``text``)."""
+    ``text``). ``knn_search: hnsw`` in the config: the approximate search (``backend="hnsw"``)."""
+    try:
+        search = config["knn_search"] or "exact"
+    except KeyError:  # (a plain dict of settings without it)
+        search = "exact"
     label = f"{kind} kNN graph ({name}, k={k}{'' if symmetric else ', directed'}" \
-            f"{'' if queries is None else f', {len(queries)} query rows'})"
+            f"{'' if queries is None else f', {len(queries)} query rows'}{', approximate: hnsw' if search == 'hnsw' else ''})"
     return cached_knn_graph(features, k, cache_folder(config), label,
                             chunk_size=config["knn_chunk_size"] or 2048, symmetric=symmetric,
-                            skip_first=skip_first, device=device, queries=queries)
+                            skip_first=skip_first, device=device, queries=queries, approximate=search == "hnsw")
 
 
 def graph_key(features: torch.Tensor, k: int, symmetric: bool, skip_first: bool,
-              queries: torch.Tensor | None = None) -> str:
+              queries: torch.Tensor | None = None, approximate: bool = False) -> str:
     """The cache key of a graph: format, sha256 of the float32 matrix bytes, shape, ``k`` and the options (with
     ``queries``, the sha256 of their int64 bytes; the key of a whole graph has no such part)."""
     x = np.ascontiguousarray(torch.as_tensor(features).detach().cpu().numpy(), dtype=np.float32)
     digest = hashlib.sha256(memoryview(x).cast("B")).hexdigest()
     key = (f"{FORMAT}|features=sha256:{digest}|shape={x.shape[0]}x{x.shape[1] if x.ndim > 1 else 0}|k={k}"
            f"|symmetric={bool(symmetric)}|skip_first={bool(skip_first)}")
+    if approximate:  # another graph than the exact one: its own key, with the HNSW settings
+        key += "|search=hnsw(" + ",".join(f"{name}={value}" for name, value in sorted(HNSW.items())) + ")"
     if queries is not None:
         q = np.ascontiguousarray(torch.as_tensor(queries).detach().cpu().numpy(), dtype="<i8")
         key += f"|queries=sha256:{hashlib.sha256(memoryview(q).cast('B')).hexdigest()}"
@@ -85,14 +92,16 @@ def graph_key(features: torch.Tensor, k: int, symmetric: bool, skip_first: bool,
 
 def cached_knn_graph(features: torch.Tensor | np.ndarray, k: int, folder: str, label: str, chunk_size: int = 2048,
                      symmetric: bool = True, skip_first: bool = True,
-                     device: str | torch.device | None = None, queries: torch.Tensor | None = None) -> torch.Tensor:
+                     device: str | torch.device | None = None, queries: torch.Tensor | None = None,
+                     approximate: bool = False) -> torch.Tensor:
     """:func:`knn_graph` of ``features``, read from ``folder`` when a valid cache file of the same key is there,
     else built and written there (the module docstring); ``label`` starts the log lines."""
     x = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features, dtype=torch.float32)
+    backend = "hnsw" if approximate else None
     if k <= 0 or len(x) <= 1:  # no edges: nothing to cache
         return knn_graph(x, k, chunk_size, symmetric=symmetric, skip_first=skip_first, device=device,
-                         queries=queries)
-    key = graph_key(x, k, symmetric, skip_first, queries)
+                         queries=queries, backend=backend)
+    key = graph_key(x, k, symmetric, skip_first, queries, approximate)
     path = os.path.join(folder, f"knn-{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz")
     if os.path.lexists(path):
         edges = _read(path, key, len(x), label)
@@ -101,7 +110,7 @@ def cached_knn_graph(features: torch.Tensor | np.ndarray, k: int, folder: str, l
             return edges
     start = time.perf_counter()
     edges = knn_graph(x, k, chunk_size, symmetric=symmetric, skip_first=skip_first, device=device,
-                      queries=queries)
+                      queries=queries, backend=backend)
     took = time.perf_counter() - start
     try:
         _write(path, key, edges)

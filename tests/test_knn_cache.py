@@ -317,3 +317,39 @@ def test_lift_searches_a_sample_of_items_beyond_max_pairs():
     sampled = cooccurrence_lift(x, users, items, k=10, max_pairs=1000, knn=knn)
     assert calls == [(None, True), (100, False)]
     assert whole > 0 and sampled > 0
+
+
+# ------------------------------------------------------------------------------------------ knn_search: hnsw
+def test_hnsw_recall_against_the_exact_graph_and_the_same_graph_twice():
+    """The approximate search on clustered rows (an item catalogue's shape: neighbours inside a cluster): recall@10
+    against the exact graph ≥ 0.95, the same graph from the same rows, no self-loop, k per row; a query row gets
+    its row of the approximate whole graph."""
+    pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(80, 48, generator=g)
+    x = centres[torch.randint(0, 80, (6000,), generator=g)] + 0.8 * torch.randn(6000, 48, generator=g)
+    exact = knn_graph(x, 10, 1024, symmetric=False, backend="faiss")
+    approx = knn_graph(x, 10, 1024, symmetric=False, backend="hnsw")
+    assert approx.shape == exact.shape and not (approx[0] == approx[1]).any()
+    assert torch.equal(torch.bincount(approx[1]), torch.bincount(exact[1]))  # k neighbours for each row
+    recall = len(_pairs(exact) & _pairs(approx)) / exact.shape[1]
+    assert recall >= 0.95, recall
+    assert torch.equal(approx, knn_graph(x, 10, 1024, symmetric=False, backend="hnsw"))
+    part = knn_graph(x, 10, 1024, symmetric=False, backend="hnsw", queries=torch.tensor([7, 4000]))
+    assert torch.equal(part, approx[:, torch.isin(approx[1], torch.tensor([7, 4000]))])
+
+
+def test_knn_search_hnsw_reaches_every_graph_of_the_run_with_its_own_cache_key(mini_ml, caplog):
+    """knn_search: hnsw: the views', the user graph's and the gate's graphs are built approximately, logged as
+    such and cached under keys of their own (an exact build after it reuses nothing)."""
+    pytest.importorskip("faiss")
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    build_recgoat(mini_ml, align_gate=True, align_gate_min_lift=1.0, knn_search="hnsw")
+    built = _messages(caplog)
+    assert len(built) == 5 and all("approximate: hnsw" in m and " built in " in m for m in built), built
+    caplog.clear()
+    build_recgoat(mini_ml, align_gate=True, align_gate_min_lift=1.0)
+    exact = _messages(caplog)
+    assert len(exact) == 5 and all(" built in " in m and "approximate" not in m for m in exact), exact
+    with pytest.raises(Exception, match="knn_search"):
+        build_recgoat(mini_ml, knn_search="annoy")

@@ -72,7 +72,8 @@ VARIANTS: dict[str, dict] = {
 PAPER_SETS = ["synthetic-baby", "synthetic-sports", "synthetic-electronics"]
 #: the RecGOAT settings a record keeps (what was on), where the config has them
 RECGOAT_KEYS = ("backbone", "use_gat", "use_oat", "cmcl_weight", "wasserstein_weight", "align_gate",
-                "align_gate_min_lift", "fusion_gamma", "knn_k", "gat_heads", "gat_layers", "user_profile_feat")
+                "align_gate_min_lift", "fusion_gamma", "knn_k", "gat_heads", "gat_layers", "user_profile_feat",
+                "oat_plan_every", "align_max_items", "knn_search")
 
 
 # ------------------------------------------------------------------------------------------------ children

@@ -285,3 +285,16 @@ def test_a_before_checkout_gets_its_own_ratio_column():
     row = _ratio_rows(text)[("synthetic-baby", "shipped")]
     assert row[5:7] == ["1.10x ✓", "1.60x"]  # (the goal marks this checkout's ratio, not the old one)
     assert "(the --before checkout) (2 records)" in text
+
+
+def test_the_alignment_column_names_the_speed_options_a_run_had_on():
+    """A speed table row says when a run traded the exact step for a cheaper one (docs/speed.md); a record from
+    before these options (no such keys) reads as the exact step."""
+    from recgoat_recbole.bench.speed import _alignment
+
+    base = {"use_oat": True, "cmcl_weight": 0.032, "wasserstein_weight": 0.001, "align_gate": False}
+    assert _alignment({"recgoat": base}) == "OAT, CMCL, W; no gate"
+    exact = {**base, "oat_plan_every": 1, "align_max_items": None, "knn_search": "exact"}
+    assert _alignment({"recgoat": exact}) == "OAT, CMCL, W; no gate"
+    fast = {**base, "oat_plan_every": 10, "align_max_items": 512, "knn_search": "hnsw"}
+    assert _alignment({"recgoat": fast}) == "OAT, CMCL, W, plan every 10 steps, ≤ 512 items, HNSW kNN; no gate"

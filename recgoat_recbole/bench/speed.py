@@ -187,6 +187,11 @@ def _alignment(best: dict) -> str:
                                    ("CMCL", (c.get("cmcl_weight") or 0) > 0),
                                    ("W", (c.get("wasserstein_weight") or 0) > 0)) if on]
     text = ", ".join(parts) or "no alignment term"
+    # the speed options (docs/speed.md), where a run had one on (older records do not hold them: off)
+    fast = [shown for shown, on in ((f"plan every {c.get('oat_plan_every')} steps", (c.get("oat_plan_every") or 1) > 1),
+                                    (f"≤ {c.get('align_max_items')} items", c.get("align_max_items") is not None),
+                                    ("HNSW kNN", c.get("knn_search") == "hnsw")) if on]
+    text += "".join(f", {f}" for f in fast)
     gate = best.get("gate")
     if not c.get("align_gate"):
         return text + "; no gate"

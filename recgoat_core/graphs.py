@@ -127,12 +127,11 @@ def knn_graph(
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc=f"kNN graph (k={k}, n={n})", unit="chunk")
+    # faiss / hnsw: the asked rows' positions among the valid rows (x holds the valid rows only)
+    at = torch.searchsorted(rows_all, asked) if queries is not None else None
     if backend == "faiss":
-        # the asked rows' positions among the valid rows (x holds the valid rows only)
-        at = torch.searchsorted(rows_all, asked) if queries is not None else None
         top = _faiss_neighbours(x, rows_all, k_eff, chunks, chunk_size, at)
     elif backend == "hnsw":
-        at = torch.searchsorted(rows_all, asked) if queries is not None else None
         top = _hnsw_neighbours(x, rows_all, k_eff, chunks, chunk_size, at)
     elif backend == "torch":
         top = _torch_neighbours(x, asked, valid, k_eff, chunks, chunk_size)
@@ -174,6 +173,21 @@ def top_k_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
     return top
 
 
+def _chunk_rows(start: int, chunk_size: int, n: int, positions: np.ndarray | None) -> np.ndarray:
+    """The positions in the searched rows of one chunk of the rows asked for (``positions``: their positions,
+    ``None``: all ``n`` rows in order)."""
+    own = np.arange(start, min(start + chunk_size, n if positions is None else len(positions)))
+    return own if positions is None else positions[own]
+
+
+def _exact_rows(base: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """The exact top-``k`` of ``rows`` (positions in the unit rows ``base``) among the other rows, of equal
+    similarities the lowest positions: one similarity block and :func:`top_k_lowest`."""
+    block = torch.from_numpy(base[rows]) @ torch.from_numpy(base).T
+    block[torch.arange(len(rows)), torch.from_numpy(rows)] = -torch.inf
+    return top_k_lowest(block, k).numpy()
+
+
 #: the HNSW graph's settings (:func:`_hnsw_neighbours`); part of the kNN cache key of an approximate graph
 HNSW = {"M": 32, "ef_construction": 200, "ef_search": 128}
 
@@ -201,9 +215,7 @@ def _hnsw_neighbours(x: torch.Tensor, rows_all: torch.Tensor, k: int, chunks, ch
     positions = None if at is None else at.cpu().numpy()
     tops = []
     for start in chunks:
-        own = np.arange(start, min(start + chunk_size, len(base) if positions is None else len(positions)))
-        if positions is not None:
-            own = positions[own]
+        own = _chunk_rows(start, chunk_size, len(base), positions)
         sims, found = index.search(base[own], want)
         sims = np.where((found == own[:, None]) | (found < 0), -np.inf, sims)  # itself, or nothing found
         order = np.lexsort((found, -sims), axis=1)
@@ -211,9 +223,7 @@ def _hnsw_neighbours(x: torch.Tensor, rows_all: torch.Tensor, k: int, chunks, ch
         top = found[:, :k]
         short = np.flatnonzero(np.isinf(sims[:, :k]).any(1))
         if len(short):  # fewer than k others found: the exact search for those rows
-            block = torch.from_numpy(base[own[short]]) @ torch.from_numpy(base).T
-            block[torch.arange(len(short)), torch.from_numpy(own[short])] = -torch.inf
-            top[short] = top_k_lowest(block, k).numpy()
+            top[short] = _exact_rows(base, own[short], k)
         tops.append(top)
     return rows_all.cpu()[torch.from_numpy(np.concatenate(tops))]
 
@@ -249,22 +259,16 @@ def _faiss_neighbours(x: torch.Tensor, rows_all: torch.Tensor, k: int, chunks, c
     tops = []
     positions = None if at is None else at.cpu().numpy()
     for start in chunks:
-        own = np.arange(start, min(start + chunk_size, len(base) if positions is None else len(positions)))
-        if positions is not None:
-            own = positions[own]
-        # faiss.knn is IndexFlatIP's search without the index's own copy of the rows
+        own = _chunk_rows(start, chunk_size, len(base), positions)
+        # faiss.knn is IndexFlatIP's search without the index's own copy of the rows (all rows: a view of them)
         sims, found = faiss.knn(base[own] if positions is not None else base[start : start + chunk_size], base,
                                 want, metric=faiss.METRIC_INNER_PRODUCT)
-        own = own[:, None]
-        sims = np.where(found == own, -np.inf, sims)  # the row itself: last
+        sims = np.where(found == own[:, None], -np.inf, sims)  # the row itself: last
         order = np.lexsort((found, -sims), axis=1)
         sims, found = np.take_along_axis(sims, order, axis=1), np.take_along_axis(found, order, axis=1)
         top = found[:, :k]
         shared = np.flatnonzero(sims[:, k] == sims[:, k - 1]) if want < len(base) else np.empty(0, dtype=np.int64)
         if len(shared):
-            tied = own[shared, 0]  # their positions in base
-            block = torch.from_numpy(base[tied]) @ torch.from_numpy(base).T
-            block[torch.arange(len(shared)), torch.from_numpy(tied)] = -torch.inf
-            top[shared] = top_k_lowest(block, k).numpy()
+            top[shared] = _exact_rows(base, own[shared], k)
         tops.append(top)
     return rows_all.cpu()[torch.from_numpy(np.concatenate(tops))]

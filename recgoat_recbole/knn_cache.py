@@ -37,6 +37,7 @@ import torch
 
 from recgoat_core.feature_files import FeatureFileError, atomic_write, read_npz_members
 from recgoat_core.graphs import HNSW, knn_graph
+from recgoat_recbole.config_check import config_value
 
 __all__ = ["FORMAT", "knn_edges", "cached_knn_graph", "graph_key", "cache_folder"]
 
@@ -63,10 +64,7 @@ def knn_edges(config: Any, features: torch.Tensor, k: int, kind: str, name: str,
     """``knn_graph(features, k, config["knn_chunk_size"], symmetric, skip_first, device, queries=queries)``
     through the cache of the run's :func:`cache_folder`; ``kind`` / ``name`` label its log line (``item`` /
     ``text``). ``knn_search: hnsw`` in the config: the approximate search (``backend="hnsw"``)."""
-    try:
-        search = config["knn_search"] or "exact"
-    except KeyError:  # (a plain dict of settings without it)
-        search = "exact"
+    search = config_value(config, "knn_search") or "exact"
     label = f"{kind} kNN graph ({name}, k={k}{'' if symmetric else ', directed'}" \
             f"{'' if queries is None else f', {len(queries)} query rows'}{', approximate: hnsw' if search == 'hnsw' else ''})"
     return cached_knn_graph(features, k, cache_folder(config), label,

@@ -5,8 +5,8 @@ what each part costs as the data grow (import, kNN graphs, gate, model build, ep
         --variant paper --out results/speed-cpu
     python benchmarks/bench_speed.py --dataset synthetic-baby --scale 0.01 --epochs 1 --rounds 1 --out /tmp/s
     python benchmarks/bench_speed.py --report-only --out results/speed-cpu
-    python benchmarks/bench_speed.py --dataset ml-100k tiktok --config tiktok=recbole_configs/tiktok.yaml \\
-        --data-path tiktok=recgoat_data --before /tmp/old-checkout --out /tmp/speed-tiktok
+    python benchmarks/bench_speed.py --dataset ml-100k tiktok --config tiktok=recgoat_data/tiktok/tiktok.yaml \\
+        --before /tmp/old-checkout --out /tmp/speed-tiktok
 
 Both models get the same embedding size, LightGCN layers, batch size, split and seed. RecGOAT runs each
 ``--variant``: *shipped* (the YAML files as they are, user profiles included; ``--no-profiles`` drops them; the
@@ -389,7 +389,9 @@ def measure_dataset(args: argparse.Namespace, dataset: str, configs: list[str], 
         # than that rule reads the same folder
         data_path = data_path or dst
     elif not configs:
-        configs = [os.path.join(ROOT, "recbole_configs", f"{dataset}.yaml")]
+        from recgoat_recbole.bench.design import find_config
+
+        configs = [find_config(dataset)]
     settings_common = {"embedding_size": args.embedding_size, "n_layers": args.n_layers,
                        "train_batch_size": args.batch_size}
     common = {**settings_common, "show_progress": False, "seed": 2020, "save_dataset": False}
@@ -495,7 +497,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "table row per dataset and variant, a scaling column per dataset")
     parser.add_argument("--config", action="append", default=None, metavar="[DATASET=]FILE",
                         help="RecBole YAML for both models, repeatable; DATASET= for one of several datasets "
-                             "(default: recbole_configs/<dataset>.yaml)")
+                             "(default: the dataset's data YAML, recbole_configs/data/<dataset>.yaml, as recgoat bench)")
     parser.add_argument("--data-path", action="append", default=None, metavar="[DATASET=]DIR",
                         help="override the YAML's data_path (an imported dataset); DATASET= as for --config")
     parser.add_argument("--variant", action="append", default=None, choices=sorted(VARIANTS),

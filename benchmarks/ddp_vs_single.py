@@ -2,7 +2,7 @@
 
     python benchmarks/ddp_vs_single.py --dataset ml-100k --epochs 30 --learning-rate 0.005 --seeds 2020 2021 --nproc 1 2
 
-Each run is ``recbole.quick_start.run(RecGOAT, dataset, config_file_list=[recbole_configs/<dataset>.yaml],
+Each run is ``recbole.quick_start.run(RecGOAT, dataset, config_file_list=[<the dataset's data YAML>],
 nproc=N)`` in its own process and working directory (gloo on CPU through the patch ``ddp_cpu``; NCCL
 when CUDA is available). RecBole splits every batch across the ranks (``train_batch_size / nproc`` each) and
 averages the gradients, so both settings take the same optimiser steps per epoch; the metrics should agree
@@ -58,7 +58,7 @@ def run_once(dataset: str, config: str, nproc: int, seed: int, epochs: int, port
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--config", default=None, help="default: recbole_configs/<dataset>.yaml")
+    parser.add_argument("--config", default=None, help="default: the dataset's data YAML (recbole_configs/data/<dataset>.yaml, as recgoat bench)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
@@ -66,7 +66,9 @@ def main() -> None:
     parser.add_argument("--stopping-step", type=int, default=10, help="as in recgoat bench")
     parser.add_argument("--json", default=None, help="also write every run to this JSON file")
     args = parser.parse_args()
-    config = args.config or os.path.join(ROOT, "recbole_configs", f"{args.dataset}.yaml")
+    from recgoat_recbole.bench.design import find_config
+
+    config = args.config or find_config(args.dataset)
     runs = []
     for seed in args.seeds:
         for nproc in args.nproc:

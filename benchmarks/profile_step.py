@@ -98,7 +98,9 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
-    files = args.config or ([os.path.join(ROOT, "recbole_configs", f"{args.dataset}.yaml")] if args.dataset else [])
+    from recgoat_recbole.bench.design import find_config
+
+    files = args.config or ([find_config(args.dataset)] if args.dataset else [])
     result = run_training(args.model, args.dataset, files, overrides, saved=False, evaluate_test=False,
                           show_progress=False, log_details=False)
     model, train_data, config = result.model, result.data[0], result.config

@@ -226,7 +226,8 @@ def _add_tune(sub) -> None:
 def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="MovieLens-100k end to end: features, profiles, RecGOAT vs LightGCN",
                           description='MovieLens-100k end to end: text features + template profiles, RecGOAT and LightGCN on one split.')
-    # lr 0.005 for both: chosen on ml-100k validation for LightGCN (docs/results.md, "Tuning")
+    # lr 0.005 for both (RecBole's default is 0.001): a larger step, so that a 30-epoch CPU demo gets somewhere; it
+    # was chosen for LightGCN on ml-100k in an earlier round whose runs were not kept, and is no claim of the docs
     _add_budget(demo, epochs=30, out="bench_runs/demo", learning_rate=0.005)
     demo.add_argument("--fresh", action="store_true", help="re-train (features stay cached)")
     demo.set_defaults(func="cmd_demo")

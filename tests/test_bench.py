@@ -90,7 +90,7 @@ def test_bench_reads_an_imported_yamls_data_path_against_the_yaml(tmp_path, monk
 
 
 def test_ablation_specs_set_every_alignment_switch(tmp_path):
-    """A dataset YAML that turns alignment off (tiktok.yaml) must not leak into the ablation rows."""
+    """A YAML that turns alignment off must not leak into the ablation rows."""
     from recgoat_recbole.bench.design import build_specs
 
     yaml_file = tmp_path / "d.yaml"
@@ -127,8 +127,8 @@ def test_ncl_clusters_are_fitted_to_a_small_dataset():
 
 
 def test_bench_gives_backbones_that_cannot_fuse_gamma_zero_from_a_recgoat_yaml():
-    """recbole_configs/tiktok.yaml sets fusion_gamma 0.1 (for RecGOAT): `bench --align` failed on BPR+Align and
-    SimpleX+Align with it; they get γ 0 (recorded), the graph backbones keep it."""
+    """A YAML that sets fusion_gamma 0.1 (for RecGOAT; the shipped TikTok YAML once did): `bench --align` failed on
+    BPR+Align and SimpleX+Align with it; they get γ 0 (recorded), the graph backbones keep it."""
     from types import SimpleNamespace
 
     from recgoat_recbole.bench.worker import _fit_to_dataset

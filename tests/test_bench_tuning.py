@@ -249,16 +249,17 @@ def test_a_run_at_the_defaults_is_not_reused_once_the_defaults_change(tmp_path, 
         execute.defaults_digest.cache_clear()
 
 
-@pytest.mark.parametrize("name", ["protocol.yaml", "speed.yaml", "scientific.yaml", "tiktok.yaml"])
+_GRIDS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "grids")
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(_GRIDS) if f.endswith(".yaml")))
 def test_committed_grid_files_name_recgoats_keys_within_their_rules(name):
     """A grid file of the repository's protocols loads, and each RecGOAT point names RecGOAT keys with values in
     range (a typo in a key would otherwise be a candidate that silently equals the defaults)."""
-    import os
-
     from recgoat_recbole.config_check import validate
     from recgoat_recbole.keys import defaults, rules
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "grids", name)
+    path = os.path.join(_GRIDS, name)
     grids = load_grids(path)
     assert "RecGOAT" in grids
     for point in grid_points(grids["RecGOAT"]):

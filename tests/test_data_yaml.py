@@ -130,6 +130,33 @@ def test_the_data_only_yamls_hold_data_and_no_model_setting():
         assert not set(written) & _model_keys(), name
 
 
+def test_the_top_level_yamls_are_model_yamls_with_no_data_setting():
+    """recbole_configs/*.yaml name model settings (the paper's configuration); data lives in recbole_configs/data/
+    and the imports. The MovieLens-100k and TikTok YAMLs once mixed both, so a reader could not tell which of a
+    run's settings were the model's."""
+    files = sorted(f for f in os.listdir(CONFIGS) if f.endswith(".yaml"))
+    assert "paper.yaml" in files
+    budget = {"stopping_step"}  # the paper's patience: a training setting both kinds of file may hold
+    for name in files:
+        with open(os.path.join(CONFIGS, name), encoding="utf-8") as f:
+            written = yaml.safe_load(f)
+        data = set(written) & (DATA_KEYS | {"user_profile_feat"}) - budget
+        assert not data, (name, sorted(data))
+
+
+def test_a_dataset_name_finds_its_data_yaml_and_no_model_settings(tmp_path, monkeypatch):
+    """`recgoat bench --datasets ml-100k` (and the demo, bench_speed) without --config reads the data YAML, so each
+    model runs at its defaults; an imported folder under ./recgoat_data is found by its name too."""
+    from recgoat_recbole.bench.design import find_config
+
+    monkeypatch.chdir(tmp_path)
+    assert find_config("ml-100k") == os.path.join(CONFIGS, "data", "ml-100k.yaml")
+    with pytest.raises(FileNotFoundError, match="recbole_configs/data/baby.yaml and recgoat_data/baby/baby.yaml"):
+        find_config("baby")
+    report = import_mmrec(_baby_shaped(str(tmp_path / "src")), "recgoat_data")
+    assert os.path.samefile(find_config("baby"), report.config)
+
+
 def test_the_papers_fusion_on_data_without_text_and_image(mini_ml):
     """paper.yaml's fusion weights name text and image; on other modalities (the fixture: text and genre;
     TikTok: image and audio) it is one error, and paper-fusion-any.yaml keeps the authors' ID weight with the

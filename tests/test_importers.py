@@ -96,8 +96,9 @@ def test_tiktok_import_and_one_epoch():
     report = import_mmrec(src, "recgoat_data")
     assert report.interactions == {"train": 59_541, "valid": 3_051, "test": 6_130}
     assert report.users == 9_308 and report.items == 6_710
-    config = os.path.join(os.path.dirname(__file__), "..", "recbole_configs", "tiktok.yaml")
-    result = run_recbole(model="RecGOAT", config_file_list=[config],
+    with open(report.config, encoding="utf-8") as f:  # full ranking: 64 users of 6,711 scores per batch, not 1
+        assert yaml.safe_load(f)["eval_batch_size"] >= 64 * 6_711
+    result = run_recbole(model="RecGOAT", config_file_list=[report.config],
                          config_dict={"epochs": 1, "show_progress": False}, saved=False)
     assert result["test_result"]["ndcg@10"] > 0
 

@@ -30,7 +30,7 @@ def _default(key: str) -> Any:
 
 
 #: every alignment term on at the paper's default weights (the full model); each ablation sets all of them, so
-#: that a dataset YAML that turns some off (recbole_configs/tiktok.yaml) cannot leak into the table
+#: that a YAML that turns some off cannot leak into the table
 _ALIGN_ON = {"cmcl_weight": _default("cmcl_weight"), "use_oat": True,
              "wasserstein_weight": _default("wasserstein_weight")}
 _ALIGN_OFF = {"cmcl_weight": 0.0, "use_oat": False, "wasserstein_weight": 0.0}
@@ -77,15 +77,18 @@ def config_files(value: "str | Sequence[str]") -> tuple[str, ...]:
 
 
 def find_config(dataset: str) -> str:
-    """``recbole_configs/<dataset>.yaml`` from the working directory, else from the source checkout this package
-    runs from (an editable install: the shipped YAMLs are not installed as package data)."""
+    """A dataset's data YAML by its name: ``recbole_configs/data/<dataset>.yaml`` from the working directory, else
+    from the source checkout this package runs from (an editable install: the shipped YAMLs are not installed as
+    package data), else ``recgoat_data/<dataset>/<dataset>.yaml`` in the working directory (what ``recgoat data
+    import SRC recgoat_data`` writes). A data YAML sets no model key, so each model runs at its defaults."""
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for folder in (os.path.join(os.getcwd(), "recbole_configs"), os.path.join(here, "recbole_configs")):
-        path = os.path.join(folder, f"{dataset}.yaml")
+    candidates = [os.path.join(folder, "recbole_configs", "data", f"{dataset}.yaml") for folder in (os.getcwd(), here)]
+    candidates.append(os.path.join(os.getcwd(), "recgoat_data", dataset, f"{dataset}.yaml"))
+    for path in candidates:
         if os.path.isfile(path):
             return path
     raise FileNotFoundError(f"no config for dataset {dataset!r}: pass --config {dataset}=FILE (looked for "
-                            f"recbole_configs/{dataset}.yaml)")
+                            f"recbole_configs/data/{dataset}.yaml and recgoat_data/{dataset}/{dataset}.yaml)")
 
 
 def has_item_features(config_files: Sequence[str], overrides: dict[str, Any] | None = None) -> bool:

@@ -44,7 +44,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "NCL": {"ssl_temp": [0.05, 0.1, 0.2], "ssl_reg": [1e-7, 1e-6, 1e-5]},
     "SimpleX": {"margin": [0.5, 0.7, 0.9], "negative_weight": [1, 10, 50]},
     # the ID branch's depth, as LightGCN's grid, and λ_c, the weight of RecGOAT's contrastive alignment.
-    # Where the YAML turns CMCL off, pass a grid (benchmarks/grids/tiktok.yaml).
+    # Where the gate aligns no modality (TikTok), the λ_c points train alike: pass a grid (`--grid`).
     "RecGOAT": {"n_layers": [1, 2, 3], "cmcl_weight": [0.016, 0.032, 0.064]},
     # MMRec's FREEDOM grid is dropout {0.8, 0.9} x reg_weight {0, 1e-5, 1e-4, 1e-3}. Our earlier 3 x 3
     # ({0.7, 0.8, 0.9} x {0, 1e-4, 1e-3}) chose dropout 0.7 and 1e-3 on Scientific validation: both on an edge

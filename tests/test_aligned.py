@@ -482,3 +482,31 @@ def test_align_max_items_and_oat_plan_every_reach_recgoat_and_the_plugin(mini_ml
         _build(mini_ml, "RecGOAT", align_max_items=0)
     with pytest.raises(ConfigError, match="oat_plan_every"):
         _build(mini_ml, "LightGCN+Align", oat_plan_every=0)
+
+
+@pytest.mark.parametrize("backbone", ["LightGCN", "SGL", "NCL"])
+def test_with_every_modality_gated_off_the_speed_settings_change_nothing(mini_ml, backbone):
+    """docs/protocol.md, issue 28: where the gate aligns no modality, `oat_plan_every` and `align_max_items` have no
+    term to act on, so their candidates are the exact step there. Three optimiser steps with the cheapest
+    candidate give the exact step's parameters bit for bit (no projection, no draw from the random stream that
+    SGL's graphs and NCL's clusters also read)."""
+    states = []
+    for speed in ({}, {"oat_plan_every": 10, "align_max_items": 4}):
+        fit = {"num_clusters": 10} if backbone == "NCL" else {}  # (faiss: no more clusters than users)
+        _, model, train = _build(mini_ml, "RecGOAT", backbone=backbone, align_gate=True,
+                                 align_gate_min_lift=1000.0, fusion_gamma=0, **fit, **speed)
+        torch.manual_seed(0)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        model.train()
+        if hasattr(model, "e_step"):
+            model.e_step()
+        for step, batch in zip(range(3), train):
+            terms = model.calculate_loss(batch)
+            loss = sum(terms) if isinstance(terms, tuple) else terms
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        torch.testing.assert_close(states[0][key], states[1][key], rtol=0, atol=0, msg=key)

@@ -123,8 +123,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         log, checkpoint = summary.get("log"), summary.get("checkpoint")
         valid, test = summary.get("best_valid_result"), summary.get("test_result")
     else:
+        from recgoat_recbole.aligned import fit_ncl_clusters
+
+        # RecBole's NCL, as `recgoat bench` runs it: its 1000 k-means clusters fitted to a small dataset (RecGOAT on
+        # NCL and NCL+Align fit theirs when they are built)
+        before = (lambda config, data: fit_ncl_clusters(config, data, "NCL")) if name == "NCL" else None
         result = run_training(model=model, dataset=args.dataset, config_file_list=files or None,
-                              config_dict=overrides, saved=not args.no_save,
+                              config_dict=overrides, saved=not args.no_save, before_model=before,
                               show_progress=False if quiet else None, progress=_progress, quiet=quiet)
         log, checkpoint = _log_file(), result.checkpoint
         valid, test = result.best_valid_result, result.test_result

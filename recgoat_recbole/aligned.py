@@ -48,7 +48,8 @@ from recgoat_recbole.knn_cache import knn_edges
 from recgoat_recbole.patches.model_lookup import recbole_model
 from recgoat_recbole.scoring import tensor_state
 
-__all__ = ["aligned", "is_aligned_name", "BACKBONES", "SUFFIX", "AlignedRecommender", "ItemAccess", "subclass"]
+__all__ = ["aligned", "is_aligned_name", "BACKBONES", "SUFFIX", "AlignedRecommender", "ItemAccess", "subclass",
+           "fit_ncl_clusters"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,24 @@ _OWN_DATALOADER = frozenset({"MultiDAE", "MultiVAE", "MacridVAE", "CDAE", "ENMF"
                              "LDiffRec"})
 
 
+def fit_ncl_clusters(config, dataset, model: str = "NCL") -> dict[str, int]:
+    """NCL's k-means cluster count fitted to a small dataset: ``{"num_clusters": n}`` where it changed ``config``.
+
+    NCL clusters the users and the items into ``num_clusters`` (RecBole's default 1000) with faiss, which refuses
+    more clusters than points (ml-100k has 944 users). Where the smaller side has no more rows than that, the
+    count becomes a tenth of it (at least 2), logged once; a count that fits is kept."""
+    smaller = min(int(dataset.user_num), int(dataset.item_num))
+    wanted = int(config["num_clusters"])
+    if wanted < smaller:
+        return {}
+    fitted = max(2, smaller // 10)
+    config["num_clusters"] = fitted
+    logger.warning(f"{model}: num_clusters {wanted} is not below the {smaller} rows of the smaller side (users or "
+                   f"items), and NCL's k-means needs fewer clusters than points; using {fitted} (set num_clusters "
+                   f"below {smaller} to choose)")
+    return {"num_clusters": fitted}
+
+
 def is_aligned_name(name: str) -> bool:
     return isinstance(name, str) and name.endswith(SUFFIX) and len(name) > len(SUFFIX)
 
@@ -141,6 +160,8 @@ class AlignedRecommender:
     rules = ALIGN_RULES
 
     def __init__(self, config, dataset) -> None:
+        if self.backbone.__name__ == "NCL":  # (before NCL reads it)
+            fit_ncl_clusters(config, dataset, str(config["model"]))
         super().__init__(config, dataset)
         validate(config, self.rules)
         features, profiles = features_for_model(config, dataset)  # (first: a dataset without features is refused)

@@ -492,9 +492,8 @@ def test_with_every_modality_gated_off_the_speed_settings_change_nothing(mini_ml
     SGL's graphs and NCL's clusters also read)."""
     states = []
     for speed in ({}, {"oat_plan_every": 10, "align_max_items": 4}):
-        fit = {"num_clusters": 10} if backbone == "NCL" else {}  # (faiss: no more clusters than users)
         _, model, train = _build(mini_ml, "RecGOAT", backbone=backbone, align_gate=True,
-                                 align_gate_min_lift=1000.0, fusion_gamma=0, **fit, **speed)
+                                 align_gate_min_lift=1000.0, fusion_gamma=0, **speed)
         torch.manual_seed(0)
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
         model.train()
@@ -510,3 +509,24 @@ def test_with_every_modality_gated_off_the_speed_settings_change_nothing(mini_ml
     assert states[0].keys() == states[1].keys()
     for key in states[0]:
         torch.testing.assert_close(states[0][key], states[1][key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("model_name", ["NCL+Align", "RecGOAT"])
+def test_on_ncl_the_cluster_count_is_fitted_to_a_small_dataset(mini_ml, model_name, caplog):
+    """NCL's default 1000 k-means clusters on a dataset with fewer users: faiss raised ('Number of training points
+    (944) should be at least as large as number of clusters (1000)') from `recgoat run` and `run_recbole` with
+    RecGOAT on NCL or NCL+Align (only `recgoat bench` fitted it). The model fits it, says so, and trains."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        config, model, train = _build(mini_ml, model_name, backbone="NCL", num_clusters=1000)
+    smaller = min(train.dataset.user_num, train.dataset.item_num)
+    assert smaller < 1000 and config["num_clusters"] == max(2, smaller // 10) == model.k
+    assert any(f"num_clusters 1000 is not below the {smaller} rows" in r.getMessage() for r in caplog.records)
+    model.train()
+    model.e_step()
+    terms = model.calculate_loss(_batch(train))
+    assert all(torch.isfinite(t) for t in terms)
+    # a count that fits is kept
+    config, model, _ = _build(mini_ml, model_name, backbone="NCL", num_clusters=5)
+    assert config["num_clusters"] == 5 == model.k

@@ -48,6 +48,17 @@ def test_run_trains_a_builtin_and_recgoat(mini_ml, capsys):
     assert out.count("test: recall@10") == 2
 
 
+def test_run_fits_ncls_cluster_count_to_a_small_dataset(mini_ml, capsys):
+    """`recgoat run --model NCL` on a dataset with fewer users than NCL's 1000 default clusters ended in faiss's
+    traceback; it trains with the count `recgoat bench` gives it (a tenth of the smaller side)."""
+    cfg = mini_config(mini_ml, epochs=1)
+    cfg.pop("num_clusters", None)
+    with open("mini.yaml", "w") as f:
+        yaml.safe_dump(cfg, f)
+    assert main(["run", "--config", "mini.yaml", "--model", "NCL", "--no-save"]) == 0
+    assert "test: recall@10" in capsys.readouterr().out
+
+
 def test_recgoat_run_without_a_validation_split_prints_instead_of_crashing(tmp_path, capsys):
     """The LightGCN layout makes valid.txt optional: `recgoat run` trains, tests and says there was no
     validation (it used to exit 1 with AttributeError: 'NoneType' object has no attribute 'items')."""

@@ -48,20 +48,18 @@ def _fit_to_dataset(config, dataset) -> dict[str, Any]:
     clusters than points, and ml-100k has 944 users. It (and ``NCL+Align``, and RecGOAT on ``backbone: NCL``)
     gets a tenth of the smaller side instead.
 
-    A dataset YAML written for RecGOAT may put the views into the score (``fusion_gamma`` > 0, e.g. TikTok's
-    0.1); ``BPR+Align`` and ``SimpleX+Align`` cannot (their ``forward`` gives no item vectors), so they get
+    A YAML or a tuned point written for RecGOAT may put the views into the score (``fusion_gamma`` > 0);
+    ``BPR+Align`` and ``SimpleX+Align`` cannot (their ``forward`` gives no item vectors), so they get
     γ 0 there: the alignment terms still apply, the score stays the backbone's.
     """
-    from recgoat_recbole.aligned import aligned, is_aligned_name
+    from recgoat_recbole.aligned import aligned, fit_ncl_clusters, is_aligned_name
     from recgoat_recbole.config_check import config_value
 
     adjusted: dict[str, Any] = {}
     model = config["model"]
     on_ncl = model == "RecGOAT" and config_value(config, "backbone") == "NCL"
     if model in ("NCL", "NCL+Align") or on_ncl:
-        smaller = min(dataset.user_num, dataset.item_num)
-        if config["num_clusters"] >= smaller:
-            adjusted["num_clusters"] = max(2, smaller // 10)
+        adjusted.update(fit_ncl_clusters(config, dataset, model))
     gamma = float(config_value(config, "fusion_gamma") or 0)
     if gamma > 0 and is_aligned_name(model) and not aligned(model).access.fusable:
         adjusted["fusion_gamma"] = 0.0

@@ -72,7 +72,8 @@ def test_choose_uses_the_mean_validation_over_seeds_never_test():
     # n_layers 2 has the best mean (0.22 > 0.20); n_layers 3 lacks a seed; its test numbers are never looked at
     assert choice == {"d": {"LightGCN": {"n_layers": 2}, "EASE": {"reg_weight": 10.0}}}  # ties: the first
     table = tuning_table(records, grid, choice)
-    assert "| d | LightGCN | n_layers=2 | **0.2200** | 2 |" in table and "| n_layers=3 | 0.5000 | 1 |" in table
+    assert "| d | LightGCN | n_layers=2 | **0.2200** | 0.0000 | 2 |" in table
+    assert "| n_layers=1 | 0.2000 | 0.1414 | 2 |" in table and "| n_layers=3 | 0.5000 | – | 1 |" in table
 
 
 def test_write_choice_merges_separate_calls(tmp_path):

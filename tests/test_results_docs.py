@@ -102,3 +102,47 @@ def test_bench_writes_the_command_a_results_folder_was_made_by(tmp_path, monkeyp
     commands._record_command("out", "recgoat bench --datasets a")
     commands._record_command("out", "recgoat bench --datasets b")
     assert (tmp_path / "out" / "commands.txt").read_text() == "recgoat bench --datasets a\nrecgoat bench --datasets b\n"
+
+
+def test_a_tune_folder_block_shows_validation_only_with_the_across_rule(tmp_path):
+    """A committed `recgoat tune --across` folder (docs/protocol.md's candidates) renders as the validation table
+    and the rule's ratios, from its records and the grid file its command names; its records' test numbers (which
+    RecBole computes at the end of every run) appear nowhere, and there is no figure."""
+    from recgoat_recbole.bench.design import RunSpec
+    from recgoat_recbole.bench.tuning import _label
+
+    points = [{"backbone": "LightGCN"}, {"backbone": "SGL"}, {"backbone": "NCL"}]
+    (tmp_path / "grids").mkdir()
+    (tmp_path / "grids" / "c.yaml").write_text("RecGOAT:\n" + "".join(f"  - {{backbone: {p['backbone']}}}\n"
+                                                                      for p in points))
+    folder = tmp_path / "results" / "cands"
+    (folder / "runs").mkdir(parents=True)
+    valid = {("a", "LightGCN"): 0.10, ("a", "SGL"): 0.14, ("a", "NCL"): 0.11,
+             ("b", "LightGCN"): 0.20, ("b", "SGL"): 0.19, ("b", "NCL"): 0.21}
+    for (dataset, backbone), level in valid.items():
+        for seed in (1, 2):
+            spec = RunSpec(dataset, "RecGOAT", seed, _label({"backbone": backbone}))
+            value = level + (0.002 if seed == 1 else -0.002)
+            record = {"dataset": dataset, "model": "RecGOAT", "variant": spec.variant, "label": spec.label,
+                      "seed": seed, "key": spec.key, "test": {"ndcg@10": 0.777, "recall@10": 0.777},
+                      "valid": {"ndcg@10": value}, "epochs": 12, "epoch_s": 0.5, "total_s": 9.0,
+                      "peak_mib": 300.0, "device": "cpu", "epochs_cap": 100, "stopping_step": 5,
+                      "model_type": "GENERAL", "valid_curve": [[1, value]], "recgoat_version": "0.1.0",
+                      "git_commit": "a" * 40, "signature": "not ours"}
+            (folder / "runs" / f"{spec.key}.json").write_text(json.dumps(record))
+    (folder / "commands.txt").write_text("recgoat tune --across --datasets a b --models RecGOAT --grid grids/c.yaml "
+                                         "--seeds 1 2 --out results/cands\n")
+    (tmp_path / "docs").mkdir()
+    doc = tmp_path / "docs" / "protocol.md"
+    doc.write_text("<!-- results cands -->\n<!-- /results -->\n")
+    assert main(["results", "--root", str(tmp_path)]) == 0
+    text = doc.read_text()
+    assert "0.777" not in text and "validation only" in text
+    assert "| a | RecGOAT | backbone=SGL | **0.1400** | 0.0028 | 2 |" in text  # chosen across: SGL (1.175)
+    assert "| RecGOAT | backbone=SGL | 1.4000 | 0.9500 | **1.1750** |" in text
+    assert not os.path.exists(image_path(str(tmp_path), "cands"))
+    assert main(["results", "--root", str(tmp_path), "--check"]) == 0
+    # the grid file its command names must be there: its order says which candidate is the reference
+    os.remove(tmp_path / "grids" / "c.yaml")
+    with pytest.raises(ResultsError, match="grids/c.yaml is not in the repository"):
+        regenerate([str(doc)], str(tmp_path), check=True)

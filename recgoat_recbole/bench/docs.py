@@ -4,7 +4,11 @@ A results folder is what ``recgoat bench`` / ``recgoat tune`` write to ``--out``
 ``results/<name>/``: ``runs/*.json`` (one record per run: settings, commit, seed, epochs, validation curve, test
 metrics and every test user's NDCG@10 / Recall@20) and ``commands.txt`` (the commands that trained them, one a
 line, as typed). A *speed folder* (``benchmarks/bench_speed.py --out``: records of kind ``speed-*``) is one too;
-its block is its tables (:func:`recgoat_recbole.bench.speed.render`), without a figure. A Markdown file names a folder with a generated block::
+its block is its tables (:func:`recgoat_recbole.bench.speed.render`), without a figure. A *tune folder*
+(``recgoat tune --out``: every record a grid point, ``variant`` "tune: ...") is one too: its block is the grid's
+validation table (and with ``--across``, the rule's ratios), rebuilt from its records and the grid that its
+committed command names; the test metrics the records hold are not shown. A Markdown file names a folder with a
+generated block::
 
     <!-- results NAME -->
     (everything here is generated: the commands, the table, the notes and the figure link)
@@ -105,6 +109,69 @@ def _speed_records(folder: str) -> list[dict]:
     return records
 
 
+def _is_tune(records: list[dict]) -> bool:
+    """Whether ``records`` are the grid runs of ``recgoat tune`` (every variant a grid point's label)."""
+    return bool(records) and all(str(r.get("variant", "")).startswith("tune: ") for r in records)
+
+
+def _options(argv: list[str]) -> dict[str, list[str]]:
+    """``--name v1 v2 --flag --other=v`` -> ``{"name": ["v1", "v2"], "flag": [], "other": ["v"]}`` (a committed
+    command's options, read without the CLI's parser, which this package does not import)."""
+    options: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for token in argv:
+        if token.startswith("--"):
+            name, eq, value = token[2:].partition("=")
+            current = options.setdefault(name, [])
+            if eq:
+                current.append(value)
+        elif current is not None:
+            current.append(token)
+    return options
+
+
+def _render_tune(root: str, records: list[dict], commands: list[str]) -> str:
+    """The tables of a tune folder, as ``recgoat tune`` prints them, from its records and the grid of its
+    committed commands (their ``--grid`` file read from ``root``, their datasets and seeds): every point's mean
+    validation NDCG@10 ± std over its seeds, the choice in bold, and with ``--across`` the rule's ratios. Only
+    validation is read."""
+    import shlex
+
+    from recgoat_recbole.bench.design import RunSpec
+    from recgoat_recbole.bench.tuning import (_label, across_table, choose, choose_across, grid_for, grid_points,
+                                              load_grids, tuning_table)
+
+    tunes = [shlex.split(c)[1:] for c in commands if shlex.split(c)[:2] == ["recgoat", "tune"]]
+    if not tunes:
+        raise ResultsError("a tune folder's commands.txt names no `recgoat tune` command: its grid is unknown")
+    models = list(dict.fromkeys(r["model"] for r in records))
+    grid, keys, across = [], set(), False
+    for argv in tunes:
+        options = _options(argv)
+        across = across or "across" in options
+        grid_file = (options.get("grid") or [None])[-1]
+        path = os.path.join(root, grid_file) if grid_file else None
+        if path and not os.path.isfile(path):
+            raise ResultsError(f"the tune command's grid {grid_file} is not in the repository")
+        if not options.get("datasets") or not options.get("seeds"):
+            raise ResultsError(f"the tune command names no --datasets or no --seeds: {' '.join(argv)}")
+        grids = load_grids(path)
+        for dataset in options["datasets"]:
+            for model in options.get("models") or models:
+                for point in grid_points(grid_for(model, grids)):
+                    for seed in map(int, options["seeds"]):
+                        spec = RunSpec(dataset, model, seed, _label(point))
+                        if spec.key not in keys:
+                            keys.add(spec.key)
+                            grid.append((spec, point))
+    choice = choose_across(records, grid) if across else choose(records, grid)
+    parts = [tuning_table(records, grid, choice)]
+    if across:
+        parts.append("Across the datasets (validation NDCG@10 as a ratio to each model's first point; the rule of "
+                     "`--across`):\n\n" + across_table(records, grid, choice))
+    return "\n\n".join(parts)
+
+
 def image_path(root: str, name: str) -> str:
     return os.path.join(root, "docs", "img", f"results-{name}.png")
 
@@ -133,6 +200,13 @@ def render(root: str, name: str, doc_path: str) -> str:
         return (f"Records: [`results/{name}/runs/`]({runs_link}) ({len(speed)} measurements); rebuilt by "
                 f"`recgoat results`.\n\n" + render_speed(speed, _commands(folder), signatures=False))
     records, commands = load_folder(folder)
+    if _is_tune(records):  # a tune folder: validation tables, no test number, no figure
+        parts = [f"Records: [`results/{name}/runs/`]({runs_link}) ({len(records)} runs; validation only: the test "
+                 f"metrics the records hold are not shown); rebuilt by `recgoat results`."]
+        if commands:
+            parts.append("```bash\n" + "\n".join(commands) + "\n```")
+        parts.append(_render_tune(root, records, commands))
+        return "\n\n".join(parts) + "\n"
     rows = _rows(records)
     image = os.path.relpath(image_path(root, name), os.path.dirname(os.path.abspath(doc_path)))
     parts = [f"Records: [`results/{name}/runs/`]({runs_link}) "
@@ -162,7 +236,8 @@ def regenerate(paths: list[str], root: str, check: bool = False) -> list[str]:
             fresh = bodies[block.name]
             png = image_path(root, block.name)
             folder = os.path.join(root, "results", block.name)
-            figure = not _speed_records(folder)  # (a speed folder's block has tables only)
+            # (a speed folder's and a tune folder's blocks have tables only)
+            figure = not _speed_records(folder) and not _is_tune(load_folder(folder)[0])
             if fresh != block.body or (figure and not os.path.isfile(png)):
                 changed.append(f"{path}: {block.name}")
             if not check and figure:

@@ -325,16 +325,20 @@ def on_edges(choice: Mapping[str, Mapping[str, dict]], grid: Sequence[GridRun]) 
 
 def tuning_table(records: Sequence[dict], grid: Sequence[GridRun], choice: Mapping[str, Mapping[str, dict]],
                  metric: str = "ndcg@10") -> str:
-    """Markdown: every grid point's mean *validation* ``metric`` over its finished seeds, the chosen one in bold;
+    """Markdown: every grid point's mean *validation* ``metric`` over its finished seeds (± their sample standard
+    deviation), the chosen one in bold;
     under it, each chosen point on an edge of its grid (:func:`on_edges`)."""
-    lines = [f"| dataset | model | setting | valid {metric} | seeds |", "| --- | --- | --- | --- | --- |"]
+    import statistics
+
+    lines = [f"| dataset | model | setting | valid {metric} | ± std | seeds |", "| --- | --- | --- | --- | --- | --- |"]
     for (dataset, model, label), (point, values, _) in _scores(records, grid, metric).items():
         if not values:
             continue
         cell = f"{sum(values) / len(values):.4f}"
         if choice.get(dataset, {}).get(model) == point:
             cell = f"**{cell}**"
-        lines.append(f"| {dataset} | {model} | {label.removeprefix('tune: ')} | {cell} | {len(values)} |")
+        spread = f"{statistics.stdev(values):.4f}" if len(values) > 1 else "–"
+        lines.append(f"| {dataset} | {model} | {label.removeprefix('tune: ')} | {cell} | {spread} | {len(values)} |")
     edges = on_edges(choice, grid)
     if edges:
         lines.append("")

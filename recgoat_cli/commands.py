@@ -423,7 +423,7 @@ def _run_suite(specs: Sequence[Any], out: str, title: str, train: bool = True, j
 
 def _dataset_configs(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
     """``--config DATASET=FILE[,FILE...]`` pairs, checked (several files: layered in order, later ones win, e.g.
-    an imported data YAML and recbole_configs/paper.yaml); other datasets use recbole_configs/<dataset>.yaml."""
+    an imported data YAML and recbole_configs/paper.yaml); other datasets use their data YAML (find_config)."""
     configs = {}
     for pair in args.config or []:
         if "=" not in pair:

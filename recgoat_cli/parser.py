@@ -54,7 +54,8 @@ def _add_suite_args(p: argparse.ArgumentParser, models: list[str] | None, models
     p.add_argument("--datasets", nargs="+", action="extend", default=None, help="default: ml-100k")
     p.add_argument("--models", nargs="+", action="extend", default=models, help=models_help)
     p.add_argument("--config", nargs="*", action="extend", metavar="DATASET=FILE[,FILE]",
-                   help="YAML per dataset (default: recbole_configs/); several, comma-separated, are layered in order "
+                   help="YAML per dataset (default: its data YAML, recbole_configs/data/DATASET.yaml or "
+                        "recgoat_data/DATASET/DATASET.yaml); several, comma-separated, are layered in order "
                         "(e.g. a data YAML and recbole_configs/paper.yaml)")
     p.add_argument("--report-only", action="store_true", help=report_only_help)
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")

@@ -8,7 +8,9 @@ what each part costs as the data grow (import, kNN graphs, gate, model build, ep
     python benchmarks/bench_speed.py --dataset ml-100k tiktok --config tiktok=recgoat_data/tiktok/tiktok.yaml \\
         --before /tmp/old-checkout --out /tmp/speed-tiktok
 
-Both models get the same embedding size, LightGCN layers, batch size, split and seed. RecGOAT runs each
+The baseline is RecBole's LightGCN (issue 28's reference), or the RecBole model ``--baseline`` names (e.g. the
+one RecGOAT's default ``backbone`` is: what the alignment costs over its own ID branch). Both models get the
+same embedding size, layers, batch size, split and seed. RecGOAT runs each
 ``--variant``: *shipped* (the YAML files as they are, user profiles included; ``--no-profiles`` drops them; the
 alignment on, with its gate), *all-terms* (every alignment term on: GAT views, OAT map, CMCL, W term, γ = 0.5)
 and *paper* (the paper's configuration, GAT views: ``recbole_configs/<shape>.yaml`` for a synthetic shape of the
@@ -171,18 +173,21 @@ def measure(model_name: str, dataset: str, config_files: list[str], overrides: d
     ``recgoat bench``) with ``eval_step: 0``, so that ``fit`` trains every epoch without validating or saving."""
     import torch
 
+    from recgoat_recbole.bench import worker
     from recgoat_recbole.bench.worker import peak_memory_mib
     from recgoat_recbole.training import run_training
 
     shape: dict = {}
+    fit = getattr(worker, "_fit_to_dataset", None)  # what `recgoat bench` fits (NCL's clusters on small data)
 
-    def before_model(config, data) -> None:  # the shape as RecBole sees it; the CUDA peak counts from here on
+    def before_model(config, data) -> dict | None:  # the shape as RecBole sees it; the CUDA peak counts from here
         if data is not None:
             features = getattr(data, "item_features", None) or {}
             shape.update(users=int(data.user_num - 1), items=int(data.item_num - 1), interactions=int(data.inter_num),
                          dims={str(m): int(x.shape[1]) for m, x in sorted(features.items())})
         if config["device"].type == "cuda":
             torch.cuda.reset_peak_memory_stats()
+        return fit(config, data) if fit is not None and data is not None else None
 
     phases = Phases().install()
     try:
@@ -367,7 +372,7 @@ class Recorder:
 
 def measure_dataset(args: argparse.Namespace, dataset: str, configs: list[str], data_path: str | None,
                     cache: str, codes: dict[str, str], commits: dict, tmp: str, recorder: Recorder) -> None:
-    """LightGCN and every RecGOAT variant on one dataset, for each checkout in ``codes``, ``--rounds`` times;
+    """The baseline (``--baseline``: LightGCN) and every RecGOAT variant on one dataset, for each checkout in ``codes``, ``--rounds`` times;
     every measurement a record (a synthetic dataset's imports too)."""
     import yaml
 
@@ -406,7 +411,7 @@ def measure_dataset(args: argparse.Namespace, dataset: str, configs: list[str], 
         key, _, value = item.partition("=")
         recgoat[key] = yaml.safe_load(value)
     variants = list(dict.fromkeys(args.variant or ["shipped"]))
-    jobs = {"LightGCN": ("LightGCN", configs, common)}
+    jobs = {args.baseline: (args.baseline, configs, common)}
     jobs.update({v: ("RecGOAT", configs + variant_configs(v, dataset), {**common, **recgoat, **VARIANTS[v]})
                  for v in variants})
     device_tag = f"{args.device or 'auto'}-d{args.embedding_size}-l{args.n_layers}-b{args.batch_size}"
@@ -502,6 +507,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override the YAML's data_path (an imported dataset); DATASET= as for --config")
     parser.add_argument("--variant", action="append", default=None, choices=sorted(VARIANTS),
                         help="RecGOAT configuration(s) to measure, repeatable (default: shipped)")
+    parser.add_argument("--baseline", default="LightGCN", metavar="MODEL",
+                        help="the RecBole model every RecGOAT variant is compared with, at the same d, layers and "
+                             "batch (default LightGCN: issue 28's reference); e.g. RecGOAT's backbone's own "
+                             "model, for what the alignment costs over it")
     parser.add_argument("--before", default=None, metavar="CHECKOUT",
                         help="also measure the code of another checkout (e.g. a `git worktree` of an older "
                              "commit), same settings, alternating with this one: a 'before' ratio column")

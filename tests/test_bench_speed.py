@@ -42,7 +42,8 @@ def _shape(name="synthetic-baby", factor=1.0) -> dict:
 
 def _run(job, epoch, eval_s, peak, shape=None, dataset="synthetic-baby", use_gat=False, gate_open=True,
          code="after", round_=1, knn_s=None, gate_s=None, cores=2, device="cpu") -> dict:
-    recgoat = {} if job == "LightGCN" else {"use_gat": use_gat, "use_oat": True, "cmcl_weight": 0.032,
+    baseline = job in ("LightGCN", "NCL")
+    recgoat = {} if baseline else {"use_gat": use_gat, "use_oat": True, "cmcl_weight": 0.032,
                                             "wasserstein_weight": 0.001, "align_gate": job != "paper"}
     knn = [] if knn_s is None else [{"label": "item kNN graph (image, k=10)", "rows": 10, "dim": 4, "k": 10,
                                      "edges": 5, "seconds": knn_s, "built": True, "in_gate": False}]
@@ -50,7 +51,7 @@ def _run(job, epoch, eval_s, peak, shape=None, dataset="synthetic-baby", use_gat
     settings = {"embedding_size": 64, "n_layers": 2, "train_batch_size": 2048, "epochs": 3, "evals": 3,
                 "dataset": dataset, "job": job}
     return {"kind": speed.RUN, "key": f"{dataset}__{code}__{job}__r{round_}", "dataset": dataset, "job": job,
-            "model": "LightGCN" if job == "LightGCN" else "RecGOAT", "code": code, "round": round_,
+            "model": job if baseline else "RecGOAT", "code": code, "round": round_,
             "settings": settings, "shape": shape or _shape(), "device": device,
             "epoch_s": [epoch * 3, epoch, epoch * 0.9],  # (its median: neither its mean nor its minimum)
             "eval_s": [eval_s] * 3, "peak_mib": peak, "build_s": 0.5, "params": 1000, "knn": knn, "gate": gate,
@@ -84,11 +85,11 @@ def test_ratios_are_marked_against_the_goals_at_the_papers_shapes_only():
         _run("shipped", 2.0, 2.0, 2000.0, shape=small, dataset="synthetic-baby x0.01", gate_s=0.1),
     ]
     rows = _ratio_rows(speed.render(records))
-    assert rows[("synthetic-baby", "shipped")][5:8] == ["1.19x ✓", "1.20x ✗", "1.29x ✓"]
-    assert rows[("synthetic-baby", "paper")][5:8] == ["1.50x ✓", "1.05x ✓", "1.40x ✗"]
-    assert rows[("synthetic-baby", "all-terms")][5] == "1.56x ✗"
-    assert rows[("synthetic-baby", "shipped")][3:5] == ["0.90", "1.07"]  # each model's best round
-    assert rows[("synthetic-baby x0.01", "shipped")][5:8] == ["2.00x", "2.00x", "2.00x"]  # not a paper shape
+    assert rows[("synthetic-baby", "shipped")][6:9] == ["1.19x ✓", "1.20x ✗", "1.29x ✓"]
+    assert rows[("synthetic-baby", "paper")][6:9] == ["1.50x ✓", "1.05x ✓", "1.40x ✗"]
+    assert rows[("synthetic-baby", "all-terms")][6] == "1.56x ✗"
+    assert rows[("synthetic-baby", "shipped")][3:6] == ["LightGCN", "0.90", "1.07"]  # each model's best round
+    assert rows[("synthetic-baby x0.01", "shipped")][6:9] == ["2.00x", "2.00x", "2.00x"]  # not a paper shape
     assert "gate open" in rows[("synthetic-baby", "shipped")][2]
     assert "gate closed: text" in rows[("synthetic-baby", "all-terms")][2]
     assert rows[("synthetic-baby", "paper")][2] == "GAT views, OAT, CMCL, W; no gate"
@@ -281,9 +282,9 @@ def test_a_before_checkout_gets_its_own_ratio_column():
                _run("LightGCN", 1.0, 1.0, 1000.0, code="before"),
                _run("shipped", 1.6, 1.0, 1000.0, gate_s=0.1, code="before")]
     text = speed.render(records)
-    assert "| epoch / LightGCN | epoch / LightGCN before |" in text
+    assert "| epoch / baseline | epoch / baseline before |" in text
     row = _ratio_rows(text)[("synthetic-baby", "shipped")]
-    assert row[5:7] == ["1.10x ✓", "1.60x"]  # (the goal marks this checkout's ratio, not the old one)
+    assert row[6:8] == ["1.10x ✓", "1.60x"]  # (the goal marks this checkout's ratio, not the old one)
     assert "(the --before checkout) (2 records)" in text
 
 
@@ -298,3 +299,19 @@ def test_the_alignment_column_names_the_speed_options_a_run_had_on():
     assert _alignment({"recgoat": exact}) == "OAT, CMCL, W; no gate"
     fast = {**base, "oat_plan_every": 10, "align_max_items": 512, "knn_search": "hnsw"}
     assert _alignment({"recgoat": fast}) == "OAT, CMCL, W, plan every 10 steps, ≤ 512 items, HNSW kNN; no gate"
+
+
+def test_another_baseline_gets_its_own_rows_and_only_lightgcns_are_marked_against_the_goals():
+    """`bench_speed.py --baseline NCL`: RecGOAT on its NCL branch against RecBole's NCL (what the alignment costs
+    over its own ID branch) next to the ratio to LightGCN; issue 28's goals are about LightGCN, so only those
+    ratios carry ✓ / ✗, and a baseline builds no kNN graph row of its own in the scaling table."""
+    records = [_run("LightGCN", 1.0, 1.0, 1000.0), _run("NCL", 4.0, 1.0, 1100.0),
+               _run("shipped", 4.4, 1.0, 1210.0, gate_s=0.1, knn_s=2.0)]
+    records[-1]["recgoat"]["backbone"] = "NCL"
+    text = speed.render(records)
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| synthetic-baby | shipped")]
+    assert [r[3] for r in rows] == ["LightGCN", "NCL"] and rows[0][1] == "shipped (NCL branch)"
+    assert rows[0][6:9] == ["4.40x ✗", "1.00x ✓", "1.21x ✓"]
+    assert rows[1][6:9] == ["1.10x", "1.00x", "1.10x"]
+    assert "kNN graphs, cold (s): shipped" in text and "kNN graphs, cold (s): NCL" not in text

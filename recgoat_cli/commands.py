@@ -446,7 +446,8 @@ def _load_tuned(path: str) -> dict[str, dict[str, dict[str, Any]]]:
 def cmd_tune(args: argparse.Namespace) -> int:
     """Grid search on the validation split, the same nine-point budget per model; writes OUT/best.yaml."""
     from recgoat_recbole.bench.design import find_config
-    from recgoat_recbole.bench.tuning import (across_table, choose, choose_across, grid_specs, load_grids, run_grid,
+    from recgoat_recbole.bench.execute import run_all
+    from recgoat_recbole.bench.tuning import (across_table, choose, choose_across, grid_specs, load_grids,
                                               tuning_table, write_choice)
 
     configs = _dataset_configs(args)
@@ -465,7 +466,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     grid = grid_specs(args.datasets, models, args.seeds, _bench_common(args), configs, grids, align=args.align)
     if not args.report_only:
         _record_command(args.out, _command(args))
-    records = run_grid(grid, args.out, jobs=args.jobs, train=not args.report_only)
+    # the grid's runs (resuming), printing validation metrics only
+    records = run_all([spec for spec, _ in grid], args.out, show_test=False, train=not args.report_only,
+                      jobs=args.jobs)
     if not records:
         raise FileNotFoundError(f"no finished grid runs in {args.out}/runs for these settings")
     choice = choose_across(records, grid) if args.across else choose(records, grid)

@@ -24,11 +24,10 @@ import os
 from typing import Any, Mapping, Sequence, Union
 
 from recgoat_recbole.bench.design import RunSpec, config_files, models_for_dataset, with_aligned
-from recgoat_recbole.bench.execute import run_all
 from recgoat_recbole.bench.names import ALIGN_SUFFIX, DEFAULT_MODELS
 
 __all__ = ["GRIDS", "ALIGN_KNOB", "Grid", "grid_for", "grid_points", "grid_specs", "choose", "choose_across",
-           "across_table", "load_grids", "write_choice", "tuning_table", "run_grid", "GridRun", "on_edges"]
+           "across_table", "load_grids", "write_choice", "tuning_table", "GridRun", "on_edges"]
 
 #: a grid: knob -> values (every combination is a point), or the list of its points (candidates)
 Grid = Union[Mapping[str, Sequence[Any]], Sequence[Mapping[str, Any]]]
@@ -347,7 +346,3 @@ def tuning_table(records: Sequence[dict], grid: Sequence[GridRun], choice: Mappi
                   in edges.items()]
     return "\n".join(lines)
 
-
-def run_grid(grid: Sequence[GridRun], out_dir: str, log=print, jobs: int = 1, train: bool = True) -> list[dict]:
-    """Run the grid (resuming), printing validation metrics only."""
-    return run_all([spec for spec, _ in grid], out_dir, log, show_test=False, train=train, jobs=jobs)

@@ -10,9 +10,10 @@ The groups: the paper's method, our extensions (marked in the docs), the dataset
 by :class:`~recgoat_recbole.dataset.FeatureDataset` for every model that reads features) and performance knobs
 (no effect on what is computed, only on memory and time).
 
-``recbole_configs/paper.yaml`` is the paper's configuration; the defaults here are the settings we recommend,
-chosen on validation in an earlier round whose runs were not kept as records (being re-measured under the
-protocol of docs/results.md).
+``recbole_configs/paper.yaml`` is the paper's configuration; the defaults here are the settings we recommend.
+RecGOAT's ``backbone``, ``align_gate`` and ``fusion_gamma`` were chosen on validation by the written protocol of
+docs/protocol.md (its records: results/protocol-default); the others in an earlier round whose runs were not
+kept as records.
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ REMOVED: dict[str, str] = {
 
 #: RecGOAT's own keys (with :data:`HOOK_KEYS`, its defaults)
 RECGOAT_KEYS: tuple[Key, ...] = (
-    Key("backbone", "LightGCN", replace(choice(*BACKBONE_NAMES), optional=True), PAPER,
-        "the ID branch: a RecBole recommender (LightGCN, the paper's; `~`, as in checkpoints from before this key: LightGCN), with its own keys from its RecBole YAML; what applies to which: docs/plugin.md. `SGL` is SGL's graph contrast on the ID branch"),
+    Key("backbone", "NCL", replace(choice(*BACKBONE_NAMES), optional=True), PAPER,
+        "the ID branch: a RecBole recommender with its own keys from its RecBole YAML (NCL: chosen on validation by docs/protocol.md; LightGCN is the paper's; `~`, as in checkpoints from before this key: LightGCN); what applies to which: docs/plugin.md. `SGL` is SGL's graph contrast on the ID branch"),
     Key("embedding_size", 64, integer(1), PAPER,
         "d, for every branch (a backbone other than LightGCN: its RecBole YAML's; NGCF's item vectors are its layers concatenated)"),
     Key("n_layers", 2, integer(0), PAPER,

@@ -4,7 +4,8 @@ the paper's own parts.
 Representations (the paper's §3.2-3.4; docs/method.md)::
 
     z_id            = backbone(user–item graph)                               users and items (``backbone``,
-                      default LightGCN, the paper's; rating-weighted graph where the backbone has one to swap)
+                      default NCL (docs/protocol.md), the paper's LightGCN; rating-weighted graph where the
+                      backbone has one to swap)
     z_m             = GAT_m(Linear_m(x_m), item–item kNN graph of m)          each item modality m
     z~_m            = OAT_m(z_m, z_id) = z_m (d·T_m + Δ_m)                     distribution-level alignment
                       (then rescaled to the RMS norm of z_id when match_scale: true)

@@ -146,3 +146,20 @@ def test_a_tune_folder_block_shows_validation_only_with_the_across_rule(tmp_path
     os.remove(tmp_path / "grids" / "c.yaml")
     with pytest.raises(ResultsError, match="grids/c.yaml is not in the repository"):
         regenerate([str(doc)], str(tmp_path), check=True)
+
+
+def test_recgoats_defaults_are_what_the_protocol_chose_from_its_committed_records():
+    """docs/protocol.md, step 6: the winner of `recgoat tune --across` over results/protocol-default (validation
+    only, every candidate with all its seeds on both datasets) is RecGOAT's defaults in keys.py. A default edited
+    by hand, or a record that would change the choice, fails here."""
+    from recgoat_recbole.bench.docs import load_folder, tune_grid
+    from recgoat_recbole.bench.tuning import choose_across
+    from recgoat_recbole.keys import defaults
+
+    records, commands = load_folder(os.path.join(ROOT, "results", "protocol-default"))
+    grid, across = tune_grid(ROOT, records, commands)
+    assert across and len(records) == len(grid) == 30  # five candidates x two datasets x three seeds
+    chosen = {tuple(sorted(p.items())) for models in choose_across(records, grid).values() for p in models.values()}
+    assert len(chosen) == 1
+    point = dict(next(iter(chosen)))
+    assert {key: defaults("RecGOAT")[key] for key in point} == point

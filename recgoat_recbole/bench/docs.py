@@ -29,7 +29,8 @@ import os
 import re
 from dataclasses import dataclass
 
-__all__ = ["BLOCK", "Block", "find_blocks", "render", "regenerate", "load_folder", "image_path", "ResultsError"]
+__all__ = ["BLOCK", "Block", "find_blocks", "render", "regenerate", "load_folder", "image_path", "ResultsError",
+           "tune_grid"]
 
 #: a generated block: ``<!-- results NAME -->`` ... ``<!-- /results -->``
 BLOCK = re.compile(r"<!-- results (?P<name>[A-Za-z0-9][A-Za-z0-9._-]*) -->\n(?P<body>.*?)<!-- /results -->",
@@ -130,16 +131,14 @@ def _options(argv: list[str]) -> dict[str, list[str]]:
     return options
 
 
-def _render_tune(root: str, records: list[dict], commands: list[str]) -> str:
-    """The tables of a tune folder, as ``recgoat tune`` prints them, from its records and the grid of its
-    committed commands (their ``--grid`` file read from ``root``, their datasets and seeds): every point's mean
-    validation NDCG@10 ± std over its seeds, the choice in bold, and with ``--across`` the rule's ratios. Only
-    validation is read."""
+def tune_grid(root: str, records: list[dict], commands: list[str]) -> tuple[list, bool]:
+    """The grid of a tune folder, as its committed ``recgoat tune`` commands made it (their ``--grid`` file read
+    from ``root``, their datasets, models and seeds; without ``--models``, the records' models), and whether one
+    of them chose ``--across``: ``([(RunSpec, point), ...], across)`` in the grid's order."""
     import shlex
 
     from recgoat_recbole.bench.design import RunSpec
-    from recgoat_recbole.bench.tuning import (_label, across_table, choose, choose_across, grid_for, grid_points,
-                                              load_grids, tuning_table)
+    from recgoat_recbole.bench.tuning import _label, grid_for, grid_points, load_grids
 
     tunes = [shlex.split(c)[1:] for c in commands if shlex.split(c)[:2] == ["recgoat", "tune"]]
     if not tunes:
@@ -164,6 +163,16 @@ def _render_tune(root: str, records: list[dict], commands: list[str]) -> str:
                         if spec.key not in keys:
                             keys.add(spec.key)
                             grid.append((spec, point))
+    return grid, across
+
+
+def _render_tune(root: str, records: list[dict], commands: list[str]) -> str:
+    """The tables of a tune folder, as ``recgoat tune`` prints them, from its records and its grid
+    (:func:`tune_grid`): every point's mean validation NDCG@10 ± std over its seeds, the choice in bold, and with
+    ``--across`` the rule's ratios. Only validation is read."""
+    from recgoat_recbole.bench.tuning import across_table, choose, choose_across, tuning_table
+
+    grid, across = tune_grid(root, records, commands)
     choice = choose_across(records, grid) if across else choose(records, grid)
     parts = [tuning_table(records, grid, choice)]
     if across:

@@ -140,7 +140,7 @@ def tune_grid(root: str, records: list[dict], commands: list[str]) -> tuple[list
     from recgoat_recbole.bench.design import RunSpec
     from recgoat_recbole.bench.tuning import _label, grid_for, grid_points, load_grids
 
-    tunes = [shlex.split(c)[1:] for c in commands if shlex.split(c)[:2] == ["recgoat", "tune"]]
+    tunes = [argv[2:] for argv in map(shlex.split, commands) if argv[:2] == ["recgoat", "tune"]]
     if not tunes:
         raise ResultsError("a tune folder's commands.txt names no `recgoat tune` command: its grid is unknown")
     models = list(dict.fromkeys(r["model"] for r in records))
@@ -245,13 +245,14 @@ def regenerate(paths: list[str], root: str, check: bool = False) -> list[str]:
             fresh = bodies[block.name]
             png = image_path(root, block.name)
             folder = os.path.join(root, "results", block.name)
-            # (a speed folder's and a tune folder's blocks have tables only)
-            figure = not _speed_records(folder) and not _is_tune(load_folder(folder)[0])
+            # (a speed folder's and a tune folder's blocks have tables only); the records read once, for the plot too
+            records = None if _speed_records(folder) else load_folder(folder)[0]
+            figure = records is not None and not _is_tune(records)
             if fresh != block.body or (figure and not os.path.isfile(png)):
                 changed.append(f"{path}: {block.name}")
             if not check and figure:
                 os.makedirs(os.path.dirname(png), exist_ok=True)
-                plot(_rows(load_folder(os.path.join(root, "results", block.name))[0]), METRICS, png)
+                plot(_rows(records), METRICS, png)
         if not check and bodies:
             new = BLOCK.sub(lambda m: f"<!-- results {m.group('name')} -->\n{bodies[m.group('name')]}"
                                       "<!-- /results -->", text)

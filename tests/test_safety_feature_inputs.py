@@ -309,38 +309,6 @@ def test_features_image_output_folder_fails_before_encoding(tmp_path, capsys, no
     assert "outdir is a folder" in err
 
 
-class _FakeEncoder:
-    """A deterministic stand-in for a SentenceTransformer: one-hot-ish rows from the text's length."""
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return 4
-
-    def encode(self, texts, **kwargs) -> np.ndarray:
-        out = np.array([[len(t), t.count("a"), 1.0, 0.5] for t in texts], dtype=np.float32)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
-def test_features_text_npy_output_writes_mmrec_layout(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("recgoat_recbole.features.text.load_text_encoder", lambda *a, **k: _FakeEncoder())
-    table = _table(tmp_path / "t.item")  # tokens 2, 0, 1: MMRec ids, not in id order
-    code = _run_cli(capsys, ["features", "text", table, "--columns", "title", "-o", "text.npy", "--quiet"])[0]
-    assert code == 0
-    plain = np.load("text.npy")
-    assert plain.dtype == np.float32 and plain.shape == (3, 4)
-    assert open("text.npy.ids").read().split() == ["0", "1", "2"]  # row r = item r, as MMRec reads it
-    _run_cli(capsys, ["features", "text", table, "--columns", "title", "-o", "text.npz", "--quiet"])
-    npz, npy = read_features("text.npz"), read_features("text.npy")
-    for token in ("0", "1", "2"):
-        np.testing.assert_array_equal(npy.features[npy.tokens.tolist().index(token)],
-                                      npz.features[npz.tokens.tolist().index(token)])
-
-
-def test_npy_output_of_other_tokens_keeps_table_order_with_a_sidecar(tmp_path):
-    write_features(tmp_path / "x.npy", ["b", "a", "007"], np.arange(6, dtype=np.float32).reshape(3, 2))
-    f = read_features(tmp_path / "x.npy")
-    assert f.tokens.tolist() == ["b", "a", "007"] and f.features[0].tolist() == [0.0, 1.0]
-
-
 # -------------------------------------------------------------------------- 5: --max-items below one
 @pytest.mark.parametrize("max_items", [0, -3])
 def test_prompt_with_max_items_below_one_is_refused(max_items):

@@ -112,7 +112,9 @@ def _speed_records(folder: str) -> list[dict]:
 
 def _is_tune(records: list[dict]) -> bool:
     """Whether ``records`` are the grid runs of ``recgoat tune`` (every variant a grid point's label)."""
-    return bool(records) and all(str(r.get("variant", "")).startswith("tune: ") for r in records)
+    from recgoat_recbole.bench.tuning import TUNE_PREFIX
+
+    return bool(records) and all(str(r.get("variant", "")).startswith(TUNE_PREFIX) for r in records)
 
 
 def _options(argv: list[str]) -> dict[str, list[str]]:

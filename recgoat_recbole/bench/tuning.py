@@ -26,8 +26,11 @@ from typing import Any, Mapping, Sequence, Union
 from recgoat_recbole.bench.design import RunSpec, config_files, models_for_dataset, with_aligned
 from recgoat_recbole.bench.names import ALIGN_SUFFIX, DEFAULT_MODELS
 
-__all__ = ["GRIDS", "ALIGN_KNOB", "Grid", "grid_for", "grid_points", "grid_specs", "choose", "choose_across",
+__all__ = ["GRIDS", "TUNE_PREFIX", "ALIGN_KNOB", "Grid", "grid_for", "grid_points", "grid_specs", "choose", "choose_across",
            "across_table", "load_grids", "write_choice", "tuning_table", "GridRun", "on_edges"]
+
+#: the start of a grid point's ``variant`` (its label): how a record says it is a grid point
+TUNE_PREFIX = "tune: "
 
 #: a grid: knob -> values (every combination is a point), or the list of its points (candidates)
 Grid = Union[Mapping[str, Sequence[Any]], Sequence[Mapping[str, Any]]]
@@ -121,7 +124,7 @@ def _value(value: Any) -> str:
 
 
 def _label(point: Mapping[str, Any]) -> str:
-    return "tune: " + (", ".join(f"{k}={_value(v)}" for k, v in point.items()) or "defaults")
+    return TUNE_PREFIX + (", ".join(f"{k}={_value(v)}" for k, v in point.items()) or "defaults")
 
 
 #: a grid run: its spec and the grid point (the knobs it sets) that the spec's overrides contain
@@ -243,7 +246,7 @@ def across_table(records: Sequence[dict], grid: Sequence[GridRun], choice: Mappi
             if point == chosen:
                 cell = f"**{cell}**"
             values = " | ".join(f"{ratios[d]:.4f}" if d in ratios else "–" for d in names)
-            lines.append(f"| {model} | {_label(point).removeprefix('tune: ')} | {values} | {cell} |")
+            lines.append(f"| {model} | {_label(point).removeprefix(TUNE_PREFIX)} | {values} | {cell} |")
         lines.append("")
     return "\n".join(lines).rstrip("\n")
 
@@ -337,7 +340,7 @@ def tuning_table(records: Sequence[dict], grid: Sequence[GridRun], choice: Mappi
         if choice.get(dataset, {}).get(model) == point:
             cell = f"**{cell}**"
         spread = f"{statistics.stdev(values):.4f}" if len(values) > 1 else "–"
-        lines.append(f"| {dataset} | {model} | {label.removeprefix('tune: ')} | {cell} | {spread} | {len(values)} |")
+        lines.append(f"| {dataset} | {model} | {label.removeprefix(TUNE_PREFIX)} | {cell} | {spread} | {len(values)} |")
     edges = on_edges(choice, grid)
     if edges:
         lines.append("")

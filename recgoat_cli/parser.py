@@ -381,6 +381,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     except fixable as exc:
         print(f"recgoat: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line (what was finished is kept: each run's record, the best checkpoint)
+        out = getattr(args, "out", None)
+        resume = (f"; the finished runs are in {out}/runs, and the same command trains only what is missing"
+                  if args.command in ("bench", "tune") and out else "")
+        print(f"recgoat: interrupted{resume}", file=sys.stderr)
+        return 130
     except commands.yaml.YAMLError as exc:  # a config file that is not valid YAML
         print(f"recgoat: error: invalid YAML: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -38,6 +38,26 @@ def test_user_errors_are_one_line(capsys, argv, message):
     assert err.startswith("recgoat: error: ") and message in err and "\n" not in err
 
 
+@pytest.mark.parametrize("argv, resume", [
+    (["tune", "--datasets", "ml-100k", "--models", "BPR", "--out", "grid"], "the finished runs are in grid/runs"),
+    (["bench", "--datasets", "ml-100k", "--models", "BPR", "--out", "table"], "the finished runs are in table/runs"),
+    (["run", "--model", "BPR"], None),
+])
+def test_ctrl_c_is_one_line_that_says_how_to_resume(monkeypatch, capsys, argv, resume):
+    """Ctrl-C (with --jobs 2 it reaches the thread that waits on the runs) ends with one line, exit status 130,
+    not a traceback; for bench and tune the line says where the finished runs are and that a rerun resumes."""
+    from recgoat_cli import commands
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, {"tune": "cmd_tune", "bench": "cmd_bench", "run": "cmd_run"}[argv[0]], interrupted)
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recgoat: interrupted") and "\n" not in err
+    assert (resume in err and "the same command trains only what is missing" in err) if resume else err == "recgoat: interrupted"
+
+
 def test_run_trains_a_builtin_and_recgoat(mini_ml, capsys):
     cfg = mini_config(mini_ml, epochs=1)
     with open("mini.yaml", "w") as f:

@@ -133,8 +133,8 @@ RECGOAT_KEYS: tuple[Key, ...] = (
         "our extension (for speed; it changes the loss): at most this many of the step's alignment items in one InfoNCE batch (a random subset, O(M²) instead of O(B²) per modality; ~ = all)"),
     Key("align_max_items", None, integer(1, optional=True), EXTENSION,
         "our extension (for speed; it changes the loss): at most this many of a step's distinct positive items enter the alignment terms (a uniformly random subset, drawn before their features are projected, so the step projects only those rows; CMCL and W see only them); ~ = all"),
-    Key("oat_plan_every", 1, integer(1), EXTENSION,
-        "our extension (for speed; it changes the training): the OAT plan and the views' scale are fitted on every item's projected features on one training step in this many (and on each epoch's first); the steps between reuse them (with the current Δ) and project only their batch's items. 1 = every step. Where a step's views are its batch's (no GAT, the views not in the score, `oat_plan_grad: false`); evaluation always fits them afresh"),
+    Key("oat_plan_every", 10, integer(1), EXTENSION,
+        "our extension (for speed; it changes the training): the OAT plan and the views' scale are fitted on every item's projected features on one training step in this many (and on each epoch's first); the steps between reuse them (with the current Δ) and project only their batch's items. 1 = every step (the exact step; the plugin's default). Where a step's views are its batch's (no GAT, the views not in the score, `oat_plan_grad: false`); evaluation always fits them afresh. RecGOAT's 10: docs/protocol.md, issue 28"),
     Key("wasserstein_weight", 0.001, WEIGHT, PAPER,
         "λ_ot of the entropic W1 term; 0 turns it off"),
     Key("wasserstein_epsilon", 0.1, POSITIVE, PAPER,
@@ -241,8 +241,9 @@ def _with(keys: tuple[Key, ...], **new_defaults: Any) -> tuple[Key, ...]:
 #: model name -> its keys (the dataset hook's first), with the defaults that differ per model
 MODELS: dict[str, tuple[Key, ...]] = {
     "RecGOAT": HOOK_KEYS + RECGOAT_KEYS,
-    # the plugin keeps the alignment gate off: the backbone decides, every modality is aligned
-    "Align": HOOK_KEYS + _with(_pick(RECGOAT_KEYS, _ALIGN_NAMES), align_gate=False),
+    # the plugin keeps the alignment gate off (the backbone decides, every modality is aligned) and the exact
+    # step (docs/protocol.md, issue 28: its speed settings change only after the same check on its rows)
+    "Align": HOOK_KEYS + _with(_pick(RECGOAT_KEYS, _ALIGN_NAMES), align_gate=False, oat_plan_every=1),
     # the peers read raw features, as MMRec does
     "FREEDOM": _with(HOOK_KEYS, feature_norm="none") + FREEDOM_KEYS,
     "LGMRec": _with(HOOK_KEYS, feature_norm="none") + LGMREC_KEYS,

@@ -353,3 +353,38 @@ def test_knn_search_hnsw_reaches_every_graph_of_the_run_with_its_own_cache_key(m
     assert len(exact) == 5 and all(" built in " in m and "approximate" not in m for m in exact), exact
     with pytest.raises(Exception, match="knn_search"):
         build_recgoat(mini_ml, knn_search="annoy")
+
+
+@pytest.mark.parametrize("name", ["scientific", "tiktok"])
+def test_hnsw_on_the_shared_data_finds_the_exact_neighbours_and_the_gate_decides_alike(name):
+    """The quality effect of knn_search: hnsw at RecGOAT's defaults, on the shared MMRec folders: each modality's
+    recall@10 against the exact graph is at least 0.99, and the alignment gate's lift (over the training
+    interactions, x_label 0) falls on the same side of the default threshold. The defaults read no other kNN
+    graph (no GAT views; these folders have no user profiles), so there the run trains alike."""
+    pytest.importorskip("faiss")
+    import glob
+
+    import pandas as pd
+
+    from recgoat_core.feature_signal import cooccurrence_lift
+    from recgoat_recbole.keys import defaults
+    from tests.conftest import requires_shared
+
+    path = requires_shared(name)
+    inter = pd.read_csv(os.path.join(path, f"{name}.inter"), sep="\t")
+    train = inter[inter["x_label"] == 0]
+    users, items = torch.as_tensor(train["userID"].to_numpy()), torch.as_tensor(train["itemID"].to_numpy())
+    threshold = defaults("RecGOAT")["align_gate_min_lift"]
+
+    def approximate(x, k, chunk_size, queries=None, symmetric=True):
+        return knn_graph(x, k, chunk_size, skip_first=False, queries=queries, symmetric=symmetric, backend="hnsw")
+
+    files = sorted(glob.glob(os.path.join(path, "*_feat.npy")))
+    assert len(files) == 2
+    for file in files:
+        x = torch.from_numpy(np.load(file)).float()
+        exact = set(map(tuple, knn_graph(x, 10, symmetric=False).T.tolist()))
+        found = set(map(tuple, knn_graph(x, 10, symmetric=False, backend="hnsw").T.tolist()))
+        assert len(exact & found) / len(exact) >= 0.99, file
+        lifts = cooccurrence_lift(x, users, items), cooccurrence_lift(x, users, items, knn=approximate)
+        assert (lifts[0] >= threshold) == (lifts[1] >= threshold), (file, lifts)

@@ -26,8 +26,8 @@ from typing import Any, Mapping, Sequence, Union
 from recgoat_recbole.bench.design import RunSpec, config_files, models_for_dataset, with_aligned
 from recgoat_recbole.bench.names import ALIGN_SUFFIX, DEFAULT_MODELS
 
-__all__ = ["GRIDS", "TUNE_PREFIX", "ALIGN_KNOB", "Grid", "grid_for", "grid_points", "grid_specs", "choose", "choose_across",
-           "across_table", "load_grids", "write_choice", "tuning_table", "GridRun", "on_edges"]
+__all__ = ["GRIDS", "TUNE_PREFIX", "ALIGN_KNOB", "Grid", "grid_for", "grid_points", "grid_specs", "choose",
+           "choose_across", "across_table", "load_grids", "write_choice", "tuning_table", "GridRun", "on_edges"]
 
 #: the start of a grid point's ``variant`` (its label): how a record says it is a grid point
 TUNE_PREFIX = "tune: "

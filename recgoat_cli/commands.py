@@ -447,8 +447,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     """Grid search on the validation split, the same nine-point budget per model; writes OUT/best.yaml."""
     from recgoat_recbole.bench.design import find_config
     from recgoat_recbole.bench.execute import run_all
-    from recgoat_recbole.bench.tuning import (across_table, choose, choose_across, grid_specs, load_grids,
-                                              tuning_table, write_choice)
+    from recgoat_recbole.bench.tuning import (EXTEND_ROUNDS, across_table, choose, choose_across, extend_edges,
+                                              grid_specs, load_grids, tuning_table, write_choice)
 
     configs = _dataset_configs(args)
     for dataset in args.datasets:
@@ -463,12 +463,24 @@ def cmd_tune(args: argparse.Namespace) -> int:
     models = args.models  # None: every model with a grid (the multimodal peers where the dataset has features)
     for model in models or ():
         _resolve_model(model)
-    grid = grid_specs(args.datasets, models, args.seeds, _bench_common(args), configs, grids, align=args.align)
-    if not args.report_only:
-        _record_command(args.out, _command(args))
-    # the grid's runs (resuming), printing validation metrics only
-    records = run_all([spec for spec, _ in grid], args.out, show_test=False, train=not args.report_only,
-                      jobs=args.jobs)
+    if args.extend_edges and args.across:
+        raise UserError("--extend-edges extends each dataset's grid apart; --across chooses one point for all "
+                        "datasets: use one of them")
+    common = _bench_common(args)
+
+    def grid_of(per_dataset) -> list:
+        return [run for dataset in args.datasets
+                for run in grid_specs([dataset], models, args.seeds, common, configs, per_dataset[dataset],
+                                      align=args.align)]
+
+    def records_for(grid: list) -> list[dict]:  # the grid's runs (resuming), printing validation metrics only
+        if not args.report_only:  # (once the grid is made: a command whose grid cannot be made is not recorded)
+            _record_command(args.out, _command(args))
+        return run_all([spec for spec, _ in grid], args.out, show_test=False, train=not args.report_only,
+                       jobs=args.jobs)
+
+    grid, records = extend_edges(args.datasets, grids, grid_of, records_for,
+                                 rounds=EXTEND_ROUNDS if args.extend_edges else 0)
     if not records:
         raise FileNotFoundError(f"no finished grid runs in {args.out}/runs for these settings")
     choice = choose_across(records, grid) if args.across else choose(records, grid)

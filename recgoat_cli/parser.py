@@ -220,6 +220,9 @@ def _add_tune(sub) -> None:
     tune.add_argument("--across", action="store_true",
                       help="one choice per model for all --datasets: the point whose validation NDCG@10, as a ratio to "
                            "the grid's first point on each dataset, is best on average (docs/protocol.md)")
+    tune.add_argument("--extend-edges", action="store_true",
+                      help="where a dataset's choice is on an edge of its grid, add the value one step past it, train "
+                           "those points and choose again (up to 3 times; the rule: docs/usage.md)")
     _add_budget(tune, epochs=300, out="bench_runs/tune")
     tune.set_defaults(func="cmd_tune")
 

@@ -173,6 +173,115 @@ def test_a_choice_on_the_edge_of_its_grid_is_named_under_the_table():
     assert "On the edge" not in tuning_table([], grid, inside)
 
 
+@pytest.mark.parametrize("values, edge, rule, expected", [
+    ([25.0, 50.0, 4000.0, 8000.0], 8000.0, None, 16000.0),    # positive floats: by the edge's ratio
+    ([25.0, 50.0, 4000.0, 8000.0], 25.0, None, 12.5),
+    ([1e-5, 1e-4, 1e-3], 1e-5, None, 1e-6),
+    ([1, 2, 3], 3, None, 4),                                 # evenly spaced integers: by their step
+    ([1, 2, 3], 1, None, None),                              # ... not down to 0
+    ([4, 16, 64], 4, None, 1),                               # other integers: by the ratio, rounded
+    ([0.0, 1e-5, 1e-4], 0.0, None, None),                    # not below 0
+    ([0.0, 1e-5, 1e-4], 1e-4, None, 1e-3),
+    ([0.0, 0.1, 0.3], 0.3, None, 0.9),                       # a RecBole dropout: up to below 1 ...
+    ([0.0, 0.1, 0.3, 0.9], 0.9, None, None),                 # ... not to 1 or more
+    ([0.5, 0.7, 0.8], 0.8, "PROB", 0.914286),                # this package's rule decides where it has one
+    ([0.5, 0.7, 0.8, 0.914286], 0.914286, "PROB", None),
+    ([0.2, 0.3, 0.6], 0.6, "WEIGHT", 1.2),
+    ([1, 2, 3], 2, None, None),                              # not an edge
+    (["a", "b", "c"], "c", None, None),                      # not numbers
+])
+def test_beyond_steps_past_an_edge_by_the_written_rule(values, edge, rule, expected):
+    from recgoat_recbole import config_check
+    from recgoat_recbole.bench.tuning import beyond
+
+    assert beyond(values, edge, getattr(config_check, rule) if rule else None) == expected
+
+
+def _fake_scores(records_of: dict[str, dict]):
+    """``records_for`` of :func:`extend_edges` over synthetic validation scores: ``score(dataset, point)``."""
+    def peaked(dataset: str, point: dict) -> float:  # n_layers best at 5 on "a", at 2 on "b"; EASE flat
+        best = {"a": 5, "b": 2}[dataset]
+        return 0.5 - 0.01 * abs(point.get("n_layers", best) - best)
+
+    def records_for(grid: list) -> list[dict]:
+        for spec, point in grid:
+            records_of.setdefault(spec.key, {**_record(spec, peaked(spec.dataset, point)), "model": spec.model})
+        return list(records_of.values())
+
+    return records_for
+
+
+def test_extend_edges_trains_past_an_edge_until_the_choice_is_inside():
+    """On "a" the best depth (5) lies past the grid's edge (3): --extend-edges adds 4, then 5, then 6, where the
+    choice is inside; "b" chose inside its grid and keeps it. The docs rebuild the same grid from the records
+    and the command."""
+    from recgoat_recbole.bench.docs import tune_grid
+    from recgoat_recbole.bench.tuning import extend_edges, on_edges
+
+    grids = {"LightGCN": {"n_layers": [1, 2, 3]}}
+    records: dict[str, dict] = {}
+
+    def grid_of(per):
+        return [run for d in ("a", "b") for run in grid_specs([d], ["LightGCN"], [1], {}, {"a": "x.yaml", "b": "x.yaml"},
+                                                             per[d])]
+
+    grid, found = extend_edges(["a", "b"], grids, grid_of, _fake_scores(records))
+    depths = {d: sorted(p["n_layers"] for s, p in grid if s.dataset == d) for d in ("a", "b")}
+    assert depths == {"a": [1, 2, 3, 4, 5, 6], "b": [1, 2, 3]} and len(found) == 9
+    choice = choose(found, grid)
+    assert choice == {"a": {"LightGCN": {"n_layers": 5}}, "b": {"LightGCN": {"n_layers": 2}}}
+    assert on_edges(choice, grid) == {}
+    assert extend_edges(["a", "b"], grids, grid_of, _fake_scores({}), rounds=1)[0] != grid  # capped: 4 only
+    assert len(extend_edges(["a", "b"], grids, grid_of, _fake_scores({}), rounds=0)[0]) == 6
+
+    command = "recgoat tune --datasets a b --models LightGCN --seeds 1 --extend-edges --grid g.yaml --out t"
+    os.makedirs("root", exist_ok=True)
+    with open("root/g.yaml", "w") as f:
+        yaml.safe_dump(grids, f)
+    rebuilt, _ = tune_grid("root", found, [command])
+    assert [s.key for s, _ in rebuilt] == [s.key for s, _ in grid]
+    assert len(tune_grid("root", found, [command.replace(" --extend-edges", "")])[0]) == 6
+
+
+def test_tune_extend_edges_from_the_command_line(monkeypatch, capsys):
+    """`recgoat tune --extend-edges`: the depth past the grid's edge trains, best.yaml takes the inside choice,
+    and a rerun trains nothing; without the flag the edge is only named."""
+    from dataclasses import asdict
+
+    trained = []
+
+    def fake_run_one(spec, out_dir, timeout=None, verbose=True):  # validation peaks at n_layers 5
+        trained.append(spec.key)
+        score = 0.5 - 0.01 * abs(spec.overrides["n_layers"] - 5)
+        record = {**asdict(spec), "label": spec.label, "key": spec.key, "valid": {"ndcg@10": score},
+                  "test": {"ndcg@10": score}, "epochs": 1, "epoch_s": 0.1, "total_s": 1.0, "peak_mib": 10.0,
+                  "device": "cpu", "adjusted": {}, "checkpoint": None,
+                  "config_sha": execute.config_digest([os.path.abspath(f) for f in spec.config_files])}
+        return execute._save(record, os.path.join(out_dir, "runs", f"{spec.key}.json"))
+
+    monkeypatch.setattr(execute, "run_one", fake_run_one)
+    with open("d.yaml", "w") as f:
+        f.write("dataset: d\n")
+    with open("g.yaml", "w") as f:
+        yaml.safe_dump({"LightGCN": {"n_layers": [1, 2, 3]}}, f)
+    argv = ["tune", "--datasets", "d", "--config", "d=d.yaml", "--models", "LightGCN", "--grid", "g.yaml",
+            "--seeds", "1", "--epochs", "1", "--out", "t"]
+    assert main(argv) == 0 and len(trained) == 3
+    assert yaml.safe_load(open("t/best.yaml"))["d"]["LightGCN"] == {"n_layers": 3}
+    assert "On the edge" in capsys.readouterr().out
+    assert main(argv + ["--extend-edges"]) == 0 and len(trained) == 6  # 4, 5, then 6, where 5 is inside
+    assert yaml.safe_load(open("t/best.yaml"))["d"]["LightGCN"] == {"n_layers": 5}
+    assert "On the edge" not in capsys.readouterr().out
+    assert main(argv + ["--extend-edges"]) == 0 and len(trained) == 6
+
+
+def test_extend_edges_and_across_are_one_line_error(capsys):
+    argv = ["tune", "--datasets", "ml-100k", "--models", "BPR", "--extend-edges", "--across", "--out", "t"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recgoat: error: --extend-edges") and "\n" not in err
+
+
 def test_a_grid_file_may_list_candidates_one_by_one(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("RecGOAT:\n  - {backbone: LightGCN}\n  - {backbone: SGL, align_gate: false}\n")

@@ -135,12 +135,13 @@ def _options(argv: list[str]) -> dict[str, list[str]]:
 
 def tune_grid(root: str, records: list[dict], commands: list[str]) -> tuple[list, bool]:
     """The grid of a tune folder, as its committed ``recgoat tune`` commands made it (their ``--grid`` file read
-    from ``root``, their datasets, models and seeds; without ``--models``, the records' models), and whether one
-    of them chose ``--across``: ``([(RunSpec, point), ...], across)`` in the grid's order."""
+    from ``root``, their datasets, models and seeds; without ``--models``, the records' models; with
+    ``--extend-edges``, extended as the command extended it from the same records), and whether one of them
+    chose ``--across``: ``([(RunSpec, point), ...], across)`` in the grid's order."""
     import shlex
 
     from recgoat_recbole.bench.design import RunSpec
-    from recgoat_recbole.bench.tuning import _label, grid_for, grid_points, load_grids
+    from recgoat_recbole.bench.tuning import EXTEND_ROUNDS, _label, extend_edges, grid_for, grid_points, load_grids
 
     tunes = [argv[2:] for argv in map(shlex.split, commands) if argv[:2] == ["recgoat", "tune"]]
     if not tunes:
@@ -156,15 +157,18 @@ def tune_grid(root: str, records: list[dict], commands: list[str]) -> tuple[list
             raise ResultsError(f"the tune command's grid {grid_file} is not in the repository")
         if not options.get("datasets") or not options.get("seeds"):
             raise ResultsError(f"the tune command names no --datasets or no --seeds: {' '.join(argv)}")
-        grids = load_grids(path)
-        for dataset in options["datasets"]:
-            for model in options.get("models") or models:
-                for point in grid_points(grid_for(model, grids)):
-                    for seed in map(int, options["seeds"]):
-                        spec = RunSpec(dataset, model, seed, _label(point))
-                        if spec.key not in keys:
-                            keys.add(spec.key)
-                            grid.append((spec, point))
+        chosen_models, seeds = options.get("models") or models, list(map(int, options["seeds"]))
+
+        def grid_of(per_dataset) -> list:
+            return [(RunSpec(dataset, model, seed, _label(point)), point) for dataset in options["datasets"]
+                    for model in chosen_models for point in grid_points(grid_for(model, per_dataset[dataset]))
+                    for seed in seeds]
+
+        rounds = EXTEND_ROUNDS if "extend-edges" in options else 0
+        for spec, point in extend_edges(options["datasets"], load_grids(path), grid_of, lambda _: records, rounds)[0]:
+            if spec.key not in keys:
+                keys.add(spec.key)
+                grid.append((spec, point))
     return grid, across
 
 

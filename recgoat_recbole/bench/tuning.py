@@ -9,7 +9,9 @@ config is reused there, not trained again.
 The default grids have nine points for every model with knobs: two knobs with three values each, or one knob
 with nine values. Each grid contains the default of every knob it varies (RecBole's model YAML, or
 recgoat_recbole/keys.py). Pop has no knob. A choice on the edge of its grid (the smallest or largest value of a
-knob) is named under the tuning table (:func:`on_edges`): extend the grid before using it.
+knob) is named under the tuning table (:func:`on_edges`): extend the grid before using it. ``recgoat tune
+--extend-edges`` does that itself (:func:`extend_edges`): it adds the value one step past each such edge
+(:func:`beyond`) to that dataset's grid, trains the new points, chooses again, up to :data:`EXTEND_ROUNDS` times.
 
 A grid file may also list a model's candidates one by one (``RecGOAT: [{}, {backbone: SGL}, ...]``: each entry
 one point, not a product). ``recgoat tune --across`` chooses one point per model for every dataset together
@@ -21,13 +23,14 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 from recgoat_recbole.bench.design import RunSpec, config_files, models_for_dataset, with_aligned
 from recgoat_recbole.bench.names import ALIGN_SUFFIX, DEFAULT_MODELS
 
 __all__ = ["GRIDS", "TUNE_PREFIX", "ALIGN_KNOB", "Grid", "grid_for", "grid_points", "grid_specs", "choose",
-           "choose_across", "across_table", "load_grids", "write_choice", "tuning_table", "GridRun", "on_edges"]
+           "choose_across", "across_table", "load_grids", "write_choice", "tuning_table", "GridRun", "on_edges",
+           "EXTEND_ROUNDS", "beyond", "extend_edges"]
 
 #: the start of a grid point's ``variant`` (its label): how a record says it is a grid point
 TUNE_PREFIX = "tune: "
@@ -323,6 +326,84 @@ def on_edges(choice: Mapping[str, Mapping[str, dict]], grid: Sequence[GridRun]) 
                 if len(numeric) >= 3 and len(numeric) == len(seen) and value in (min(numeric), max(numeric)):
                     out.setdefault((dataset, model), []).append(knob)
     return out
+
+
+#: how many times ``recgoat tune --extend-edges`` extends a grid past the edge its choice is on
+EXTEND_ROUNDS = 3
+
+
+def beyond(values: Sequence[Any], edge: Any, rule: Any = None) -> Any | None:
+    """The value one step past ``edge``, the smallest or largest of a knob's numeric grid ``values``, by the rule
+    that ``--extend-edges`` follows (written before any of its runs): evenly spaced integers go on by their step;
+    other values, where the edge and its neighbour are positive, by their ratio (``edge² / neighbour``: 8000 after
+    4000, 8000; 0.05 before 0.1, 0.2; an integer result rounded), else by their difference. ``None`` where no such
+    value is there to try: the edge is not an end of ``values``, the next value would be ≤ 0 from positive values
+    (< 0 from non-negative ones), or the knob's ``rule`` (:class:`~recgoat_recbole.config_check.Rule`, where this
+    package defines it) refuses it; a knob without one (RecBole's) does not reach 1 from values in [0, 1), where
+    a probability stops (a temperature there stops too: extend it by hand with ``--grid``)."""
+    v = sorted(x for x in set(values) if isinstance(x, (int, float)) and not isinstance(x, bool))
+    if len(v) < 2 or len(v) != len(set(values)) or edge not in (v[0], v[-1]):
+        return None
+    neighbour = v[-2] if edge == v[-1] else v[1]
+    ints = all(isinstance(x, int) for x in v)
+    evenly = ints and len({b - a for a, b in zip(v, v[1:])}) == 1
+    if not evenly and edge > 0 and neighbour > 0:
+        new: Any = edge * edge / neighbour
+    else:
+        new = 2 * edge - neighbour
+    new = int(round(new)) if ints else float(f"{new:.6g}")
+    if new in v or (v[0] > 0 and new <= 0) or (v[0] >= 0 and new < 0):
+        return None
+    if rule is None:  # a RecBole knob: what a probability allows (a dropout of 1 or more would fail the run)
+        return None if v[0] >= 0 and v[-1] < 1 <= new else new
+    return new if rule.ok(new) else None
+
+
+def _knob_rule(model: str, knob: str) -> Any:
+    """The rule of ``knob`` where this package defines ``model``'s keys (RecGOAT, the peers, the plugin)."""
+    from recgoat_recbole.keys import MODELS, rules
+
+    names = [model[: -len(ALIGN_SUFFIX)], "Align"] if model.endswith(ALIGN_SUFFIX) else [model]
+    for name in names:
+        if name in MODELS and knob in rules(name):
+            return rules(name)[knob]
+    return None
+
+
+def extend_edges(datasets: Sequence[str], grids: Mapping[str, Grid],
+                 grid_of: Callable[[Mapping[str, Mapping[str, Grid]]], list[GridRun]],
+                 records_for: Callable[[list[GridRun]], list[dict]],
+                 rounds: int = EXTEND_ROUNDS) -> tuple[list[GridRun], list[dict]]:
+    """The grid and its records after extending each dataset's grid past the edges its choice is on.
+
+    ``grid_of({dataset: grids})`` makes the grid runs of every dataset from that dataset's grids;
+    ``records_for(grid)`` trains what is missing (or, for the docs, reads what is there) and returns the records.
+    Each round: :func:`choose`, then for every (dataset, model) whose chosen value of a knob is on an edge of
+    its grid (:func:`on_edges`), that dataset's grid of the model gets :func:`beyond`'s value; the new points
+    run, and the choice is made again over the whole grid. It stops when no edge moved, after ``rounds`` rounds
+    (0: the grid as given), or where :func:`beyond` has no value (then the table still names the edge). A list of
+    candidates is not extended. Deterministic given the records, so the docs rebuild the same grid."""
+    per = {d: dict(grids) for d in datasets}
+    grid = grid_of(per)
+    records = records_for(grid)
+    for _ in range(rounds):
+        choice = choose(records, grid)
+        grown = False
+        for (dataset, model), knobs in on_edges(choice, grid).items():
+            current = grid_for(model, per[dataset])
+            if not isinstance(current, Mapping):
+                continue
+            for knob in knobs:
+                value = beyond(current[knob], choice[dataset][model][knob], _knob_rule(model, knob))
+                if value is not None:
+                    current[knob] = sorted([*current[knob], value])
+                    grown = True
+            per[dataset][model] = current
+        if not grown:
+            break
+        grid = grid_of(per)
+        records = records_for(grid)
+    return grid, records
 
 
 def tuning_table(records: Sequence[dict], grid: Sequence[GridRun], choice: Mapping[str, Mapping[str, dict]],

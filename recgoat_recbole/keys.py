@@ -250,6 +250,15 @@ MODELS: dict[str, tuple[Key, ...]] = {
 }
 
 
+def package_models(model: str) -> list[str]:
+    """The names in :data:`MODELS` whose keys ``model`` runs with (``<B>+Align``: the plugin's and, when this
+    package defines it, the backbone's; a RecBole model: none)."""
+    from recgoat_recbole.bench.names import ALIGN_SUFFIX
+
+    names = [model[: -len(ALIGN_SUFFIX)], "Align"] if model.endswith(ALIGN_SUFFIX) else [model]
+    return [n for n in names if n in MODELS]
+
+
 def keys_of(model: str) -> tuple[Key, ...]:
     """The keys of ``model`` (``RecGOAT``, ``Align``, ``FREEDOM`` or ``LGMRec``)."""
     return MODELS[model]

@@ -194,6 +194,8 @@ def settings_differ(record: dict, spec: RunSpec, unknown_defaults_differ: bool =
     config digest existed are checked on their overrides and file names only; runs recorded before the defaults
     digest, on the rest (with ``unknown_defaults_differ``, as for a copy from another folder: not for a model
     whose defaults this package defines)."""
+    from recgoat_recbole.keys import package_models
+
     if record.get("overrides", spec.overrides) != spec.overrides:
         changed = sorted(k for k in {*record["overrides"], *spec.overrides}
                          if record["overrides"].get(k) != spec.overrides.get(k))
@@ -209,21 +211,11 @@ def settings_differ(record: dict, spec: RunSpec, unknown_defaults_differ: bool =
     if "defaults_sha" in record:
         if record["defaults_sha"] != current:
             return f"the defaults of {spec.model} changed since"
-    elif unknown_defaults_differ and _package_defaults(spec.model):
+    elif unknown_defaults_differ and package_models(spec.model):
         # recorded before records carried the digest: RecBole's own defaults are pinned by its version, this
         # package's change between commits, so such a run of a model this package defines is not trusted
         return f"recorded without the defaults of {spec.model}, which this package defines and may have changed"
     return ""
-
-
-def _package_defaults(model: str) -> list[str]:
-    """The names in :data:`recgoat_recbole.keys.MODELS` whose defaults ``model`` runs with (``<B>+Align``: the
-    plugin's and, when this package defines it, the backbone's)."""
-    from recgoat_recbole.keys import MODELS
-    from recgoat_recbole.bench.names import ALIGN_SUFFIX
-
-    names = [model[: -len(ALIGN_SUFFIX)], "Align"] if model.endswith(ALIGN_SUFFIX) else [model]
-    return [n for n in names if n in MODELS]
 
 
 @functools.lru_cache(maxsize=None)
@@ -236,10 +228,10 @@ def defaults_digest(model: str) -> str:
     import recbole
 
     from recgoat_recbole.bench.names import ALIGN_SUFFIX
-    from recgoat_recbole.keys import defaults
+    from recgoat_recbole.keys import defaults, package_models
 
     parts: dict[str, Any] = {}
-    for name in _package_defaults(model):
+    for name in package_models(model):
         parts[name] = defaults(name)
     base = model[: -len(ALIGN_SUFFIX)] if model.endswith(ALIGN_SUFFIX) else model
     if base not in parts:

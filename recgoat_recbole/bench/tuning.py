@@ -361,13 +361,9 @@ def beyond(values: Sequence[Any], edge: Any, rule: Any = None) -> Any | None:
 
 def _knob_rule(model: str, knob: str) -> Any:
     """The rule of ``knob`` where this package defines ``model``'s keys (RecGOAT, the peers, the plugin)."""
-    from recgoat_recbole.keys import MODELS, rules
+    from recgoat_recbole.keys import package_models, rules
 
-    names = [model[: -len(ALIGN_SUFFIX)], "Align"] if model.endswith(ALIGN_SUFFIX) else [model]
-    for name in names:
-        if name in MODELS and knob in rules(name):
-            return rules(name)[knob]
-    return None
+    return next((rules(name)[knob] for name in package_models(model) if knob in rules(name)), None)
 
 
 def extend_edges(datasets: Sequence[str], grids: Mapping[str, Grid],

@@ -171,8 +171,6 @@ def test_recgoats_speed_settings_are_what_issue_28s_rule_chose_from_its_committe
     (S0); RecGOAT's default is the passing candidate with the smallest epoch / LightGCN at the synthetic Baby shape
     (results/speed-cpu-s0, -s1, -s2: each measure's best round, as the speed tables). The plugin keeps the exact
     step. A default edited by hand, or a record that would change the choice, fails here."""
-    import statistics
-
     from recgoat_recbole.bench import speed
     from recgoat_recbole.bench.docs import load_folder, tune_grid
     from recgoat_recbole.bench.tuning import _across
@@ -185,9 +183,6 @@ def test_recgoats_speed_settings_are_what_issue_28s_rule_chose_from_its_committe
     passing = [point for point, ratios, score in rows if score is not None and min(ratios.values()) >= 0.99]
     assert len(passing) == 3  # S0 (the reference), S1 and S2; S3 fails
 
-    def best_epoch(runs: list[dict]) -> float:
-        return min(statistics.median(r["epoch_s"]) for r in runs)
-
     ratio = {}
     for name in ("s0", "s1", "s2"):
         runs = speed.load_folder(os.path.join(ROOT, "results", f"speed-cpu-{name}"))
@@ -196,7 +191,7 @@ def test_recgoats_speed_settings_are_what_issue_28s_rule_chose_from_its_committe
         assert recgoat and lightgcn and all(r["shape"]["items"] == 7050 for r in recgoat + lightgcn)
         setting = {k: recgoat[0]["recgoat"][k] for k in ("oat_plan_every", "align_max_items")}
         assert all({k: r["recgoat"][k] for k in setting} == setting for r in recgoat)
-        ratio[tuple(sorted(setting.items()))] = best_epoch(recgoat) / best_epoch(lightgcn)
+        ratio[tuple(sorted(setting.items()))] = speed._best(recgoat)["epoch_s"] / speed._best(lightgcn)["epoch_s"]
     chosen = min(passing, key=lambda point: ratio[tuple(sorted(point.items()))])
     assert {key: defaults("RecGOAT")[key] for key in chosen} == chosen
     assert {key: defaults("Align")[key] for key in chosen} == rows[0][0]  # the plugin: the exact step
